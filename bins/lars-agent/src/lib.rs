@@ -1,0 +1,68 @@
+//! The lars load-balance agent: what applications talk to.
+//!
+//! Applications ask the agent on `127.0.0.1:8888..8890` (UDP, one frame per
+//! datagram) which host serves a service `(modid, cmdid)` and report how the
+//! call went; the agent pulls routes from the dns, keeps one
+//! [`lars_lb::LoadBalance`] per key, and sends call statistics to the
+//! reporter. Existing C++ and Go clients work unchanged.
+//!
+//! - [`Agent`] starts the UDP agent and returns an [`AgentHandle`]
+//!   (addresses, [`AgentStats`], `stop()`): `port_count` shards, each a thread
+//!   owning one port and the keys with `(modid + cmdid) % port_count` equal
+//!   to its index, a dns client, a reporter client, a route snapshot writer
+//!   and an optional status server.
+//! - [`EmbeddedAgent`] runs the same machinery inside the application, with
+//!   the `lars_client` API and no UDP hop.
+//!
+//! See `docs/agent.md` for the dns client's behaviour, the statistics
+//! semantics and the snapshot format.
+//!
+//! ```
+//! use std::time::Duration;
+//! use lars_agent::Agent;
+//! use lars_client::{ApiError, ClientConfig, LarsClient};
+//! use lars_core::config::AgentConfig;
+//!
+//! // An agent on free ports; no dns runs, so keys stay unknown.
+//! let mut config = AgentConfig::default();
+//! config.base_port = 0;
+//! config.port_count = 1;
+//! config.dns = "127.0.0.1:9".parse().unwrap();
+//! config.reporter = "127.0.0.1:9".parse().unwrap();
+//! config.snapshot_path = None;
+//! let mut agent = Agent::start(config).unwrap();
+//!
+//! let client = LarsClient::connect(
+//!     &ClientConfig::builder()
+//!         .base_port(agent.base_port())
+//!         .port_count(1)
+//!         .timeout(Duration::from_secs(2))
+//!         .build()
+//!         .unwrap(),
+//! )
+//! .unwrap();
+//! assert!(matches!(client.get_host(1, 1), Err(ApiError::NoExist)));
+//! assert_eq!(agent.stats().get_host_noexist, 1);
+//! agent.stop();
+//! ```
+#![warn(missing_docs)]
+
+mod agent;
+mod core;
+mod embedded;
+pub mod snapshot;
+mod status;
+mod udp;
+mod uplink;
+
+pub use agent::{Agent, AgentError, AgentHandle, AgentStats, SNAPSHOT_INTERVAL};
+pub use embedded::EmbeddedAgent;
+
+use lars_core::ModKey;
+
+/// The shard (port index) owning `key` among `count`: `(modid + cmdid) %
+/// count`, the mapping clients use to pick the port.
+pub fn shard_of(key: ModKey, count: usize) -> usize {
+    // u64 sum: no overflow for any pair of u32 ids; count >= 1 here.
+    ((u64::from(key.modid) + u64::from(key.cmdid)) % (count.max(1) as u64)) as usize
+}

@@ -1,0 +1,410 @@
+//! End-to-end tests: dns, reporter and agent in-process on ephemeral ports,
+//! SQLite, real UDP clients.
+#![allow(clippy::unwrap_used)]
+
+mod util;
+
+use std::collections::BTreeSet;
+use std::net::{SocketAddrV4, UdpSocket};
+use std::time::{Duration, Instant};
+
+use lars_agent::{Agent, EmbeddedAgent};
+use lars_client::tools::simulate::{ErrRate, SimOptions, simulate};
+use lars_client::{ApiError, ClientConfig, LarsClient, Outcome};
+use lars_core::proto::{GetHostRequest, GetHostResponse};
+use lars_core::{MessageId, ModKey, frame};
+use lars_store::StatsStore;
+
+use util::{Env, client, hosts, http_get, json, v4, wait_until};
+
+const T: Duration = Duration::from_secs(2);
+
+#[test]
+fn first_get_host_is_noexist_then_reg_init_resolves_and_hosts_rotate() {
+    let env = Env::new();
+    let hs = hosts(&["10.0.0.1:80", "10.0.0.2:80", "10.0.0.3:80"]);
+    env.set_hosts(1, 1, &hs);
+    let mut agent = env.agent();
+    let c = client(&agent, T);
+    assert!(matches!(c.get_host(1, 1), Err(ApiError::NoExist)));
+    assert_eq!(v4(&hs), {
+        let mut r = c.reg_init(1, 1).unwrap();
+        r.sort();
+        r
+    });
+    let picks: Vec<SocketAddrV4> = (0..9).map(|_| c.get_host(1, 1).unwrap()).collect();
+    // Round-robin: every window of 3 picks holds the 3 hosts; period 3.
+    for w in picks.windows(3) {
+        assert_eq!(w.iter().collect::<BTreeSet<_>>().len(), 3, "{picks:?}");
+    }
+    assert_eq!(picks[0], picks[3]);
+    let s = agent.stats();
+    assert_eq!(s.get_host_noexist, 1);
+    assert_eq!(s.get_host_succ, 9);
+    assert!(s.dns_connected);
+    agent.stop();
+}
+
+#[test]
+fn simulator_with_80_percent_errors_overloads_hosts_and_they_come_back() {
+    let env = Env::new();
+    let hs = hosts(&["10.0.1.1:80", "10.0.1.2:80", "10.0.1.3:80"]);
+    env.set_hosts(2, 5, &hs);
+    let mut agent = env.agent();
+    let c = client(&agent, T);
+    c.reg_init(2, 5).unwrap();
+    let mut opts = SimOptions::new(2, 5);
+    opts.err_rate = ErrRate::new(8).unwrap();
+    opts.count = 400;
+    opts.interval = Duration::ZERO;
+    opts.seed = 7;
+    let report = simulate(&c, &opts, |_, _| {});
+    assert!(agent.stats().transitions >= 3, "{:?}", agent.stats());
+    assert!(report.overload > 0, "{report:?}");
+    // With overload_timeout 1 s every host is idle again soon, without calls.
+    wait_until(Duration::from_secs(5), "hosts back to idle", || {
+        let v = json(&agent, "/routes?modid=2&cmdid=5");
+        let states: Vec<&str> = v["hosts"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|h| h["state"].as_str().unwrap())
+            .collect();
+        states == ["idle", "idle", "idle"]
+    });
+    assert!(c.get_host(2, 5).is_ok());
+    agent.stop();
+}
+
+#[test]
+fn route_change_in_the_store_reaches_get_route_within_2s() {
+    let env = Env::new();
+    env.set_hosts(3, 1, &hosts(&["10.0.2.1:80"]));
+    let mut agent = env.agent();
+    let c = client(&agent, T);
+    assert_eq!(c.reg_init(3, 1).unwrap().len(), 1);
+    let new = hosts(&["10.0.2.2:80", "10.0.2.3:80"]);
+    env.set_hosts(3, 1, &new);
+    let changed = Instant::now();
+    wait_until(T, "route change pushed", || {
+        let mut r = c.get_route(3, 1).unwrap();
+        r.sort();
+        r == v4(&new)
+    });
+    assert!(changed.elapsed() < T);
+    // get_host follows the new hosts too.
+    assert!(v4(&new).contains(&c.get_host(3, 1).unwrap()));
+    agent.stop();
+}
+
+#[test]
+fn dns_restarted_on_the_same_port_agent_reconnects_and_new_keys_resolve() {
+    let mut env = Env::new();
+    env.set_hosts(4, 1, &hosts(&["10.0.3.1:80"]));
+    env.set_hosts(4, 2, &hosts(&["10.0.3.2:80"]));
+    let mut agent = env.agent();
+    let c = client(&agent, T);
+    c.reg_init(4, 1).unwrap();
+    env.stop_dns();
+    wait_until(T, "dns loss seen", || !agent.stats().dns_connected);
+    // Known keys keep being served while the dns is down.
+    assert_eq!(c.get_host(4, 1).unwrap().to_string(), "10.0.3.1:80");
+    // A new key asked for while the dns is down: pulled after the reconnect.
+    assert!(matches!(c.get_host(4, 2), Err(ApiError::NoExist)));
+    env.restart_dns();
+    wait_until(Duration::from_secs(10), "dns reconnect", || {
+        agent.stats().dns_connects >= 2
+    });
+    wait_until(T, "pending key resolved", || c.get_host(4, 2).is_ok());
+    env.set_hosts(4, 3, &hosts(&["10.0.3.3:80"]));
+    assert_eq!(c.reg_init(4, 3).unwrap()[0].to_string(), "10.0.3.3:80");
+    // Subscriptions were renewed: a change of an old key is pushed again.
+    env.set_hosts(4, 1, &hosts(&["10.0.3.9:80"]));
+    wait_until(T, "push after reconnect", || {
+        c.get_route(4, 1).unwrap() == vec!["10.0.3.9:80".parse::<SocketAddrV4>().unwrap()]
+    });
+    agent.stop();
+}
+
+#[test]
+fn reporter_down_does_not_slow_get_host_and_statistics_arrive_after_it_returns() {
+    let mut env = Env::new();
+    let hs = hosts(&["10.0.4.1:80", "10.0.4.2:80"]);
+    env.set_hosts(5, 1, &hs);
+    let mut agent = env.agent();
+    wait_until(T, "reporter connected", || agent.stats().reporter_connected);
+    env.stop_reporter();
+    wait_until(T, "reporter loss seen", || {
+        !agent.stats().reporter_connected
+    });
+    // A short timeout: nothing in the get_host path waits for the reporter.
+    let c = client(&agent, Duration::from_millis(500));
+    c.reg_init(5, 1).unwrap();
+    let (mut succ, mut err) = (0u64, 0u64);
+    for i in 0..200 {
+        let h = c.get_host(5, 1).unwrap();
+        let outcome = if i % 10 == 0 {
+            err += 1;
+            Outcome::Failure
+        } else {
+            succ += 1;
+            Outcome::Success
+        };
+        c.report(5, 1, h, outcome, None).unwrap();
+    }
+    wait_until(T, "reports applied", || agent.stats().reports == 200);
+    std::thread::sleep(Duration::from_millis(300)); // a few report intervals
+    assert_eq!(agent.stats().report_messages, 0);
+    env.restart_reporter();
+    wait_until(Duration::from_secs(10), "statistics delivered", || {
+        let s = env.reporter.as_ref().unwrap().stats();
+        s.succ_in == succ && s.err_in == err
+    });
+    // One message per key per interval, never one per API report.
+    assert!(agent.stats().report_messages < 10, "{:?}", agent.stats());
+    // caller = the agent's IPv4 (the local address of the reporter
+    // connection, 127.0.0.1 here) as the host-order integer.
+    wait_until(Duration::from_secs(5), "ServerCallStatus rows", || {
+        let rows = env.store.call_status(Some(ModKey::new(5, 1))).unwrap();
+        rows.len() == 2 && rows.iter().all(|r| r.caller == 0x7f00_0001)
+    });
+    agent.stop();
+}
+
+#[test]
+fn agent_restarted_while_the_dns_is_down_serves_its_snapshot() {
+    let mut env = Env::new();
+    env.set_hosts(6, 1, &hosts(&["10.0.5.1:80"]));
+    env.set_hosts(6, 2, &hosts(&["10.0.5.2:80", "10.0.5.3:80"]));
+    let mut agent = env.agent();
+    let c = client(&agent, T);
+    c.reg_init(6, 1).unwrap();
+    c.reg_init(6, 2).unwrap();
+    agent.stop(); // writes the final snapshot
+    env.stop_dns();
+    let text = std::fs::read_to_string(env.snapshot_path()).unwrap();
+    assert!(text.starts_with("lars-agent-routes 1\n"), "{text}");
+    let mut agent = env.agent();
+    let c = client(&agent, T);
+    assert_eq!(c.get_host(6, 1).unwrap().to_string(), "10.0.5.1:80");
+    let mut r = c.get_route(6, 2).unwrap();
+    r.sort();
+    assert_eq!(r, v4(&hosts(&["10.0.5.2:80", "10.0.5.3:80"])));
+    assert!(!agent.stats().dns_connected);
+    agent.stop();
+}
+
+#[test]
+fn garbage_datagrams_are_dropped_and_counted() {
+    let env = Env::new();
+    env.set_hosts(7, 2, &hosts(&["10.0.6.1:80"]));
+    let mut agent = env.agent();
+    let sock = UdpSocket::bind("127.0.0.1:0").unwrap();
+    sock.connect(agent.udp_addrs()[0]).unwrap();
+    sock.set_read_timeout(Some(Duration::from_millis(300)))
+        .unwrap();
+    let good = frame::to_bytes(
+        MessageId::GetHostRequest.into(),
+        &GetHostRequest {
+            seq: 1,
+            modid: 7,
+            cmdid: 2,
+        },
+    )
+    .unwrap();
+    let mut wrong_len = good.to_vec();
+    wrong_len.push(0);
+    let mut unknown = good.to_vec();
+    unknown[0] = 99;
+    let mut bad_body = vec![4, 0, 0, 0, 3, 0, 0, 0];
+    bad_body.extend_from_slice(&[0xff, 0xff, 0xff]);
+    let garbage: Vec<&[u8]> = vec![b"", b"xyz", &wrong_len, &unknown, &bad_body];
+    for g in &garbage {
+        sock.send(g).unwrap();
+    }
+    let mut buf = [0u8; 2048];
+    assert!(sock.recv(&mut buf).is_err(), "garbage was answered");
+    wait_until(T, "garbage counted", || {
+        agent.stats().garbage == garbage.len() as u64
+    });
+    // The agent still answers.
+    sock.send(&good).unwrap();
+    let n = sock.recv(&mut buf).unwrap();
+    let rsp: GetHostResponse = frame::decode_datagram(&buf[..n])
+        .unwrap()
+        .message()
+        .unwrap();
+    assert_eq!((rsp.seq, rsp.modid, rsp.cmdid), (1, 7, 2));
+    agent.stop();
+}
+
+#[test]
+fn request_on_a_non_owning_port_is_answered_from_that_port_by_the_owner() {
+    let env = Env::new();
+    let hs = hosts(&["10.0.7.1:80", "10.0.7.2:80"]);
+    env.set_hosts(1, 1, &hs); // owner shard (1 + 1) % 3 = 2
+    let mut agent = env.agent();
+    let c = client(&agent, T);
+    c.reg_init(1, 1).unwrap();
+    let first = c.get_host(1, 1).unwrap();
+    // Ask port 0: the reply comes from port 0 (connected socket), and the
+    // round-robin state is the owner's (no duplicate state).
+    let sock = UdpSocket::bind("127.0.0.1:0").unwrap();
+    sock.connect(agent.udp_addrs()[0]).unwrap();
+    sock.set_read_timeout(Some(T)).unwrap();
+    let req = GetHostRequest {
+        seq: 42,
+        modid: 1,
+        cmdid: 1,
+    };
+    sock.send(&frame::to_bytes(MessageId::GetHostRequest.into(), &req).unwrap())
+        .unwrap();
+    let mut buf = [0u8; 2048];
+    let n = sock.recv(&mut buf).unwrap();
+    let rsp: GetHostResponse = frame::decode_datagram(&buf[..n])
+        .unwrap()
+        .message()
+        .unwrap();
+    assert_eq!((rsp.seq, rsp.retcode), (42, 0));
+    let second = lars_core::HostAddr::from_proto(&rsp.host.unwrap()).unwrap();
+    assert_ne!(SocketAddrV4::from(second), first);
+    assert_eq!(c.get_host(1, 1).unwrap(), first);
+    assert_eq!(agent.stats().forwarded, 1);
+    agent.stop();
+}
+
+#[test]
+fn status_routes_and_metrics_pages() {
+    let env = Env::new();
+    env.set_hosts(8, 1, &hosts(&["10.0.8.1:80"]));
+    let mut agent = env.agent();
+    let c = client(&agent, T);
+    c.reg_init(8, 1).unwrap();
+    let h = c.get_host(8, 1).unwrap();
+    c.report(8, 1, h, Outcome::Success, None).unwrap();
+    wait_until(T, "report applied", || agent.stats().reports == 1);
+    let s = json(&agent, "/status");
+    assert_eq!(s["keys"], 1);
+    assert_eq!(s["hosts"]["idle"], 1);
+    assert_eq!(s["requests"]["get_host"], 1);
+    assert_eq!(s["reports"], 1);
+    assert_eq!(s["dns"]["connected"], true);
+    wait_until(T, "cumulative counters", || {
+        json(&agent, "/routes?modid=8&cmdid=1")["hosts"][0]["succ_total"] == 1
+    });
+    let r = json(&agent, "/routes?modid=8&cmdid=1");
+    assert_eq!(r["hosts"][0]["host"], "10.0.8.1:80");
+    assert_eq!(r["hosts"][0]["state"], "idle");
+    assert_eq!(http_get(&agent, "/routes?modid=9&cmdid=9").0, 404);
+    assert_eq!(http_get(&agent, "/routes?modid=x").0, 400);
+    let (code, m) = http_get(&agent, "/metrics");
+    assert_eq!(code, 200);
+    assert!(m.contains("lars_agent_get_host_total 1\n"), "{m}");
+    assert!(m.contains("lars_agent_keys 1\n"), "{m}");
+    agent.stop();
+}
+
+#[test]
+fn api_times_out_cleanly_against_a_stalled_agent() {
+    // A bound socket that never answers: a stalled agent.
+    let stalled = UdpSocket::bind("127.0.0.1:0").unwrap();
+    let c = LarsClient::connect(
+        &ClientConfig::builder()
+            .base_port(stalled.local_addr().unwrap().port())
+            .port_count(1)
+            .timeout(Duration::from_millis(200))
+            .build()
+            .unwrap(),
+    )
+    .unwrap();
+    let t = Instant::now();
+    assert!(matches!(c.get_host(1, 1), Err(ApiError::Timeout)));
+    assert!(matches!(c.get_route(1, 1), Err(ApiError::Timeout)));
+    assert!(t.elapsed() < Duration::from_secs(5));
+}
+
+#[test]
+fn agent_with_one_port_and_explicit_ports_config() {
+    let env = Env::new();
+    env.set_hosts(9, 9, &hosts(&["10.0.9.1:80"]));
+    let mut cfg = env.agent_config();
+    cfg.port_count = 1;
+    cfg.snapshot_path = None;
+    cfg.http.addr = None;
+    let mut agent = Agent::start(cfg).unwrap();
+    assert_eq!(agent.udp_addrs().len(), 1);
+    assert!(agent.http_addr().is_none());
+    let c = client(&agent, T);
+    assert_eq!(c.reg_init(9, 9).unwrap()[0].to_string(), "10.0.9.1:80");
+    agent.stop();
+    agent.stop(); // idempotent
+}
+
+#[test]
+fn embedded_agent_against_the_real_dns_and_reporter() {
+    let env = Env::new();
+    let hs = hosts(&["10.0.10.1:80", "10.0.10.2:80"]);
+    env.set_hosts(10, 1, &hs);
+    let mut e = EmbeddedAgent::start(env.agent_config()).unwrap();
+    assert!(matches!(e.get_host(10, 1), Err(ApiError::NoExist)));
+    let mut r = e.reg_init(10, 1).unwrap();
+    r.sort();
+    assert_eq!(r, v4(&hs));
+    let a = e.get_host(10, 1).unwrap();
+    let b = e.get_host(10, 1).unwrap();
+    assert_ne!(a, b);
+    for _ in 0..5 {
+        e.report(10, 1, a, Outcome::Success, Some(Duration::from_millis(3)))
+            .unwrap();
+    }
+    e.report(10, 1, b, Outcome::Failure, None).unwrap();
+    let rep = env.reporter.as_ref().unwrap();
+    wait_until(
+        Duration::from_secs(5),
+        "embedded statistics delivered",
+        || {
+            let s = rep.stats();
+            s.succ_in == 5 && s.err_in == 1
+        },
+    );
+    assert_eq!(e.stats().reports, 6);
+    assert_eq!(e.get_route(10, 1).unwrap().len(), 2);
+    e.stop();
+}
+
+#[test]
+fn a_restarted_agent_announces_its_reset_so_no_call_is_lost() {
+    let env = Env::new();
+    let x = hosts(&["10.0.11.1:80"]);
+    env.set_hosts(11, 1, &x);
+    let rep = env.reporter.as_ref().unwrap();
+    let x = v4(&x)[0];
+    // The first agent life: 2 calls. The second: 3 calls, counted from zero
+    // again; without the (0, 0) announcement the reporter would read 2 -> 3
+    // as one new call.
+    for (life, calls, total) in [(1, 2u64, 2u64), (2, 3, 5)] {
+        let mut e = EmbeddedAgent::start(env.agent_config()).unwrap();
+        e.reg_init(11, 1).unwrap();
+        for _ in 0..calls {
+            e.report(11, 1, x, Outcome::Success, None).unwrap();
+        }
+        wait_until(Duration::from_secs(5), "statistics delivered", || {
+            rep.stats().succ_in == total
+        });
+        assert_eq!(rep.stats().succ_in, total, "life {life}");
+        e.stop();
+    }
+    assert!(rep.stats().resets >= 1, "{:?}", rep.stats());
+}
+
+#[test]
+fn sample_and_original_confs_load() {
+    let root = concat!(env!("CARGO_MANIFEST_DIR"), "/../../conf");
+    let c = lars_core::config::AgentConfig::load(format!("{root}/lars_lb_agent.conf")).unwrap();
+    assert_eq!((c.base_port, c.port_count), (8888, 3));
+    assert_eq!(c.report_interval, Duration::from_secs(1));
+    assert!(c.http.addr.is_none());
+    let o = lars_core::config::AgentConfig::load(format!("{root}/original/lars_lb_agent.conf"))
+        .unwrap();
+    assert_eq!(o.dns.port(), 7778);
+}

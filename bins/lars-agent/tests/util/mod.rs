@@ -1,0 +1,226 @@
+//! Test harness: dns, reporter and agent in-process over SQLite, on
+//! ephemeral ports; real UDP clients.
+
+use std::io::{Read, Write};
+use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4, TcpStream};
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use lars_agent::{Agent, AgentHandle};
+use lars_client::{ClientConfig, LarsClient};
+use lars_core::config::{AgentConfig, DnsConfig, HttpConfig, ReporterConfig};
+use lars_core::{HostAddr, ModKey};
+use lars_dns::{Dns, DnsHandle};
+use lars_reporter::{Reporter, ReporterHandle};
+use lars_store::{RouteAdmin, Store};
+
+/// Waits until `f` holds, polling every 20 ms; panics with `what` after
+/// `timeout`.
+pub fn wait_until(timeout: Duration, what: &str, mut f: impl FnMut() -> bool) {
+    let deadline = Instant::now() + timeout;
+    while !f() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+pub fn hosts(list: &[&str]) -> Vec<HostAddr> {
+    list.iter().map(|s| s.parse().unwrap()).collect()
+}
+
+pub fn v4(list: &[HostAddr]) -> Vec<SocketAddrV4> {
+    let mut v: Vec<SocketAddrV4> = list.iter().map(|h| SocketAddrV4::from(*h)).collect();
+    v.sort();
+    v
+}
+
+/// A store, a dns and a reporter.
+pub struct Env {
+    pub dir: tempfile::TempDir,
+    pub store: Store,
+    pub dns: Option<DnsHandle>,
+    pub reporter: Option<ReporterHandle>,
+    pub dns_addr: SocketAddrV4,
+    pub reporter_addr: SocketAddrV4,
+}
+
+impl Env {
+    pub fn new() -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let store =
+            lars_store::open(&format!("sqlite://{}", dir.path().join("x.db").display())).unwrap();
+        let dns = start_dns(&store, 0);
+        let reporter = start_reporter(&store, 0);
+        let dns_addr = as_v4(dns.local_addr());
+        let reporter_addr = as_v4(reporter.local_addr());
+        Self {
+            dir,
+            store,
+            dns: Some(dns),
+            reporter: Some(reporter),
+            dns_addr,
+            reporter_addr,
+        }
+    }
+
+    pub fn set_hosts(&self, modid: u32, cmdid: u32, list: &[HostAddr]) {
+        self.store
+            .set_hosts(ModKey::new(modid, cmdid), list)
+            .unwrap();
+    }
+
+    pub fn snapshot_path(&self) -> PathBuf {
+        self.dir.path().join("routes.snapshot")
+    }
+
+    /// An agent config with short timeouts talking to this env.
+    pub fn agent_config(&self) -> AgentConfig {
+        let mut c = AgentConfig {
+            dns: self.dns_addr,
+            reporter: self.reporter_addr,
+            base_port: 0,
+            port_count: 3,
+            report_interval: Duration::from_millis(100),
+            snapshot_path: Some(self.snapshot_path()),
+            ..AgentConfig::default()
+        };
+        c.lb.idle_timeout = Duration::from_secs(1);
+        c.lb.overload_timeout = Duration::from_secs(1);
+        c.lb.update_timeout = Duration::from_secs(15);
+        c.http = HttpConfig {
+            addr: Some(SocketAddr::from((Ipv4Addr::LOCALHOST, 0))),
+        };
+        c
+    }
+
+    pub fn agent(&self) -> AgentHandle {
+        Agent::start(self.agent_config()).unwrap()
+    }
+
+    pub fn stop_dns(&mut self) {
+        if let Some(mut d) = self.dns.take() {
+            d.stop();
+        }
+    }
+
+    /// Restarts the dns on its previous port (retrying while the port is
+    /// still held).
+    pub fn restart_dns(&mut self) {
+        self.stop_dns();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            match try_start_dns(&self.store, self.dns_addr.port()) {
+                Ok(d) => {
+                    self.dns = Some(d);
+                    return;
+                }
+                Err(e) => {
+                    assert!(Instant::now() < deadline, "dns restart: {e}");
+                    std::thread::sleep(Duration::from_millis(100));
+                }
+            }
+        }
+    }
+
+    pub fn stop_reporter(&mut self) {
+        if let Some(mut r) = self.reporter.take() {
+            r.stop();
+        }
+    }
+
+    pub fn restart_reporter(&mut self) {
+        self.stop_reporter();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            match try_start_reporter(&self.store, self.reporter_addr.port()) {
+                Ok(r) => {
+                    self.reporter = Some(r);
+                    return;
+                }
+                Err(e) => {
+                    assert!(Instant::now() < deadline, "reporter restart: {e}");
+                    std::thread::sleep(Duration::from_millis(100));
+                }
+            }
+        }
+    }
+}
+
+impl Drop for Env {
+    fn drop(&mut self) {
+        self.stop_dns();
+        self.stop_reporter();
+    }
+}
+
+fn as_v4(a: SocketAddr) -> SocketAddrV4 {
+    match a {
+        SocketAddr::V4(a) => a,
+        SocketAddr::V6(_) => panic!("ipv6"),
+    }
+}
+
+fn try_start_dns(store: &Store, port: u16) -> Result<DnsHandle, lars_dns::DnsError> {
+    let mut c = DnsConfig::default();
+    c.reactor.addr = SocketAddrV4::new(Ipv4Addr::LOCALHOST, port);
+    c.reactor.thread_num = 1;
+    c.version_interval = Duration::from_millis(100);
+    Dns::start(c, store.clone())
+}
+
+fn start_dns(store: &Store, port: u16) -> DnsHandle {
+    try_start_dns(store, port).unwrap()
+}
+
+fn try_start_reporter(
+    store: &Store,
+    port: u16,
+) -> Result<ReporterHandle, lars_reporter::ReporterError> {
+    let mut c = ReporterConfig::default();
+    c.reactor.addr = SocketAddrV4::new(Ipv4Addr::LOCALHOST, port);
+    c.reactor.thread_num = 1;
+    c.db_thread_cnt = 1;
+    c.flush_interval = Duration::from_millis(100);
+    Reporter::start(c, store.clone())
+}
+
+fn start_reporter(store: &Store, port: u16) -> ReporterHandle {
+    try_start_reporter(store, port).unwrap()
+}
+
+/// A real UDP client of `agent` (per-request timeout `timeout`).
+pub fn client(agent: &AgentHandle, timeout: Duration) -> LarsClient {
+    let n = u16::try_from(agent.udp_addrs().len()).unwrap();
+    LarsClient::connect(
+        &ClientConfig::builder()
+            .base_port(agent.base_port())
+            .port_count(n)
+            .timeout(timeout)
+            .build()
+            .unwrap(),
+    )
+    .unwrap()
+}
+
+/// `GET path` on the agent's status server: (status code, body).
+pub fn http_get(agent: &AgentHandle, path: &str) -> (u16, String) {
+    let addr = agent.http_addr().unwrap();
+    let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(2)).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut out = String::new();
+    s.read_to_string(&mut out).unwrap();
+    let (head, body) = out.split_once("\r\n\r\n").unwrap();
+    let code = head.split(' ').nth(1).unwrap().parse().unwrap();
+    (code, body.to_owned())
+}
+
+pub fn json(agent: &AgentHandle, path: &str) -> serde_json::Value {
+    let (code, body) = http_get(agent, path);
+    assert_eq!(code, 200, "{path}: {body}");
+    serde_json::from_str(&body).unwrap()
+}

@@ -1,0 +1,368 @@
+//! Subcommands that talk to the lars agent as an application would:
+//! `get-host`, `get-route`, `report`, `simulator`, `qps`.
+
+use std::fmt::Write as _;
+use std::net::{Ipv4Addr, SocketAddrV4};
+use std::process::ExitCode;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use anyhow::Context as _;
+use clap::Args;
+use lars_client::tools::qps::{self, QpsSummary, Second};
+use lars_client::tools::simulate::{ErrRate, SimEvent, SimOptions, SimReport, simulate};
+use lars_client::{ApiError, ClientConfig, LarsClient, Outcome};
+
+/// Where the agent listens (global options).
+#[derive(Debug, Args)]
+pub struct AgentArgs {
+    /// The agent's IPv4 address.
+    #[arg(long, global = true, default_value_t = Ipv4Addr::LOCALHOST)]
+    pub agent_ip: Ipv4Addr,
+    /// The agent's first UDP port; key (M, C) uses BASE_PORT + (M + C) % PORTS.
+    #[arg(long, global = true, default_value_t = 8888)]
+    pub base_port: u16,
+    /// How many consecutive UDP ports the agent listens on.
+    #[arg(long, global = true, default_value_t = 3)]
+    pub ports: u16,
+    /// Receive timeout of every request, in milliseconds.
+    #[arg(long, global = true, default_value_t = 50)]
+    pub timeout_ms: u64,
+}
+
+impl AgentArgs {
+    /// The validated client configuration.
+    pub fn config(&self) -> anyhow::Result<ClientConfig> {
+        ClientConfig::builder()
+            .agent_ip(self.agent_ip)
+            .base_port(self.base_port)
+            .port_count(self.ports)
+            .timeout(Duration::from_millis(self.timeout_ms))
+            .build()
+            .context("invalid agent options")
+    }
+
+    fn connect(&self) -> anyhow::Result<(ClientConfig, LarsClient)> {
+        let config = self.config()?;
+        let client = LarsClient::connect(&config).context("cannot open the agent sockets")?;
+        Ok((config, client))
+    }
+}
+
+/// A service key.
+#[derive(Debug, Args)]
+pub struct KeyArgs {
+    /// Module id.
+    pub modid: u32,
+    /// Command id.
+    pub cmdid: u32,
+}
+
+/// `lars report M C IP PORT 0|1`.
+#[derive(Debug, Args)]
+pub struct ReportArgs {
+    /// Module id.
+    pub modid: u32,
+    /// Command id.
+    pub cmdid: u32,
+    /// The called host's IPv4 address.
+    pub ip: Ipv4Addr,
+    /// The called host's port.
+    #[arg(value_parser = clap::value_parser!(u16).range(1..))]
+    pub port: u16,
+    /// 0: the call succeeded, 1: it failed.
+    #[arg(value_parser = clap::value_parser!(u8).range(0..=1))]
+    pub result: u8,
+    /// How long the call took, in milliseconds (sent as the report's timecost).
+    #[arg(long)]
+    pub timecost_ms: Option<u64>,
+}
+
+/// `lars simulator M C [ERR_RATE] [COUNT]`.
+#[derive(Debug, Args)]
+pub struct SimulatorArgs {
+    /// Module id.
+    pub modid: u32,
+    /// Command id.
+    pub cmdid: u32,
+    /// Calls that fail, in tenths (0-10).
+    #[arg(default_value_t = 2, value_parser = clap::value_parser!(u8).range(0..=10))]
+    pub err_rate: u8,
+    /// Number of get_host queries.
+    #[arg(default_value_t = 100)]
+    pub count: u64,
+    /// Pause between queries, in milliseconds (the original's 6).
+    #[arg(long, default_value_t = 6)]
+    pub interval_ms: u64,
+    /// Seed of the failure draws (default: from the clock; printed).
+    #[arg(long)]
+    pub seed: Option<u64>,
+    /// Consecutive queries without a host before it is reported absent.
+    #[arg(long, default_value_t = 20)]
+    pub absence: u64,
+    /// Print every call.
+    #[arg(short, long)]
+    pub verbose: bool,
+}
+
+/// `lars qps THREADS [--duration S]`.
+#[derive(Debug, Args)]
+pub struct QpsArgs {
+    /// Client threads; thread i uses modid i+1, cmdid 1.
+    #[arg(value_parser = clap::value_parser!(u16).range(1..))]
+    pub threads: u16,
+    /// Seconds to run (the raw UDP reference then runs as long again).
+    #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..))]
+    pub duration: u64,
+    /// Also print each thread's rate every second (as the original did).
+    #[arg(long)]
+    pub per_thread: bool,
+}
+
+/// Registers the key like the original tools do, noting a failure on stderr.
+fn reg_init(client: &LarsClient, modid: u32, cmdid: u32) {
+    if let Err(e) = client.reg_init(modid, cmdid) {
+        eprintln!("modid {modid}, cmdid {cmdid}: still no host after reg_init: {e}");
+    }
+}
+
+/// `lars get-host M C`.
+pub fn get_host(agent: &AgentArgs, a: &KeyArgs) -> anyhow::Result<ExitCode> {
+    let (config, client) = agent.connect()?;
+    reg_init(&client, a.modid, a.cmdid);
+    let host = client
+        .get_host(a.modid, a.cmdid)
+        .with_context(|| failed("get_host", a.modid, a.cmdid, &config))?;
+    println!("host is {host}");
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `lars get-route M C`.
+pub fn get_route(agent: &AgentArgs, a: &KeyArgs) -> anyhow::Result<ExitCode> {
+    let (config, client) = agent.connect()?;
+    reg_init(&client, a.modid, a.cmdid);
+    let hosts = client
+        .get_route(a.modid, a.cmdid)
+        .with_context(|| failed("get_route", a.modid, a.cmdid, &config))?;
+    if hosts.is_empty() {
+        eprintln!("modid {}, cmdid {}: no hosts", a.modid, a.cmdid);
+        return Ok(ExitCode::FAILURE);
+    }
+    for h in hosts {
+        println!("{h}");
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `lars report M C IP PORT 0|1`.
+pub fn report(agent: &AgentArgs, a: &ReportArgs) -> anyhow::Result<ExitCode> {
+    let (config, client) = agent.connect()?;
+    reg_init(&client, a.modid, a.cmdid);
+    let host = SocketAddrV4::new(a.ip, a.port);
+    let outcome = if a.result == 0 {
+        Outcome::Success
+    } else {
+        Outcome::Failure
+    };
+    client
+        .report(
+            a.modid,
+            a.cmdid,
+            host,
+            outcome,
+            a.timecost_ms.map(Duration::from_millis),
+        )
+        .with_context(|| failed("report", a.modid, a.cmdid, &config))?;
+    let word = match outcome {
+        Outcome::Success => "SUCC",
+        Outcome::Failure => "FAIL",
+    };
+    println!(
+        "report modid = {}, cmdid = {} | {host} {word}",
+        a.modid, a.cmdid
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `lars simulator M C [ERR_RATE] [COUNT]`.
+pub fn simulator(agent: &AgentArgs, a: &SimulatorArgs) -> anyhow::Result<ExitCode> {
+    let (_, client) = agent.connect()?;
+    let mut opts = SimOptions::new(a.modid, a.cmdid);
+    opts.err_rate = ErrRate::new(a.err_rate).context("err_rate must be 0-10")?;
+    opts.count = a.count;
+    opts.interval = Duration::from_millis(a.interval_ms);
+    opts.seed = a.seed.unwrap_or_else(clock_seed);
+    opts.absence_threshold = a.absence;
+    println!(
+        "err_rate = {}/10, count = {}, seed = {}",
+        a.err_rate, a.count, opts.seed
+    );
+    reg_init(&client, a.modid, a.cmdid);
+    let report = simulate(&client, &opts, |i, r| {
+        if a.verbose {
+            println!("{}", call_line(i, a.modid, a.cmdid, r));
+        }
+    });
+    print!("{}", sim_summary(&report));
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `lars qps THREADS [--duration S]`.
+pub fn qps(agent: &AgentArgs, a: &QpsArgs) -> anyhow::Result<ExitCode> {
+    let config = agent.config()?;
+    let threads = usize::from(a.threads);
+    let duration = Duration::from_secs(a.duration);
+    println!(
+        "lars qps: {threads} threads for {}s against the agent at {}:{}..",
+        a.duration,
+        config.agent_ip(),
+        config.base_port()
+    );
+    let lars = qps::run(&config, threads, duration, |s| {
+        print!("{}", second_lines("lars", s, a.per_thread))
+    })
+    .context("cannot start the qps clients")?;
+    println!("{}", summary_line("lars", &lars));
+    println!("reference: raw UDP request/response, in-process server, same threads and duration");
+    let raw = qps::run_udp_reference(&config, threads, duration, |s| {
+        print!("{}", second_lines("raw", s, a.per_thread))
+    })
+    .context("cannot start the raw UDP reference")?;
+    println!("{}", summary_line("lars", &lars));
+    println!("{}", summary_line("raw", &raw));
+    if lars.answered == 0 {
+        println!("lars answered nothing: is the agent running at these ports?");
+    }
+    if raw.average() > 0.0 {
+        println!("ratio lars/raw = {:.3}", lars.average() / raw.average());
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn failed(what: &str, modid: u32, cmdid: u32, config: &ClientConfig) -> String {
+    format!(
+        "{what} modid {modid}, cmdid {cmdid} (agent {})",
+        config.agent_addr(modid, cmdid)
+    )
+}
+
+fn clock_seed() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos() as u64)
+}
+
+fn call_line(
+    i: u64,
+    modid: u32,
+    cmdid: u32,
+    r: &Result<(SocketAddrV4, Outcome), ApiError>,
+) -> String {
+    match r {
+        Ok((host, Outcome::Success)) => format!("{i}: host {host} called SUCCESS"),
+        Ok((host, Outcome::Failure)) => format!("{i}: host {host} called ERROR"),
+        Err(ApiError::Overload) => format!("{i}: {modid},{cmdid} all hosts were overloaded"),
+        Err(ApiError::NoExist) => format!("{i}: {modid},{cmdid} not exist"),
+        Err(e) => format!("{i}: {e}"),
+    }
+}
+
+fn sim_summary(r: &SimReport) -> String {
+    let mut out = String::new();
+    // Writing to a String cannot fail.
+    let _ = writeln!(out, "hosts:");
+    for (host, t) in &r.hosts {
+        let _ = writeln!(out, "  {host}: success: {}; error: {}", t.succ, t.err);
+    }
+    let _ = writeln!(
+        out,
+        "answers without host: overload {}, noexist {}, system {}, timeout {}, socket errors {}",
+        r.overload, r.noexist, r.system, r.timeout, r.io
+    );
+    let _ = writeln!(
+        out,
+        "overload transitions seen by this client (the agent logs its own):"
+    );
+    if r.events.is_empty() {
+        let _ = writeln!(out, "  none");
+    }
+    for e in &r.events {
+        let line = match e {
+            SimEvent::OverloadBegan { at } => {
+                format!("  query {at}: get_host answers OVERLOAD (every host overloaded)")
+            }
+            SimEvent::OverloadEnded { at } => {
+                format!("  query {at}: get_host returns a host again")
+            }
+            SimEvent::HostAbsent {
+                host,
+                from,
+                to,
+                returned,
+            } => {
+                let end = if *returned {
+                    "then returned again"
+                } else {
+                    "until the end"
+                };
+                format!(
+                    "  queries {from}..={to}: {host} not returned ({} queries), {end}",
+                    to - from + 1
+                )
+            }
+        };
+        let _ = writeln!(out, "{line}");
+    }
+    out
+}
+
+fn second_lines(label: &str, s: &Second, per_thread: bool) -> String {
+    let mut out = format!("{label} [{:>3}s] qps = {}\n", s.index, s.total);
+    if per_thread {
+        for (i, n) in s.per_thread.iter().enumerate() {
+            out.push_str(&format!("  thread:[{i}] --> qps = [{n}]\n"));
+        }
+    }
+    out
+}
+
+fn summary_line(label: &str, s: &QpsSummary) -> String {
+    format!(
+        "{label}: {} threads, {:.2}s: average {:.0} req/s (answered {}, errors {})",
+        s.threads,
+        s.elapsed.as_secs_f64(),
+        s.average(),
+        s.answered,
+        s.errors
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_summary_names_hosts_and_transitions() {
+        let mut r = SimReport::default();
+        let h: SocketAddrV4 = "10.0.0.1:80".parse().unwrap();
+        r.hosts.insert(
+            h,
+            lars_client::tools::simulate::HostTally { succ: 3, err: 1 },
+        );
+        r.overload = 2;
+        r.events.push(SimEvent::OverloadBegan { at: 4 });
+        r.events.push(SimEvent::HostAbsent {
+            host: h,
+            from: 5,
+            to: 30,
+            returned: false,
+        });
+        let s = sim_summary(&r);
+        assert!(s.contains("10.0.0.1:80: success: 3; error: 1"), "{s}");
+        assert!(s.contains("overload 2"), "{s}");
+        assert!(s.contains("query 4: get_host answers OVERLOAD"), "{s}");
+        assert!(
+            s.contains("queries 5..=30: 10.0.0.1:80 not returned (26 queries), until the end"),
+            "{s}"
+        );
+    }
+}

@@ -1,0 +1,193 @@
+//! `lars bench dns|reporter`: the service load tools. Each measures the real
+//! service over TCP (in-process, or an external one given by address) and
+//! prints what it saw.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use clap::{Args, Subcommand};
+use lars_core::ModKey;
+use lars_core::config::ReporterConfig;
+
+/// `lars bench ...`.
+#[derive(Debug, Args)]
+pub struct BenchArgs {
+    #[command(subcommand)]
+    target: BenchTarget,
+}
+
+#[derive(Debug, Subcommand)]
+enum BenchTarget {
+    /// Route lookups per second against the dns, next to a raw-socket
+    /// reference that sends the same reply bytes.
+    Dns(DnsBenchArgs),
+    /// Reports per second into the reporter, then waits until the store holds
+    /// every count it sent.
+    Reporter(ReporterBenchArgs),
+}
+
+#[derive(Debug, Args)]
+struct DnsBenchArgs {
+    /// An external dns; without it one is started in-process over a temporary
+    /// SQLite store holding the demo routes.
+    #[arg(long)]
+    addr: Option<SocketAddr>,
+    /// Client connections, one thread each.
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=1024))]
+    conns: u32,
+    /// Requests in flight per connection (1 = ping-pong).
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=4096))]
+    window: u32,
+    /// Seconds per measurement (dns, then raw).
+    #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(u64).range(1..=3600))]
+    duration: u64,
+    /// Worker loops of the in-process dns.
+    #[arg(long, default_value_t = 2, value_parser = clap::value_parser!(u32).range(1..=64))]
+    threads: u32,
+    /// Module id asked for.
+    #[arg(long, default_value_t = 1)]
+    modid: u32,
+    /// Command id asked for.
+    #[arg(long, default_value_t = 1)]
+    cmdid: u32,
+}
+
+#[derive(Debug, Args)]
+struct ReporterBenchArgs {
+    /// An external reporter; without it one is started in-process on an
+    /// ephemeral port, writing to `--store`.
+    #[arg(long)]
+    addr: Option<SocketAddr>,
+    /// The store the reporter writes to (read back to check every count
+    /// arrived). Default: a fresh SQLite file in the temporary directory.
+    #[arg(long, env = "LARS_STORE_URL")]
+    store: Option<String>,
+    /// Connections (agents), one thread each.
+    #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u32).range(1..=1024))]
+    conns: u32,
+    /// Keys per connection.
+    #[arg(long, default_value_t = 100, value_parser = clap::value_parser!(u32).range(1..=100_000))]
+    keys: u32,
+    /// Host results per report.
+    #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u32).range(1..=1000))]
+    hosts: u32,
+    /// Reports per second in total; 0 sends as fast as possible.
+    #[arg(long, default_value_t = 0)]
+    rate: u64,
+    /// Seconds of sending.
+    #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..=3600))]
+    duration: u64,
+    /// Writer threads of the in-process reporter.
+    #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u32).range(1..=64))]
+    db_threads: u32,
+    /// Print the full report as JSON too.
+    #[arg(long)]
+    json: bool,
+}
+
+/// Runs one benchmark and prints its result.
+pub fn run(args: &BenchArgs) -> anyhow::Result<()> {
+    match &args.target {
+        BenchTarget::Dns(a) => dns(a),
+        BenchTarget::Reporter(a) => reporter(a),
+    }
+}
+
+fn dns(a: &DnsBenchArgs) -> anyhow::Result<()> {
+    let report = lars_dns::bench::run(lars_dns::bench::BenchOptions {
+        conns: a.conns as usize,
+        window: a.window as usize,
+        duration: Duration::from_secs(a.duration),
+        key: ModKey::new(a.modid, a.cmdid),
+        dns: a.addr,
+        threads: a.threads as usize,
+    })
+    .context("dns benchmark")?;
+    println!("{report}");
+    Ok(())
+}
+
+fn reporter(a: &ReporterBenchArgs) -> anyhow::Result<()> {
+    let store_url = match &a.store {
+        Some(url) => url.clone(),
+        None => {
+            let path =
+                std::env::temp_dir().join(format!("lars-bench-reporter-{}.db", std::process::id()));
+            format!("sqlite://{}", path.display())
+        }
+    };
+    let mut in_process = None;
+    let addr = match a.addr {
+        Some(addr) => addr,
+        None => {
+            let mut cfg = ReporterConfig::default();
+            cfg.reactor.addr = std::net::SocketAddrV4::new(std::net::Ipv4Addr::LOCALHOST, 0);
+            cfg.reactor.thread_num = 1;
+            cfg.db_thread_cnt = a.db_threads as usize;
+            cfg.store_url = store_url.clone();
+            let store = lars_store::open(&store_url)
+                .with_context(|| format!("cannot open the store {}", super::redact(&store_url)))?;
+            let r =
+                lars_reporter::Reporter::start(cfg, store).context("cannot start the reporter")?;
+            let addr = r.local_addr();
+            in_process = Some(r);
+            addr
+        }
+    };
+    println!(
+        "sending to the reporter at {addr} for {} s ({} conns x {} keys x {} hosts), store {}",
+        a.duration,
+        a.conns,
+        a.keys,
+        a.hosts,
+        super::redact(&store_url)
+    );
+    let result = lars_reporter::bench::run(&lars_reporter::bench::BenchOptions {
+        addr,
+        store_url: store_url.clone(),
+        conns: a.conns as usize,
+        keys: a.keys,
+        hosts: a.hosts,
+        rate: a.rate,
+        duration: Duration::from_secs(a.duration),
+        ..lars_reporter::bench::BenchOptions::default()
+    });
+    if let Some(mut r) = in_process {
+        r.stop();
+    }
+    let report = result.context("reporter benchmark")?;
+    if a.json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+    }
+    println!(
+        "sent {} reports ({} host results) in {:.1} s = {:.0} reports/s",
+        report.reports, report.results, report.send_secs, report.sent_per_sec
+    );
+    println!(
+        "persisted after {:.1} s = {:.0} reports/s ingested; calls in history {}/{} ok, {}/{} failed; status rows {}/{}",
+        report.persisted_secs,
+        report.ingested_per_sec,
+        report.succ_persisted,
+        report.succ_sent,
+        report.err_persisted,
+        report.err_sent,
+        report.status_rows_ok,
+        report.status_rows_expected
+    );
+    if let (Some(min), Some(max)) = (report.rss_kib.iter().min(), report.rss_kib.iter().max()) {
+        println!("RSS while sending: {min}..{max} KiB");
+    }
+    if !report.complete {
+        anyhow::bail!("not every count reached the store");
+    }
+    println!("every count arrived");
+    if a.store.is_none() {
+        if let Some(path) = store_url.strip_prefix("sqlite://") {
+            for suffix in ["", "-wal", "-shm"] {
+                let _ = std::fs::remove_file(format!("{path}{suffix}"));
+            }
+        }
+    }
+    Ok(())
+}

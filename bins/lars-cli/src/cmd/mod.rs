@@ -1,0 +1,60 @@
+//! One module per group of subcommands.
+
+pub mod agent;
+pub mod bench;
+pub mod db;
+pub mod route;
+pub mod up;
+pub mod web;
+
+use clap::Args;
+
+/// Which store a subcommand opens.
+#[derive(Debug, Args, Clone)]
+pub struct StoreArgs {
+    /// The store URL: `sqlite://path` (embedded, the default) or
+    /// `mysql://user:pass@host:port/db` (an original Lars database works).
+    #[arg(long = "store", global = true, env = "LARS_STORE_URL", default_value = lars_store::DEFAULT_URL)]
+    pub url: String,
+}
+
+impl StoreArgs {
+    /// Opens the store (creating the schema when missing).
+    pub fn open(&self) -> anyhow::Result<lars_store::Store> {
+        use anyhow::Context as _;
+        lars_store::open(&self.url)
+            .with_context(|| format!("cannot open the store {}", redact(&self.url)))
+    }
+}
+
+/// `url` with any password replaced by `***`, for messages.
+pub fn redact(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return url.to_owned();
+    };
+    let Some((auth, host)) = rest.rsplit_once('@') else {
+        return url.to_owned();
+    };
+    match auth.split_once(':') {
+        Some((user, _)) => format!("{scheme}://{user}:***@{host}"),
+        None => url.to_owned(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::redact;
+
+    #[test]
+    fn passwords_never_reach_messages() {
+        assert_eq!(
+            redact("mysql://root:secret@127.0.0.1:3306/lars"),
+            "mysql://root:***@127.0.0.1:3306/lars"
+        );
+        assert_eq!(
+            redact("mysql://root@127.0.0.1/lars"),
+            "mysql://root@127.0.0.1/lars"
+        );
+        assert_eq!(redact("sqlite://./lars.db"), "sqlite://./lars.db");
+    }
+}

@@ -1,0 +1,207 @@
+//! The reloader thread (the original's "backend thread"): watches
+//! `RouteVersion`, reloads and swaps the table, pushes changed keys to their
+//! subscribers through each connection's own worker loop, and rides out store
+//! outages with backoff.
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use crossbeam_channel::{Receiver, RecvTimeoutError};
+use hashbrown::HashMap;
+use lars_core::ModKey;
+use lars_lb::RouteTable;
+use lars_net::{ConnId, ServerHandle};
+use lars_store::{RouteRead, StoreError};
+
+use crate::service::{Shared, Snapshot};
+
+/// Longest wait between two attempts while the store fails.
+const MAX_BACKOFF: Duration = Duration::from_secs(30);
+
+pub(crate) struct Reloader<S> {
+    store: S,
+    table: RouteTable,
+    /// The `RouteVersion` whose changes were fully processed.
+    version: u64,
+    shared: Arc<Shared>,
+    server: ServerHandle,
+    version_interval: Duration,
+    reload_interval: Duration,
+    last_full: Instant,
+    failures: u32,
+}
+
+impl<S: RouteRead> Reloader<S> {
+    pub(crate) fn new(
+        store: S,
+        table: RouteTable,
+        version: u64,
+        shared: Arc<Shared>,
+        server: ServerHandle,
+        version_interval: Duration,
+        reload_interval: Duration,
+    ) -> Self {
+        Self {
+            store,
+            table,
+            version,
+            shared,
+            server,
+            version_interval,
+            reload_interval,
+            last_full: Instant::now(),
+            failures: 0,
+        }
+    }
+
+    /// Runs until `stop` fires or its sender is dropped.
+    pub(crate) fn run(mut self, stop: &Receiver<()>) {
+        loop {
+            match stop.recv_timeout(self.delay()) {
+                Err(RecvTimeoutError::Timeout) => {}
+                Ok(()) | Err(RecvTimeoutError::Disconnected) => return,
+            }
+            match self.tick(Instant::now()) {
+                Ok(reloaded) => {
+                    self.failures = 0;
+                    self.shared.store_ok(reloaded);
+                }
+                Err(e) => {
+                    self.failures = self.failures.saturating_add(1);
+                    self.shared.store_failed(&e);
+                }
+            }
+        }
+    }
+
+    /// The wait before the next round (see [`backoff`]).
+    fn delay(&self) -> Duration {
+        backoff(self.version_interval, self.failures)
+    }
+
+    /// One round. Returns whether the table was loaded from the store.
+    fn tick(&mut self, now: Instant) -> Result<bool, StoreError> {
+        let v = self.store.version()?;
+        if v != self.version {
+            let loaded = self.store.load_routes()?;
+            let mut keys = self.swap(loaded, v);
+            self.last_full = now;
+            // Push even if reading the changes fails: the keys whose hosts
+            // differ are known already. The version is only marked done once
+            // the RouteChange keys were pushed too.
+            let changed = self.store.changed_keys(v);
+            if let Ok(c) = &changed {
+                keys.extend_from_slice(c);
+                keys.sort_unstable();
+                keys.dedup();
+            }
+            self.push(&keys);
+            let changed = changed?;
+            self.version = v;
+            if !changed.is_empty() {
+                self.store.delete_changes(Some(v))?;
+            }
+            Ok(true)
+        } else if now.duration_since(self.last_full) >= self.reload_interval {
+            let loaded = self.store.load_routes()?;
+            let keys = self.swap(loaded, v);
+            self.last_full = now;
+            if !keys.is_empty() {
+                tracing::info!(
+                    keys = keys.len(),
+                    "periodic reload found changes without a version bump"
+                );
+            }
+            self.push(&keys);
+            Ok(true)
+        } else {
+            Ok(false)
+        }
+    }
+
+    /// Loads `loaded` into the back buffer, swaps it in and publishes the
+    /// snapshot; returns the keys whose hosts differ.
+    fn swap(&mut self, loaded: lars_store::RouteSnapshot, version: u64) -> Vec<ModKey> {
+        let next = RouteTable::build(
+            loaded
+                .routes
+                .into_iter()
+                .flat_map(|(k, hosts)| hosts.into_iter().map(move |h| (k, h))),
+        );
+        let changed = self.table.reload(next);
+        let old = self.shared.snapshot.load();
+        if !changed.is_empty() || old.store_version != version {
+            let snap = Snapshot::new(self.table.current(), version);
+            tracing::info!(
+                version,
+                keys = snap.routes.len(),
+                hosts = snap.hosts,
+                changed = changed.len(),
+                "route table swapped"
+            );
+            self.shared.snapshot.store(Arc::new(snap));
+            if !changed.is_empty() {
+                self.shared.reloads.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+        changed
+    }
+
+    /// Pushes `keys` (from the current snapshot) to every connection
+    /// subscribed to some of them, each through its own worker loop.
+    fn push(&self, keys: &[ModKey]) {
+        if keys.is_empty() {
+            return;
+        }
+        let snap = self.shared.snapshot.load();
+        let frames: HashMap<ModKey, Bytes> = keys.iter().map(|k| (*k, snap.frame(*k))).collect();
+        let targets = self.shared.subs().publish(keys);
+        let conns = targets.len();
+        for (conn, ks) in targets {
+            let out: Vec<Bytes> = ks.iter().filter_map(|k| frames.get(k).cloned()).collect();
+            let shared = Arc::clone(&self.shared);
+            // A connection closed meanwhile is skipped by the loop: its id is
+            // never reused, so no other connection can receive this.
+            self.server.with_conn(ConnId(conn), move |c| {
+                for f in &out {
+                    c.send_frames(f);
+                }
+                shared.pushes.fetch_add(out.len() as u64, Ordering::Relaxed);
+            });
+        }
+        tracing::debug!(keys = keys.len(), conns, "pushed changed routes");
+    }
+}
+
+/// The wait before the next round: `interval`, doubled per consecutive
+/// failure up to `min(10 x interval, 30 s)`.
+fn backoff(interval: Duration, failures: u32) -> Duration {
+    if failures == 0 {
+        return interval;
+    }
+    let cap = (interval * 10).min(MAX_BACKOFF).max(interval);
+    let factor = 1u32 << failures.min(16);
+    interval.saturating_mul(factor).min(cap)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_doubles_up_to_the_cap() {
+        let s = Duration::from_secs;
+        let ms = Duration::from_millis;
+        assert_eq!(backoff(s(1), 0), s(1));
+        assert_eq!(backoff(s(1), 1), s(2));
+        assert_eq!(backoff(s(1), 3), s(8));
+        assert_eq!(backoff(s(1), 4), s(10));
+        assert_eq!(backoff(s(1), u32::MAX), s(10));
+        assert_eq!(backoff(ms(100), 2), ms(400));
+        assert_eq!(backoff(ms(100), 9), s(1));
+        assert_eq!(backoff(s(5), 9), s(30));
+        assert_eq!(backoff(s(60), 3), s(60));
+    }
+}

@@ -1,0 +1,84 @@
+//! `lars-reporter [-c lars_reporter.conf]`: the reporter service.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use anyhow::Context;
+use clap::Parser;
+use lars_core::config::ReporterConfig;
+use lars_reporter::Reporter;
+
+/// Receives the agents' call reports and writes them to the store in batches.
+#[derive(Debug, Parser)]
+#[command(name = "lars-reporter", version)]
+struct Args {
+    /// The configuration file (the original lars_reporter.conf loads unchanged).
+    #[arg(short, long, default_value = "conf/lars_reporter.conf")]
+    config: PathBuf,
+}
+
+fn main() -> ExitCode {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .init();
+    match run(Args::parse()) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("lars-reporter: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(args: Args) -> anyhow::Result<ExitCode> {
+    let config = if args.config.exists() {
+        ReporterConfig::load(&args.config)?
+    } else {
+        tracing::warn!("{} not found; using defaults", args.config.display());
+        ReporterConfig::default()
+    };
+    let store = lars_store::open(&config.store_url)
+        .with_context(|| format!("opening the store {}", redact(&config.store_url)))?;
+    let stop = Arc::new(AtomicBool::new(false));
+    for sig in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
+        signal_hook::flag::register(sig, Arc::clone(&stop)).context("installing signal handler")?;
+    }
+    let mut reporter = Reporter::start(config, store).context("starting the reporter")?;
+    while !stop.load(Ordering::Relaxed) {
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    tracing::info!("stopping: flushing everything to the store");
+    reporter.stop();
+    let s = reporter.stats();
+    tracing::info!(
+        requests = s.requests,
+        history_rows = s.history_rows_written,
+        status_rows = s.status_rows_written,
+        pending = s.pending_rows,
+        "stopped"
+    );
+    Ok(if s.pending_rows == 0 && s.rows_rejected == 0 {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
+}
+
+fn redact(url: &str) -> String {
+    match url
+        .split_once("://")
+        .and_then(|(s, r)| Some((s, r.rsplit_once('@')?)))
+    {
+        Some((scheme, (auth, host))) => {
+            let user = auth.split_once(':').map_or(auth, |(u, _)| u);
+            format!("{scheme}://{user}:***@{host}")
+        }
+        None => url.to_owned(),
+    }
+}

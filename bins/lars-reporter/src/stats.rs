@@ -1,0 +1,366 @@
+//! The reporter's counters, shared by the network threads, the workers and
+//! the writers, and their JSON / Prometheus renderings.
+
+use std::fmt::Write as _;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+
+use serde::Serialize;
+
+/// Live counters (relaxed atomics). Read them with [`Stats::snapshot`].
+#[derive(Debug, Default)]
+pub struct Stats {
+    pub(crate) requests: AtomicU64,
+    pub(crate) results: AtomicU64,
+    pub(crate) bad_bodies: AtomicU64,
+    pub(crate) bad_results: AtomicU64,
+    pub(crate) late_ignored: AtomicU64,
+    pub(crate) future_clamped: AtomicU64,
+    pub(crate) zero_ts: AtomicU64,
+    pub(crate) resets: AtomicU64,
+    pub(crate) succ_in: AtomicU64,
+    pub(crate) err_in: AtomicU64,
+    pub(crate) status_rows_written: AtomicU64,
+    pub(crate) history_rows_written: AtomicU64,
+    pub(crate) succ_written: AtomicU64,
+    pub(crate) err_written: AtomicU64,
+    pub(crate) flushes: AtomicU64,
+    pub(crate) flush_failures: AtomicU64,
+    pub(crate) last_flush_unix_ms: AtomicU64,
+    pub(crate) last_flush_duration_us: AtomicU64,
+    pub(crate) db_healthy: AtomicBool,
+    pub(crate) last_db_error: Mutex<Option<String>>,
+    pub(crate) minutes_merged: AtomicU64,
+    pub(crate) history_rows_dropped: AtomicU64,
+    pub(crate) calls_dropped: AtomicU64,
+    pub(crate) rows_rejected: AtomicU64,
+    pub(crate) expired_hosts: AtomicU64,
+    pub(crate) expired_streams: AtomicU64,
+    pub(crate) resumed_streams: AtomicU64,
+    pub(crate) resume_failures: AtomicU64,
+}
+
+pub(crate) fn add(a: &AtomicU64, n: u64) {
+    a.fetch_add(n, Ordering::Relaxed);
+}
+
+/// A plain copy of every counter, plus gauges taken at the same moment.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct StatsSnapshot {
+    /// Seconds since start.
+    pub uptime_secs: u64,
+    /// `ReportStatusRequest`s received.
+    pub requests: u64,
+    /// Host results in them.
+    pub results: u64,
+    /// Frames dropped: bodies that are not a `ReportStatusRequest`, frames
+    /// with a bad length (connection closed) and unknown message ids.
+    pub bad_frames: u64,
+    /// Host results skipped for an invalid port.
+    pub bad_results: u64,
+    /// Reports ignored because their `ts` is more than one hour behind the
+    /// reporter's clock.
+    pub late_ignored: u64,
+    /// Reports whose `ts` was ahead of the reporter's clock (taken as now).
+    pub future_clamped: u64,
+    /// Reports with `ts = 0` (taken as now).
+    pub zero_ts: u64,
+    /// Counter resets detected (a counter went down).
+    pub resets: u64,
+    /// Successful calls accepted (sum of deltas).
+    pub succ_in: u64,
+    /// Failed calls accepted (sum of deltas).
+    pub err_in: u64,
+    /// `ServerCallStatus` rows written.
+    pub status_rows_written: u64,
+    /// History rows written.
+    pub history_rows_written: u64,
+    /// Successful calls written to the history table.
+    pub succ_written: u64,
+    /// Failed calls written to the history table.
+    pub err_written: u64,
+    /// Successful database writes.
+    pub flushes: u64,
+    /// Failed database writes (rows kept and retried).
+    pub flush_failures: u64,
+    /// Time of the last successful write, unix milliseconds (0: never).
+    pub last_flush_unix_ms: u64,
+    /// Duration of the last successful write, microseconds.
+    pub last_flush_duration_us: u64,
+    /// Whether the last database write succeeded.
+    pub db_healthy: bool,
+    /// The last database error, if any.
+    pub last_db_error: Option<String>,
+    /// Oldest history minutes merged into the next because of the bound.
+    pub minutes_merged: u64,
+    /// History rows dropped because of the bound.
+    pub history_rows_dropped: u64,
+    /// Calls (succ + err) lost with them.
+    pub calls_dropped: u64,
+    /// Rows dropped because the database rejected them repeatedly (not an
+    /// outage: a bad statement).
+    pub rows_rejected: u64,
+    /// Hosts expired from memory after an hour without reports.
+    pub expired_hosts: u64,
+    /// Counter streams expired from memory.
+    pub expired_streams: u64,
+    /// Counter streams resumed at start from the persisted `ServerCallStatus`.
+    pub resumed_streams: u64,
+    /// Workers that could not read the persisted counters at start.
+    pub resume_failures: u64,
+    /// Reports queued per worker.
+    pub queue_depths: Vec<usize>,
+    /// Rows waiting for the database (all workers).
+    pub pending_rows: u64,
+    /// TCP connections open.
+    pub connections: u64,
+}
+
+impl Stats {
+    /// Copies the counters; gauges are filled by the caller.
+    pub fn snapshot(&self) -> StatsSnapshot {
+        let r = |a: &AtomicU64| a.load(Ordering::Relaxed);
+        StatsSnapshot {
+            requests: r(&self.requests),
+            results: r(&self.results),
+            bad_frames: r(&self.bad_bodies),
+            bad_results: r(&self.bad_results),
+            late_ignored: r(&self.late_ignored),
+            future_clamped: r(&self.future_clamped),
+            zero_ts: r(&self.zero_ts),
+            resets: r(&self.resets),
+            resumed_streams: r(&self.resumed_streams),
+            resume_failures: r(&self.resume_failures),
+            succ_in: r(&self.succ_in),
+            err_in: r(&self.err_in),
+            status_rows_written: r(&self.status_rows_written),
+            history_rows_written: r(&self.history_rows_written),
+            succ_written: r(&self.succ_written),
+            err_written: r(&self.err_written),
+            flushes: r(&self.flushes),
+            flush_failures: r(&self.flush_failures),
+            last_flush_unix_ms: r(&self.last_flush_unix_ms),
+            last_flush_duration_us: r(&self.last_flush_duration_us),
+            db_healthy: self.db_healthy.load(Ordering::Relaxed),
+            last_db_error: self.last_db_error.lock().ok().and_then(|e| e.clone()),
+            minutes_merged: r(&self.minutes_merged),
+            history_rows_dropped: r(&self.history_rows_dropped),
+            calls_dropped: r(&self.calls_dropped),
+            rows_rejected: r(&self.rows_rejected),
+            expired_hosts: r(&self.expired_hosts),
+            expired_streams: r(&self.expired_streams),
+            ..StatsSnapshot::default()
+        }
+    }
+}
+
+impl StatsSnapshot {
+    /// The Prometheus text exposition of the snapshot.
+    pub fn prometheus(&self) -> String {
+        let mut out = String::new();
+        let mut m = |name: &str, kind: &str, help: &str, v: u64| {
+            // Writing to a String cannot fail.
+            let _ = writeln!(
+                out,
+                "# HELP lars_reporter_{name} {help}\n# TYPE lars_reporter_{name} {kind}\nlars_reporter_{name} {v}"
+            );
+        };
+        m(
+            "uptime_seconds",
+            "gauge",
+            "Seconds since start.",
+            self.uptime_secs,
+        );
+        m(
+            "requests_total",
+            "counter",
+            "ReportStatusRequests received.",
+            self.requests,
+        );
+        m(
+            "results_total",
+            "counter",
+            "Host results received.",
+            self.results,
+        );
+        m(
+            "bad_frames_total",
+            "counter",
+            "Frames dropped as malformed.",
+            self.bad_frames,
+        );
+        m(
+            "bad_results_total",
+            "counter",
+            "Host results with an invalid port.",
+            self.bad_results,
+        );
+        m(
+            "late_ignored_total",
+            "counter",
+            "Reports older than 1 h ignored.",
+            self.late_ignored,
+        );
+        m(
+            "future_clamped_total",
+            "counter",
+            "Reports from the future taken as now.",
+            self.future_clamped,
+        );
+        m(
+            "zero_ts_total",
+            "counter",
+            "Reports with ts 0 taken as now.",
+            self.zero_ts,
+        );
+        m(
+            "resumed_streams_total",
+            "counter",
+            "Counter streams resumed at start from ServerCallStatus.",
+            self.resumed_streams,
+        );
+        m(
+            "resume_failures_total",
+            "counter",
+            "Workers that could not read the persisted counters at start.",
+            self.resume_failures,
+        );
+        m(
+            "counter_resets_total",
+            "counter",
+            "Counter resets detected.",
+            self.resets,
+        );
+        m(
+            "succ_in_total",
+            "counter",
+            "Successful calls accepted.",
+            self.succ_in,
+        );
+        m(
+            "err_in_total",
+            "counter",
+            "Failed calls accepted.",
+            self.err_in,
+        );
+        m(
+            "status_rows_written_total",
+            "counter",
+            "ServerCallStatus rows written.",
+            self.status_rows_written,
+        );
+        m(
+            "history_rows_written_total",
+            "counter",
+            "History rows written.",
+            self.history_rows_written,
+        );
+        m(
+            "succ_written_total",
+            "counter",
+            "Successful calls written to history.",
+            self.succ_written,
+        );
+        m(
+            "err_written_total",
+            "counter",
+            "Failed calls written to history.",
+            self.err_written,
+        );
+        m(
+            "flushes_total",
+            "counter",
+            "Successful database writes.",
+            self.flushes,
+        );
+        m(
+            "flush_failures_total",
+            "counter",
+            "Failed database writes.",
+            self.flush_failures,
+        );
+        m(
+            "last_flush_unix_ms",
+            "gauge",
+            "Time of the last successful write.",
+            self.last_flush_unix_ms,
+        );
+        m(
+            "last_flush_duration_us",
+            "gauge",
+            "Duration of the last successful write.",
+            self.last_flush_duration_us,
+        );
+        m(
+            "db_healthy",
+            "gauge",
+            "1 when the last database write succeeded.",
+            u64::from(self.db_healthy),
+        );
+        m(
+            "history_minutes_merged_total",
+            "counter",
+            "History minutes merged by the memory bound.",
+            self.minutes_merged,
+        );
+        m(
+            "history_rows_dropped_total",
+            "counter",
+            "History rows dropped by the memory bound.",
+            self.history_rows_dropped,
+        );
+        m(
+            "calls_dropped_total",
+            "counter",
+            "Calls lost with dropped history rows.",
+            self.calls_dropped,
+        );
+        m(
+            "rows_rejected_total",
+            "counter",
+            "Rows dropped after repeated statement errors.",
+            self.rows_rejected,
+        );
+        m(
+            "expired_hosts_total",
+            "counter",
+            "Hosts expired from memory.",
+            self.expired_hosts,
+        );
+        m(
+            "pending_rows",
+            "gauge",
+            "Rows waiting for the database.",
+            self.pending_rows,
+        );
+        m(
+            "connections",
+            "gauge",
+            "TCP connections open.",
+            self.connections,
+        );
+        for (i, d) in self.queue_depths.iter().enumerate() {
+            let _ = writeln!(out, "lars_reporter_queue_depth{{worker=\"{i}\"}} {d}");
+        }
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn prometheus_text_has_every_counter() {
+        let s = Stats::default();
+        add(&s.requests, 3);
+        add(&s.late_ignored, 1);
+        let mut snap = s.snapshot();
+        snap.queue_depths = vec![0, 2];
+        let text = snap.prometheus();
+        assert!(text.contains("lars_reporter_requests_total 3\n"), "{text}");
+        assert!(text.contains("lars_reporter_late_ignored_total 1\n"));
+        assert!(text.contains("lars_reporter_queue_depth{worker=\"1\"} 2\n"));
+        assert!(text.contains("# TYPE lars_reporter_pending_rows gauge"));
+    }
+}

@@ -1,0 +1,170 @@
+//! qps and simulate against fake agents.
+
+use std::collections::BTreeSet;
+use std::time::Duration;
+
+use lars_client::tools::qps;
+use lars_client::tools::simulate::{ErrRate, SimEvent, SimOptions, simulate};
+use lars_client::{ClientConfig, LarsClient, Outcome};
+use lars_core::proto;
+
+use crate::fake::{FakeAgent, GET_HOST, GET_ROUTE, REPORT, addr, answer, route_reply};
+
+fn serving_agent() -> FakeAgent {
+    FakeAgent::start(|f| match f.msgid {
+        GET_ROUTE => {
+            let req: proto::GetRouteRequest = f.message().unwrap();
+            vec![route_reply(req.modid, req.cmdid, &["10.0.0.1:80"])]
+        }
+        GET_HOST => vec![answer(f, 0, Some("10.0.0.1:80"))],
+        _ => vec![],
+    })
+}
+
+#[test]
+fn qps_loops_get_host_and_report_per_thread_key() {
+    let fake = serving_agent();
+    let mut seconds = Vec::new();
+    let summary = qps::run(
+        &fake.config(Duration::from_millis(500)),
+        2,
+        Duration::from_secs(1),
+        |s| seconds.push(s.clone()),
+    )
+    .unwrap();
+    assert_eq!(summary.threads, 2);
+    assert_eq!(summary.errors, 0);
+    assert_eq!(seconds.len(), 1);
+    assert_eq!(summary.per_second, vec![seconds[0].total]);
+    assert!(seconds[0].per_thread.iter().all(|&n| n > 0), "{seconds:?}");
+    assert!(summary.answered >= seconds[0].total);
+    assert!(summary.elapsed >= Duration::from_secs(1));
+
+    let frames = fake.received();
+    let keys: BTreeSet<(i32, i32)> = frames
+        .iter()
+        .filter(|f| f.msgid == GET_HOST)
+        .map(|f| {
+            let r: proto::GetHostRequest = f.message().unwrap();
+            (r.modid, r.cmdid)
+        })
+        .collect();
+    assert_eq!(keys, BTreeSet::from([(1, 1), (2, 1)]));
+    let reports: Vec<proto::ReportRequest> = frames
+        .iter()
+        .filter(|f| f.msgid == REPORT)
+        .map(|f| f.message().unwrap())
+        .collect();
+    assert!(!reports.is_empty());
+    assert!(reports.iter().all(|r| r.retcode == 0));
+    assert!(frames.iter().any(|f| f.msgid == GET_ROUTE), "reg_init ran");
+}
+
+#[test]
+fn qps_counts_a_stalled_agent_as_errors() {
+    let fake = FakeAgent::start(|_| vec![]);
+    let summary = qps::run(
+        &fake.config(Duration::from_millis(50)),
+        1,
+        Duration::from_millis(300),
+        |_| {},
+    )
+    .unwrap();
+    assert_eq!(summary.answered, 0);
+    assert!(summary.errors > 0);
+    assert!(summary.per_second.is_empty());
+}
+
+#[test]
+fn udp_reference_answers_every_thread() {
+    let config = ClientConfig::builder()
+        .timeout(Duration::from_millis(500))
+        .build()
+        .unwrap();
+    let mut seconds = Vec::new();
+    let summary = qps::run_udp_reference(&config, 2, Duration::from_secs(1), |s| {
+        seconds.push(s.clone())
+    })
+    .unwrap();
+    assert_eq!(summary.errors, 0);
+    assert_eq!(seconds.len(), 1);
+    assert!(seconds[0].per_thread.iter().all(|&n| n > 0), "{seconds:?}");
+    assert!(summary.average() > 0.0);
+}
+
+#[test]
+fn simulate_tallies_hosts_and_sees_transitions() {
+    // Query n: even -> A, odd -> B, except 20..50 -> A only (B absent) and
+    // 60..70 -> Overload.
+    let mut n = 0u32;
+    let fake = FakeAgent::start(move |f| {
+        if f.msgid != GET_HOST {
+            return vec![];
+        }
+        let i = n;
+        n += 1;
+        match i {
+            60..70 => vec![answer(f, 1, None)],
+            20..50 => vec![answer(f, 0, Some("10.0.0.1:80"))],
+            _ if i % 2 == 0 => vec![answer(f, 0, Some("10.0.0.1:80"))],
+            _ => vec![answer(f, 0, Some("10.0.0.2:80"))],
+        }
+    });
+    let client = LarsClient::connect(&fake.config(Duration::from_millis(500))).unwrap();
+    let mut opts = SimOptions::new(1, 1);
+    opts.err_rate = ErrRate::new(0).unwrap();
+    opts.interval = Duration::ZERO;
+    let mut calls = 0;
+    let report = simulate(&client, &opts, |_, _| calls += 1);
+    assert_eq!(calls, 100);
+    let (a, b) = (addr("10.0.0.1:80"), addr("10.0.0.2:80"));
+    assert_eq!((report.hosts[&a].succ, report.hosts[&a].err), (60, 0));
+    assert_eq!((report.hosts[&b].succ, report.hosts[&b].err), (30, 0));
+    assert_eq!(report.overload, 10);
+    assert_eq!(
+        report.events,
+        vec![
+            SimEvent::HostAbsent {
+                host: b,
+                from: 20,
+                to: 50,
+                returned: true
+            },
+            SimEvent::OverloadBegan { at: 60 },
+            SimEvent::OverloadEnded { at: 70 },
+        ]
+    );
+    let reports: Vec<proto::ReportRequest> = fake
+        .received()
+        .iter()
+        .filter(|f| f.msgid == REPORT)
+        .map(|f| f.message().unwrap())
+        .collect();
+    assert_eq!(reports.len(), 90);
+    assert!(
+        reports
+            .iter()
+            .all(|r| r.retcode == Outcome::Success.retcode())
+    );
+}
+
+#[test]
+fn simulate_reports_failures_at_the_error_rate() {
+    let fake = serving_agent();
+    let client = LarsClient::connect(&fake.config(Duration::from_millis(500))).unwrap();
+    let mut opts = SimOptions::new(1, 1);
+    opts.err_rate = ErrRate::new(10).unwrap();
+    opts.interval = Duration::ZERO;
+    opts.count = 30;
+    opts.absence_threshold = 5;
+    let report = simulate(&client, &opts, |_, _| {});
+    assert_eq!(report.hosts[&addr("10.0.0.1:80")].err, 30);
+    assert!(report.events.is_empty());
+    let failures = fake
+        .received()
+        .iter()
+        .filter(|f| f.msgid == REPORT)
+        .filter(|f| f.message::<proto::ReportRequest>().unwrap().retcode == 1)
+        .count();
+    assert_eq!(failures, 30);
+}

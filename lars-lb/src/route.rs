@@ -1,0 +1,427 @@
+//! [`RouteLb`]: many [`LoadBalance`]s, one per key, with the original's
+//! NEW / PULLING route status, pull requests and statistics batches.
+
+use std::cmp::Reverse;
+use std::collections::BinaryHeap;
+use std::time::Instant;
+
+use hashbrown::HashMap;
+use lars_core::config::LoadBalanceConfig;
+use lars_core::{HostAddr, ModKey};
+
+use crate::event::{DEFAULT_EVENT_CAPACITY, EventQueue, HostState, LbEvent};
+use crate::lb::{Choice, HostReport, LoadBalance, Outcome, UpdateSummary};
+
+/// The route status of a key (the original's `load_balance::STATUS`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum RouteStatus {
+    /// Not being pulled: a pull may be requested.
+    New,
+    /// A pull was requested and no answer arrived yet: no second pull.
+    Pulling,
+}
+
+/// What [`RouteLb::apply_route`] did with a dns answer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RouteApplied {
+    /// The key's hosts were updated.
+    Updated(UpdateSummary),
+    /// The answer was empty and empty-route protection kept the last hosts
+    /// (an [`LbEvent::EmptyRouteKept`] warning was queued).
+    KeptEmpty,
+    /// The answer was empty and the key was removed (protection off; an
+    /// [`LbEvent::KeyRemoved`] was queued).
+    Removed,
+    /// The key is not in use here (never asked for, or removed): ignored.
+    Ignored,
+}
+
+/// One statistics batch: the calls of one key since the previous batch,
+/// ready to become a `ReportStatusRequest`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KeyReport {
+    /// The service.
+    pub key: ModKey,
+    /// Per-host counts since the previous batch.
+    pub results: Vec<HostReport>,
+}
+
+#[derive(Debug)]
+struct Entry {
+    lb: LoadBalance,
+    status: RouteStatus,
+    /// When the dns last answered for this key; `None` = never (or restored
+    /// from a snapshot), which makes the next use pull.
+    updated: Option<Instant>,
+}
+
+/// The load balancers of many keys, as the agent needs them.
+///
+/// An unknown key answers [`Choice::NoExist`] and queues a pull request
+/// ([`poll_pull`](Self::poll_pull)); when the dns answers, the driver calls
+/// [`apply_route`](Self::apply_route). A used key whose routes are older
+/// than `update_timeout` is pulled again, never twice while
+/// [`RouteStatus::Pulling`]. Pulls are triggered by use (`get_host`,
+/// `get_route`), as in the original; [`next_deadline`](Self::next_deadline)
+/// covers the hosts' timers.
+///
+/// ```
+/// use std::time::Instant;
+/// use lars_lb::{Choice, LbConfig, ModKey, Outcome, RouteLb};
+///
+/// let now = Instant::now();
+/// let key = ModKey::new(1, 1);
+/// let host = "10.0.0.1:80".parse().unwrap();
+/// let mut routes = RouteLb::new(LbConfig::default());
+/// assert_eq!(routes.get_host(key, now), Choice::NoExist);
+/// assert_eq!(routes.poll_pull(), Some(key)); // send a GetRouteRequest
+/// routes.apply_route(key, &[host], now); // the GetRouteResponse
+/// assert_eq!(routes.get_host(key, now), Choice::Idle(host));
+/// routes.report(key, host, Outcome::Success, now);
+/// let batch = routes.take_report_batches();
+/// assert_eq!((batch[0].key, batch[0].results[0].succ), (key, 1));
+/// ```
+#[derive(Debug)]
+pub struct RouteLb {
+    cfg: LoadBalanceConfig,
+    map: HashMap<ModKey, Entry>,
+    pulls: Vec<ModKey>,
+    timers: BinaryHeap<Reverse<(Instant, ModKey)>>,
+    events: EventQueue,
+}
+
+impl RouteLb {
+    /// An empty set of routes; every key's balancer uses `config`.
+    pub fn new(config: LoadBalanceConfig) -> Self {
+        Self {
+            cfg: config,
+            map: HashMap::new(),
+            pulls: Vec::new(),
+            timers: BinaryHeap::new(),
+            events: EventQueue::new(DEFAULT_EVENT_CAPACITY),
+        }
+    }
+
+    /// The configuration in use.
+    pub fn config(&self) -> &LoadBalanceConfig {
+        &self.cfg
+    }
+
+    /// Picks a host for `key` (see [`LoadBalance::choice_one_host`]).
+    ///
+    /// An unknown key is created in [`RouteStatus::Pulling`], answers
+    /// [`Choice::NoExist`] and queues a pull; a known key without hosts
+    /// answers `NoExist`. A [`RouteStatus::New`] key whose routes are older
+    /// than `update_timeout` (or never came from the dns) queues a pull.
+    pub fn get_host(&mut self, key: ModKey, now: Instant) -> Choice {
+        let Some(e) = self.map.get_mut(&key) else {
+            self.create_pulling(key);
+            return Choice::NoExist;
+        };
+        let before = e.lb.next_deadline();
+        let choice = e.lb.choice_one_host(now);
+        let stale = e.status == RouteStatus::New
+            && e.updated
+                .is_none_or(|u| now.saturating_duration_since(u) > self.cfg.update_timeout);
+        if stale {
+            e.status = RouteStatus::Pulling;
+            self.pulls.push(key);
+        }
+        if e.lb.next_deadline() != before {
+            push_timer(&mut self.timers, key, e.lb.next_deadline());
+        }
+        if !e.lb.events_mut().is_empty() {
+            self.events.extend(e.lb.events_mut().drain());
+        }
+        choice
+    }
+
+    /// All current hosts of `key`, or `None` (and a pull, as for
+    /// [`get_host`](Self::get_host)) when the key is unknown or empty.
+    pub fn get_route(&mut self, key: ModKey, now: Instant) -> Option<Vec<HostAddr>> {
+        let Some(e) = self.map.get_mut(&key) else {
+            self.create_pulling(key);
+            return None;
+        };
+        let stale = e.status == RouteStatus::New
+            && e.updated
+                .is_none_or(|u| now.saturating_duration_since(u) > self.cfg.update_timeout);
+        if stale {
+            e.status = RouteStatus::Pulling;
+            self.pulls.push(key);
+        }
+        if e.lb.is_empty() {
+            return None;
+        }
+        let mut hosts: Vec<HostAddr> = e.lb.hosts().collect();
+        hosts.sort_unstable();
+        Some(hosts)
+    }
+
+    /// Records a call result (see [`LoadBalance::report`]); `None` when the
+    /// key or host is unknown (ignored).
+    pub fn report(
+        &mut self,
+        key: ModKey,
+        host: HostAddr,
+        outcome: Outcome,
+        now: Instant,
+    ) -> Option<HostState> {
+        let e = self.map.get_mut(&key)?;
+        let before = e.lb.next_deadline();
+        let state = e.lb.report(host, outcome, now);
+        if e.lb.next_deadline() != before {
+            push_timer(&mut self.timers, key, e.lb.next_deadline());
+        }
+        if !e.lb.events_mut().is_empty() {
+            self.events.extend(e.lb.events_mut().drain());
+        }
+        state
+    }
+
+    /// Applies a dns answer for `key`: updates its hosts (see
+    /// [`LoadBalance::update`]), marks it [`RouteStatus::New`] and fresh.
+    ///
+    /// An empty answer for a key that has hosts keeps them when
+    /// `empty_route_protection` is on (a warning event), or removes the key
+    /// (the original). An empty answer for a key without hosts leaves it
+    /// empty and fresh, so it is pulled again only after `update_timeout`.
+    /// A key not in use here is ignored (the original).
+    pub fn apply_route(&mut self, key: ModKey, hosts: &[HostAddr], now: Instant) -> RouteApplied {
+        let Some(e) = self.map.get_mut(&key) else {
+            return RouteApplied::Ignored;
+        };
+        e.status = RouteStatus::New;
+        e.updated = Some(now);
+        if hosts.is_empty() && !e.lb.is_empty() {
+            if self.cfg.empty_route_protection {
+                let n = e.lb.len();
+                self.events.push(LbEvent::EmptyRouteKept { key, hosts: n });
+                return RouteApplied::KeptEmpty;
+            }
+            self.remove(key);
+            self.events.push(LbEvent::KeyRemoved { key });
+            return RouteApplied::Removed;
+        }
+        let before = e.lb.next_deadline();
+        let sum = e.lb.update(hosts, now);
+        if e.lb.next_deadline() != before {
+            push_timer(&mut self.timers, key, e.lb.next_deadline());
+        }
+        RouteApplied::Updated(sum)
+    }
+
+    /// Installs `hosts` for `key` as if restored from a snapshot: the key is
+    /// created if needed, in [`RouteStatus::New`] with no dns answer yet, so
+    /// its first use also pulls. Empty `hosts` are ignored.
+    pub fn restore_route(&mut self, key: ModKey, hosts: &[HostAddr], now: Instant) {
+        if hosts.is_empty() {
+            return;
+        }
+        let cfg = self.cfg.clone();
+        let e = self.map.entry(key).or_insert_with(|| Entry {
+            lb: LoadBalance::new(key, cfg),
+            status: RouteStatus::New,
+            updated: None,
+        });
+        let before = e.lb.next_deadline();
+        e.lb.update(hosts, now);
+        if e.lb.next_deadline() != before {
+            push_timer(&mut self.timers, key, e.lb.next_deadline());
+        }
+    }
+
+    /// Forgets `key` entirely; true when it was known.
+    pub fn remove(&mut self, key: ModKey) -> bool {
+        // Heap entries of a removed key are skipped when they come up.
+        self.map.remove(&key).is_some()
+    }
+
+    /// The next key to pull from the dns (send a `GetRouteRequest`).
+    pub fn poll_pull(&mut self) -> Option<ModKey> {
+        if self.pulls.is_empty() {
+            None
+        } else {
+            Some(self.pulls.remove(0))
+        }
+    }
+
+    /// All queued pulls, oldest first.
+    pub fn take_pulls(&mut self) -> Vec<ModKey> {
+        std::mem::take(&mut self.pulls)
+    }
+
+    /// After the dns connection is (re-)established: every
+    /// [`RouteStatus::Pulling`] key goes back to [`RouteStatus::New`] (its
+    /// request may be lost), and queued pulls are dropped; the next use pulls
+    /// again. To re-pull at once, send one request per
+    /// [`keys`](Self::keys).
+    pub fn reset_pulling(&mut self) {
+        for e in self.map.values_mut() {
+            if e.status == RouteStatus::Pulling {
+                e.status = RouteStatus::New;
+                e.updated = None;
+            }
+        }
+        self.pulls.clear();
+    }
+
+    /// The status of `key`, if known.
+    pub fn status(&self, key: ModKey) -> Option<RouteStatus> {
+        self.map.get(&key).map(|e| e.status)
+    }
+
+    /// The balancer of `key`, if known.
+    pub fn lb(&self, key: ModKey) -> Option<&LoadBalance> {
+        self.map.get(&key).map(|e| &e.lb)
+    }
+
+    /// Every key in use (known here, with or without hosts).
+    pub fn keys(&self) -> impl Iterator<Item = ModKey> + '_ {
+        self.map.keys().copied()
+    }
+
+    /// Number of keys.
+    pub fn len(&self) -> usize {
+        self.map.len()
+    }
+
+    /// Whether no key is known.
+    pub fn is_empty(&self) -> bool {
+        self.map.is_empty()
+    }
+
+    /// Every key with hosts and its hosts (sorted), for a snapshot.
+    pub fn routes(&self) -> impl Iterator<Item = (ModKey, Vec<HostAddr>)> + '_ {
+        self.map
+            .iter()
+            .filter(|(_, e)| !e.lb.is_empty())
+            .map(|(k, e)| {
+                let mut hosts: Vec<HostAddr> = e.lb.hosts().collect();
+                hosts.sort_unstable();
+                (*k, hosts)
+            })
+    }
+
+    /// One batch per key with calls or state changes since the previous
+    /// batch: per-host successes and errors in the interval and the current
+    /// overload flag. O(keys + reported hosts).
+    pub fn take_report_batches(&mut self) -> Vec<KeyReport> {
+        let mut out = Vec::new();
+        for (key, e) in &mut self.map {
+            if e.lb.has_report() {
+                let results = e.lb.take_report();
+                if !results.is_empty() {
+                    out.push(KeyReport { key: *key, results });
+                }
+            }
+        }
+        out.sort_unstable_by_key(|r| r.key);
+        out
+    }
+
+    /// When [`handle_timeout`](Self::handle_timeout) next has work (may be
+    /// early after hosts changed, never late). O(1).
+    pub fn next_deadline(&self) -> Option<Instant> {
+        self.timers.peek().map(|Reverse((d, _))| *d)
+    }
+
+    /// Applies every key's timers due at `now` (see
+    /// [`LoadBalance::handle_timeout`]). O(due keys * log keys).
+    pub fn handle_timeout(&mut self, now: Instant) {
+        while let Some(&Reverse((d, key))) = self.timers.peek() {
+            if d > now {
+                break;
+            }
+            self.timers.pop();
+            let Some(e) = self.map.get_mut(&key) else {
+                continue;
+            };
+            // Lazy deletion: only the entry matching the key's current
+            // deadline does work; others are stale.
+            if e.lb.next_deadline() != Some(d) {
+                continue;
+            }
+            e.lb.handle_timeout(now);
+            push_timer(&mut self.timers, key, e.lb.next_deadline());
+            if !e.lb.events_mut().is_empty() {
+                self.events.extend(e.lb.events_mut().drain());
+            }
+        }
+    }
+
+    /// The next queued event.
+    pub fn poll_event(&mut self) -> Option<LbEvent> {
+        self.events.pop()
+    }
+
+    /// All queued events, oldest first.
+    pub fn drain_events(&mut self) -> impl Iterator<Item = LbEvent> + '_ {
+        self.events.drain()
+    }
+
+    /// Sets how many events are kept before the oldest are dropped (default
+    /// 1024); 0 turns events off (also inside every balancer).
+    pub fn set_event_capacity(&mut self, cap: usize) {
+        self.events.set_capacity(cap);
+        for e in self.map.values_mut() {
+            e.lb.set_event_capacity(cap);
+        }
+    }
+
+    /// Events dropped because nobody drained them.
+    pub fn dropped_events(&self) -> u64 {
+        self.events.dropped()
+    }
+
+    fn create_pulling(&mut self, key: ModKey) {
+        let mut lb = LoadBalance::new(key, self.cfg.clone());
+        if !self.events.enabled() {
+            lb.set_event_capacity(0);
+        }
+        self.map.insert(
+            key,
+            Entry {
+                lb,
+                status: RouteStatus::Pulling,
+                updated: None,
+            },
+        );
+        self.pulls.push(key);
+    }
+}
+
+fn push_timer(heap: &mut BinaryHeap<Reverse<(Instant, ModKey)>>, key: ModKey, d: Option<Instant>) {
+    if let Some(d) = d {
+        heap.push(Reverse((d, key)));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+
+    #[test]
+    fn stale_timer_entries_are_skipped() {
+        #[allow(clippy::disallowed_methods)] // a base Instant for the test
+        let now = Instant::now();
+        let key = ModKey::new(1, 1);
+        let h = HostAddr::new(1, 1);
+        let mut r = RouteLb::new(LoadBalanceConfig::default());
+        r.get_host(key, now);
+        r.apply_route(key, &[h], now);
+        // The window ends at 15 s; a report at 10 s changes nothing, one at
+        // 15 s restarts the window, leaving the 15 s entry stale.
+        r.report(key, h, Outcome::Success, now + Duration::from_secs(15));
+        assert_eq!(r.next_deadline(), Some(now + Duration::from_secs(15)));
+        r.handle_timeout(now + Duration::from_secs(15));
+        assert_eq!(r.next_deadline(), Some(now + Duration::from_secs(30)));
+        assert_eq!(r.timers.len(), 1);
+        // A removed key's entries are dropped when they come up.
+        r.remove(key);
+        r.handle_timeout(now + Duration::from_secs(30));
+        assert_eq!(r.next_deadline(), None);
+    }
+}

@@ -1,0 +1,132 @@
+//! Proptest invariants of LoadBalance under random operations in virtual
+//! time: every host is in exactly one list, lists and table agree, a pick is
+//! always a current host in the right state, probes happen at the rate.
+
+use std::time::Duration;
+
+use lars_lb::{Choice, HostAddr, HostState, LbConfig, LoadBalance, ModKey, Outcome};
+use proptest::prelude::*;
+
+use crate::{host, t0};
+
+#[derive(Debug, Clone)]
+enum Op {
+    /// Replace the host list with the hosts whose bit is set (12-host pool).
+    Update(u16),
+    /// `n` picks at the same instant.
+    Picks(u8),
+    Report {
+        host: u32,
+        ok: bool,
+        timecost_ms: u32,
+    },
+    Advance(u32),
+    Timeout,
+}
+
+fn op() -> impl Strategy<Value = Op> {
+    prop_oneof![
+        1 => any::<u16>().prop_map(Op::Update),
+        4 => (1..40u8).prop_map(Op::Picks),
+        8 => (1..=12u32, any::<bool>(), prop_oneof![Just(0u32), 0..3000u32])
+            .prop_map(|(host, ok, timecost_ms)| Op::Report { host, ok, timecost_ms }),
+        2 => (0..20_000u32).prop_map(Op::Advance),
+        1 => Just(Op::Timeout),
+    ]
+}
+
+fn cfg() -> impl Strategy<Value = LbConfig> {
+    (0..5u32, 1..6u32, 1..20u32, 1..20u32).prop_map(|(probe, init_err, ce, cs)| LbConfig {
+        probe_num: probe,
+        init_succ_cnt: 20,
+        init_err_cnt: init_err,
+        contin_err_limit: ce,
+        contin_succ_limit: cs,
+        idle_timeout: Duration::from_secs(3),
+        overload_timeout: Duration::from_secs(4),
+        ..LbConfig::default()
+    })
+}
+
+fn pool(mask: u16) -> Vec<HostAddr> {
+    (1..=12)
+        .filter(|i| mask & (1 << (i - 1)) != 0)
+        .map(host)
+        .collect()
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(256))]
+
+    #[test]
+    fn load_balance_invariants(cfg in cfg(), first in any::<u16>(), ops in prop::collection::vec(op(), 0..80)) {
+        let mut now = t0();
+        let probe_num = cfg.probe_num as usize;
+        let mut lb = LoadBalance::new(ModKey::new(1, 1), cfg);
+        lb.update(&pool(first), now);
+        for op in ops {
+            match op {
+                Op::Update(mask) => {
+                    let want = pool(mask);
+                    lb.update(&want, now);
+                    let mut got: Vec<_> = lb.hosts().collect();
+                    got.sort();
+                    prop_assert_eq!(got, want);
+                }
+                Op::Picks(n) => {
+                    // Timers first, so that the lists stay fixed during the run.
+                    lb.handle_timeout(now);
+                    let (idle, over) = (lb.idle_len(), lb.overload_len());
+                    let mut probes = 0usize;
+                    let mut overloads = 0usize;
+                    for _ in 0..n {
+                        match lb.choice_one_host(now) {
+                            Choice::Idle(h) => {
+                                prop_assert_eq!(lb.host(h).map(|v| v.state), Some(HostState::Idle));
+                            }
+                            Choice::Probe(h) => {
+                                prop_assert_eq!(lb.host(h).map(|v| v.state), Some(HostState::Overload));
+                                probes += 1;
+                            }
+                            Choice::Overload => overloads += 1,
+                            Choice::NoExist => prop_assert!(lb.is_empty()),
+                        }
+                    }
+                    let n = usize::from(n);
+                    if over == 0 {
+                        prop_assert_eq!(probes + overloads, 0);
+                    } else {
+                        // One probe per probe_num + 1 picks, give or take the
+                        // counter's starting point.
+                        let per = probe_num + 1;
+                        prop_assert!(probes >= n / per && probes <= n.div_ceil(per),
+                            "{} probes in {} picks, probe_num {}", probes, n, probe_num);
+                        if idle == 0 {
+                            prop_assert_eq!(probes + overloads, n);
+                        } else {
+                            prop_assert_eq!(overloads, 0);
+                        }
+                    }
+                }
+                Op::Report { host: h, ok, timecost_ms } => {
+                    let outcome = if ok { Outcome::Success } else { Outcome::Failure { timecost_ms } };
+                    let known = lb.contains(host(h));
+                    prop_assert_eq!(lb.report(host(h), outcome, now).is_some(), known);
+                }
+                Op::Advance(ms) => now += Duration::from_millis(u64::from(ms)),
+                Op::Timeout => {
+                    lb.handle_timeout(now);
+                    if let Some(d) = lb.next_deadline() {
+                        prop_assert!(d > now);
+                    }
+                }
+            }
+            if let Err(e) = lb.check_invariants() {
+                prop_assert!(false, "{}", e);
+            }
+            prop_assert_eq!(lb.idle_len() + lb.overload_len(), lb.len());
+            prop_assert_eq!(lb.idle_hosts().count(), lb.idle_len());
+            prop_assert_eq!(lb.overload_hosts().count(), lb.overload_len());
+        }
+    }
+}

@@ -1,0 +1,202 @@
+//! RouteLb: pulls, route status, empty routes, statistics, timers.
+
+use std::time::Duration;
+
+use lars_lb::{
+    Choice, HostState, LbConfig, LbEvent, ModKey, Outcome, RouteApplied, RouteLb, RouteStatus,
+    UpdateSummary,
+};
+
+use crate::{host, hosts, t0};
+
+const K: ModKey = ModKey::new(1, 2);
+const K2: ModKey = ModKey::new(3, 4);
+
+#[test]
+fn an_unknown_key_answers_noexist_and_pulls_once() {
+    let now = t0();
+    let mut r = RouteLb::new(LbConfig::default());
+    assert_eq!(r.get_host(K, now), Choice::NoExist);
+    assert_eq!(r.status(K), Some(RouteStatus::Pulling));
+    assert_eq!(r.get_host(K, now), Choice::NoExist);
+    assert_eq!(r.get_route(K, now), None);
+    assert_eq!(r.take_pulls(), vec![K]);
+    assert_eq!(r.poll_pull(), None);
+    let applied = r.apply_route(K, &hosts(2), now);
+    assert_eq!(
+        applied,
+        RouteApplied::Updated(UpdateSummary {
+            added: 2,
+            removed: 0,
+            kept: 0
+        })
+    );
+    assert_eq!(r.status(K), Some(RouteStatus::New));
+    assert_eq!(r.get_host(K, now), Choice::Idle(host(1)));
+    assert_eq!(r.get_route(K, now), Some(hosts(2)));
+    assert_eq!(r.poll_pull(), None);
+}
+
+#[test]
+fn stale_routes_are_pulled_again_but_never_twice_while_pulling() {
+    let now = t0();
+    let mut r = RouteLb::new(LbConfig::default());
+    r.get_host(K, now);
+    r.take_pulls();
+    r.apply_route(K, &hosts(1), now);
+    // Exactly update_timeout old is still fresh (the original uses `>`).
+    r.get_host(K, now + Duration::from_secs(15));
+    assert_eq!(r.poll_pull(), None);
+    let late = now + Duration::from_secs(16);
+    assert_eq!(r.get_host(K, late), Choice::Idle(host(1)));
+    assert_eq!(r.take_pulls(), vec![K]);
+    r.get_host(K, late);
+    r.get_route(K, late);
+    assert!(r.take_pulls().is_empty());
+    // The connection to the dns dropped: PULLING goes back to NEW and the
+    // next use pulls again.
+    r.reset_pulling();
+    assert_eq!(r.status(K), Some(RouteStatus::New));
+    r.get_host(K, late);
+    assert_eq!(r.take_pulls(), vec![K]);
+    assert_eq!(r.keys().collect::<Vec<_>>(), vec![K]);
+}
+
+#[test]
+fn empty_route_protection_keeps_the_last_hosts() {
+    let now = t0();
+    let mut r = RouteLb::new(LbConfig::default());
+    r.get_host(K, now);
+    r.apply_route(K, &hosts(2), now);
+    assert_eq!(r.apply_route(K, &[], now), RouteApplied::KeptEmpty);
+    assert_eq!(r.get_route(K, now), Some(hosts(2)));
+    let evs: Vec<_> = r.drain_events().collect();
+    assert_eq!(evs, vec![LbEvent::EmptyRouteKept { key: K, hosts: 2 }]);
+    assert_eq!(r.status(K), Some(RouteStatus::New));
+}
+
+#[test]
+fn without_protection_an_empty_route_removes_the_key() {
+    let now = t0();
+    let cfg = LbConfig {
+        empty_route_protection: false,
+        ..LbConfig::default()
+    };
+    let mut r = RouteLb::new(cfg);
+    r.get_host(K, now);
+    r.apply_route(K, &hosts(2), now);
+    assert_eq!(r.apply_route(K, &[], now), RouteApplied::Removed);
+    assert!(r.status(K).is_none());
+    assert_eq!(r.poll_event(), Some(LbEvent::KeyRemoved { key: K }));
+    // Answers for keys not in use are ignored, as in the original.
+    assert_eq!(r.apply_route(K, &hosts(1), now), RouteApplied::Ignored);
+    assert!(r.is_empty());
+}
+
+#[test]
+fn an_empty_first_answer_waits_update_timeout_before_pulling_again() {
+    let now = t0();
+    let mut r = RouteLb::new(LbConfig::default());
+    r.get_host(K, now);
+    r.take_pulls();
+    assert_eq!(
+        r.apply_route(K, &[], now),
+        RouteApplied::Updated(UpdateSummary::default())
+    );
+    assert_eq!(r.get_host(K, now + Duration::from_secs(1)), Choice::NoExist);
+    assert!(r.take_pulls().is_empty());
+    r.get_host(K, now + Duration::from_secs(16));
+    assert_eq!(r.take_pulls(), vec![K]);
+}
+
+#[test]
+fn reports_become_one_batch_per_key_with_interval_counts() {
+    let now = t0();
+    let mut r = RouteLb::new(LbConfig::default());
+    for k in [K, K2] {
+        r.get_host(k, now);
+        r.apply_route(k, &hosts(3), now);
+    }
+    for _ in 0..3 {
+        r.report(K, host(1), Outcome::Success, now);
+    }
+    r.report(K, host(2), Outcome::Failure { timecost_ms: 0 }, now);
+    assert_eq!(r.report(K2, host(9), Outcome::Success, now), None);
+    assert_eq!(
+        r.report(ModKey::new(9, 9), host(1), Outcome::Success, now),
+        None
+    );
+    let b = r.take_report_batches();
+    assert_eq!(b.len(), 1);
+    assert_eq!(b[0].key, K);
+    let mut res = b[0].results.clone();
+    res.sort_by_key(|h| h.host);
+    assert_eq!(
+        res.iter()
+            .map(|h| (h.host, h.succ, h.err, h.overload))
+            .collect::<Vec<_>>(),
+        vec![(host(1), 3, 0, false), (host(2), 0, 1, false)]
+    );
+    assert!(r.take_report_batches().is_empty());
+    r.report(K2, host(3), Outcome::Success, now);
+    let b = r.take_report_batches();
+    assert_eq!((b.len(), b[0].key, b[0].results[0].succ), (1, K2, 1));
+}
+
+#[test]
+fn timers_of_all_keys_are_driven_through_next_deadline() {
+    let now = t0();
+    let mut r = RouteLb::new(LbConfig::default());
+    r.get_host(K, now);
+    r.apply_route(K, &hosts(2), now);
+    let t1 = now + Duration::from_secs(5);
+    r.get_host(K2, t1);
+    r.apply_route(K2, &hosts(2), t1);
+    for _ in 0..15 {
+        r.report(K2, host(1), Outcome::Failure { timecost_ms: 0 }, t1);
+    }
+    assert_eq!(r.lb(K2).unwrap().overload_len(), 1);
+    // Drive like an event loop: sleep until next_deadline, handle it.
+    let mut now = now;
+    let end = t1 + Duration::from_secs(20);
+    while let Some(d) = r.next_deadline() {
+        if d > end {
+            break;
+        }
+        assert!(d >= now, "deadlines move forward");
+        now = d;
+        r.handle_timeout(now);
+    }
+    assert_eq!(r.lb(K2).unwrap().overload_len(), 0);
+    let back: Vec<_> = r
+        .drain_events()
+        .filter_map(|e| match e {
+            LbEvent::Transition(t) if t.to == HostState::Idle => Some(t.at),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(back, vec![t1 + Duration::from_secs(15)]);
+    r.lb(K).unwrap().check_invariants().unwrap();
+}
+
+#[test]
+fn routes_export_and_restore() {
+    let now = t0();
+    let mut a = RouteLb::new(LbConfig::default());
+    for (k, n) in [(K, 2), (K2, 3)] {
+        a.get_host(k, now);
+        a.apply_route(k, &hosts(n), now);
+    }
+    a.get_host(ModKey::new(7, 7), now); // pulling, no hosts: not exported
+    let mut snap: Vec<_> = a.routes().collect();
+    snap.sort();
+    assert_eq!(snap, vec![(K, hosts(2)), (K2, hosts(3))]);
+    let mut b = RouteLb::new(LbConfig::default());
+    for (k, h) in &snap {
+        b.restore_route(*k, h, now);
+    }
+    // Restored routes serve at once and are refreshed from the dns.
+    assert_eq!(b.get_host(K, now), Choice::Idle(host(1)));
+    assert_eq!(b.take_pulls(), vec![K]);
+    assert_eq!(b.status(K), Some(RouteStatus::Pulling));
+}

@@ -1,0 +1,396 @@
+//! A framed TCP connection as handlers see it, the message router, counters.
+
+use std::any::Any;
+use std::collections::HashMap;
+use std::io::{self, Read, Write};
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use bytes::{Buf, BytesMut};
+use lars_core::frame::{self, Frame, FrameError};
+use mio::net::TcpStream;
+use mio::{Interest, Registry, Token};
+use prost::Message;
+
+use crate::tcp_server::ServerHandle;
+
+/// Output a connection may have queued (peer not reading) before it is
+/// closed as a slow consumer.
+pub const MAX_PENDING_WRITE: usize = 64 * 1024 * 1024;
+
+/// A connection's identity: unique for the life of the process, never reused
+/// (unlike a file descriptor).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct ConnId(pub u64);
+
+impl std::fmt::Display for ConnId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "conn#{}", self.0)
+    }
+}
+
+/// Handles one message id: gets the connection (to reply, or to read and keep
+/// per-connection state) and the frame.
+pub type Handler = Arc<dyn Fn(&mut Conn, Frame) + Send + Sync>;
+
+/// A connection hook (on connect, on close).
+pub type ConnHook = Arc<dyn Fn(&mut Conn) + Send + Sync>;
+
+/// Maps message ids to handlers. Frames with an unknown id are logged,
+/// counted and skipped.
+#[derive(Clone, Default)]
+pub struct Router {
+    routes: HashMap<i32, Handler>,
+}
+
+impl std::fmt::Debug for Router {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let mut ids: Vec<_> = self.routes.keys().collect();
+        ids.sort();
+        f.debug_struct("Router").field("msgids", &ids).finish()
+    }
+}
+
+impl Router {
+    /// An empty router.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Routes `msgid` to `handler` (replacing any previous one).
+    pub fn route(
+        mut self,
+        msgid: impl Into<i32>,
+        handler: impl Fn(&mut Conn, Frame) + Send + Sync + 'static,
+    ) -> Self {
+        self.routes.insert(msgid.into(), Arc::new(handler));
+        self
+    }
+
+    /// Routes `msgid` to an already shared handler.
+    pub fn route_arc(mut self, msgid: impl Into<i32>, handler: Handler) -> Self {
+        self.routes.insert(msgid.into(), handler);
+        self
+    }
+
+    /// The handler for `msgid`.
+    pub fn get(&self, msgid: i32) -> Option<&Handler> {
+        self.routes.get(&msgid)
+    }
+}
+
+/// Counters of a TCP server or client (relaxed atomics; read with
+/// [`NetStats::snapshot`]). Fields that do not apply stay zero.
+#[derive(Debug, Default)]
+pub struct NetStats {
+    /// Connections open now.
+    pub open: AtomicU64,
+    /// Connections accepted (server) or established (client), in total.
+    pub accepted: AtomicU64,
+    /// Connections closed at once because `maxConn` was reached.
+    pub refused: AtomicU64,
+    /// Connections closed for a frame with a bad length.
+    pub bad_frames: AtomicU64,
+    /// Frames skipped because no handler knows their msgid.
+    pub unknown_msgids: AtomicU64,
+    /// Frames received.
+    pub frames_in: AtomicU64,
+    /// Frames queued for sending.
+    pub frames_out: AtomicU64,
+    /// Client: connect attempts that failed.
+    pub connect_failures: AtomicU64,
+    /// Client: frames dropped because the client was disconnected (or its
+    /// disconnected queue was full).
+    pub dropped: AtomicU64,
+    /// Server: accept errors such as EMFILE survived.
+    pub accept_errors: AtomicU64,
+}
+
+/// A plain copy of [`NetStats`].
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[allow(missing_docs)]
+pub struct NetStatsSnapshot {
+    pub open: u64,
+    pub accepted: u64,
+    pub refused: u64,
+    pub bad_frames: u64,
+    pub unknown_msgids: u64,
+    pub frames_in: u64,
+    pub frames_out: u64,
+    pub connect_failures: u64,
+    pub dropped: u64,
+    pub accept_errors: u64,
+}
+
+impl NetStats {
+    /// Reads every counter.
+    pub fn snapshot(&self) -> NetStatsSnapshot {
+        let r = |a: &AtomicU64| a.load(Ordering::Relaxed);
+        NetStatsSnapshot {
+            open: r(&self.open),
+            accepted: r(&self.accepted),
+            refused: r(&self.refused),
+            bad_frames: r(&self.bad_frames),
+            unknown_msgids: r(&self.unknown_msgids),
+            frames_in: r(&self.frames_in),
+            frames_out: r(&self.frames_out),
+            connect_failures: r(&self.connect_failures),
+            dropped: r(&self.dropped),
+            accept_errors: r(&self.accept_errors),
+        }
+    }
+
+    pub(crate) fn inc(a: &AtomicU64) {
+        a.fetch_add(1, Ordering::Relaxed);
+    }
+}
+
+/// One framed TCP connection, owned by its event loop. Handlers get `&mut
+/// Conn`: sends are appended to its write buffer and flushed when the handler
+/// returns (directly; WRITABLE interest is registered only while a write is
+/// pending).
+pub struct Conn {
+    id: ConnId,
+    pub(crate) stream: TcpStream,
+    peer: SocketAddr,
+    pub(crate) rbuf: BytesMut,
+    pub(crate) wbuf: BytesMut,
+    pub(crate) write_interest: bool,
+    pub(crate) closing: bool,
+    data: Option<Box<dyn Any + Send>>,
+    server: Option<ServerHandle>,
+    worker: usize,
+    pub(crate) stats: Arc<NetStats>,
+}
+
+impl std::fmt::Debug for Conn {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Conn")
+            .field("id", &self.id)
+            .field("peer", &self.peer)
+            .field("pending_write", &self.wbuf.len())
+            .finish()
+    }
+}
+
+/// What reading did to a connection.
+pub(crate) enum ReadOutcome {
+    /// Still open.
+    Open,
+    /// Peer closed or the socket failed.
+    Closed,
+}
+
+impl Conn {
+    pub(crate) fn new(
+        id: ConnId,
+        stream: TcpStream,
+        peer: SocketAddr,
+        worker: usize,
+        server: Option<ServerHandle>,
+        stats: Arc<NetStats>,
+    ) -> Self {
+        Self {
+            id,
+            stream,
+            peer,
+            rbuf: BytesMut::with_capacity(8 * 1024),
+            wbuf: BytesMut::with_capacity(8 * 1024),
+            write_interest: false,
+            closing: false,
+            data: None,
+            server,
+            worker,
+            stats,
+        }
+    }
+
+    /// This connection's id.
+    pub fn id(&self) -> ConnId {
+        self.id
+    }
+
+    /// The remote address.
+    pub fn peer_addr(&self) -> SocketAddr {
+        self.peer
+    }
+
+    /// The local address of the socket.
+    pub fn local_addr(&self) -> io::Result<SocketAddr> {
+        self.stream.local_addr()
+    }
+
+    /// Index of the worker loop that owns this connection (0 for a client).
+    pub fn worker(&self) -> usize {
+        self.worker
+    }
+
+    /// The server this connection belongs to (`None` for a client's
+    /// connection): to reach other connections or broadcast.
+    pub fn server(&self) -> Option<&ServerHandle> {
+        self.server.as_ref()
+    }
+
+    /// Sends `msg` as one frame. Fails only if the body is too large.
+    pub fn send<M: Message>(&mut self, msgid: impl Into<i32>, msg: &M) -> Result<(), FrameError> {
+        frame::encode(msgid.into(), msg, &mut self.wbuf)?;
+        NetStats::inc(&self.stats.frames_out);
+        Ok(())
+    }
+
+    /// Sends an already encoded body as one frame.
+    pub fn send_raw(&mut self, msgid: impl Into<i32>, body: &[u8]) -> Result<(), FrameError> {
+        frame::encode_raw(msgid.into(), body, &mut self.wbuf)?;
+        NetStats::inc(&self.stats.frames_out);
+        Ok(())
+    }
+
+    /// Sends bytes that already hold one or more whole frames (header
+    /// included), e.g. a frame encoded once and pushed to many connections.
+    pub fn send_frames(&mut self, frames: &[u8]) {
+        self.wbuf.extend_from_slice(frames);
+        NetStats::inc(&self.stats.frames_out);
+    }
+
+    /// Bytes queued and not yet written to the socket.
+    pub fn pending_write(&self) -> usize {
+        self.wbuf.len()
+    }
+
+    /// Closes the connection after the current handler (pending output is
+    /// written first if the socket takes it at once).
+    pub fn close(&mut self) {
+        self.closing = true;
+    }
+
+    /// Stores typed per-connection state, replacing any previous value.
+    pub fn set_data<T: Any + Send>(&mut self, value: T) {
+        self.data = Some(Box::new(value));
+    }
+
+    /// The per-connection state, if it is a `T`.
+    pub fn data<T: Any>(&self) -> Option<&T> {
+        self.data.as_ref()?.downcast_ref()
+    }
+
+    /// The per-connection state, mutably, if it is a `T`.
+    pub fn data_mut<T: Any>(&mut self) -> Option<&mut T> {
+        self.data.as_mut()?.downcast_mut()
+    }
+
+    /// Removes and returns the per-connection state if it is a `T`.
+    pub fn take_data<T: Any>(&mut self) -> Option<T> {
+        match self.data.take()?.downcast::<T>() {
+            Ok(b) => Some(*b),
+            Err(other) => {
+                self.data = Some(other);
+                None
+            }
+        }
+    }
+
+    /// Reads what the socket has into the read buffer (until a short read or
+    /// WouldBlock; see `read_all` for why a short read is enough).
+    pub(crate) fn read_in(&mut self, scratch: &mut [u8], read_closed: bool) -> ReadOutcome {
+        loop {
+            match self.stream.read(scratch) {
+                Ok(0) => return ReadOutcome::Closed,
+                Ok(n) => {
+                    self.rbuf.extend_from_slice(&scratch[..n]);
+                    // Edge-triggered epoll raises a new event for any data
+                    // (or FIN) arriving after this read, so a short read means
+                    // the socket is drained: skip the extra WouldBlock read,
+                    // unless the event already reported the peer's FIN.
+                    if n < scratch.len() && !read_closed {
+                        return ReadOutcome::Open;
+                    }
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return ReadOutcome::Open,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => {
+                    tracing::debug!("{}: read error: {e}", self.id);
+                    return ReadOutcome::Closed;
+                }
+            }
+        }
+    }
+
+    /// Writes what it can of the write buffer and sets WRITABLE interest iff
+    /// something is left. Returns false if the socket failed.
+    pub(crate) fn flush(&mut self, registry: &Registry, token: Token) -> bool {
+        while !self.wbuf.is_empty() {
+            match self.stream.write(&self.wbuf) {
+                Ok(0) => return false,
+                Ok(n) => self.wbuf.advance(n),
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => {
+                    tracing::debug!("{}: write error: {e}", self.id);
+                    return false;
+                }
+            }
+        }
+        if self.wbuf.len() > MAX_PENDING_WRITE {
+            tracing::warn!(
+                "{} to {}: {} bytes pending, peer does not read; closing",
+                self.id,
+                self.peer,
+                self.wbuf.len()
+            );
+            return false;
+        }
+        let want = !self.wbuf.is_empty();
+        if want != self.write_interest {
+            let interest = if want {
+                Interest::READABLE | Interest::WRITABLE
+            } else {
+                Interest::READABLE
+            };
+            if let Err(e) = registry.reregister(&mut self.stream, token, interest) {
+                tracing::warn!("{}: reregister failed: {e}", self.id);
+                return false;
+            }
+            self.write_interest = want;
+        }
+        if self.wbuf.is_empty() && self.wbuf.capacity() > 1 << 20 {
+            // Give back memory after a burst.
+            self.wbuf = BytesMut::with_capacity(8 * 1024);
+        }
+        true
+    }
+}
+
+/// Decodes every complete frame in `conn`'s read buffer and dispatches it.
+/// Returns false if the connection must close (bad length, or a handler
+/// called [`Conn::close`]).
+pub(crate) fn dispatch(conn: &mut Conn, router: &Router) -> bool {
+    loop {
+        match frame::decode(&mut conn.rbuf) {
+            Ok(Some(f)) => {
+                NetStats::inc(&conn.stats.frames_in);
+                match router.get(f.msgid) {
+                    Some(h) => h(conn, f),
+                    None => {
+                        NetStats::inc(&conn.stats.unknown_msgids);
+                        tracing::warn!(
+                            "{} from {}: unknown msgid {} skipped",
+                            conn.id,
+                            conn.peer,
+                            f.msgid
+                        );
+                    }
+                }
+                if conn.closing {
+                    return false;
+                }
+            }
+            Ok(None) => return true,
+            Err(e) => {
+                NetStats::inc(&conn.stats.bad_frames);
+                tracing::warn!("{} from {}: {e}; closing", conn.id, conn.peer);
+                return false;
+            }
+        }
+    }
+}

@@ -1,0 +1,363 @@
+//! A tiny HTTP/1.1 server for `/status` and `/metrics`: one std thread,
+//! one request per connection (`Connection: close`), bounded request size and
+//! read timeout. Not a general web server.
+
+use std::io::{self, Read, Write};
+use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr, TcpListener, TcpStream};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::thread::{self, JoinHandle};
+use std::time::Duration;
+
+use crate::error::Result;
+
+/// Largest request accepted (head and body).
+pub const MAX_REQUEST: usize = 64 * 1024;
+/// How long a client may take to send its request.
+pub const READ_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// Answers one request.
+pub type HttpHandler = Arc<dyn Fn(&HttpRequest) -> HttpResponse + Send + Sync>;
+
+/// A parsed request.
+#[derive(Debug, Clone, Default)]
+pub struct HttpRequest {
+    /// `GET`, `POST`, ...
+    pub method: String,
+    /// The path without the query, e.g. `/status`.
+    pub path: String,
+    /// Decoded query parameters in order.
+    pub params: Vec<(String, String)>,
+    /// Headers (names lower-cased) in order.
+    pub headers: Vec<(String, String)>,
+    /// The body (empty for GET).
+    pub body: Vec<u8>,
+}
+
+impl HttpRequest {
+    /// The first value of query parameter `key`.
+    pub fn query(&self, key: &str) -> Option<&str> {
+        self.params
+            .iter()
+            .find(|(k, _)| k == key)
+            .map(|(_, v)| v.as_str())
+    }
+
+    /// The first value of header `name` (case-insensitive).
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+    }
+
+    /// Parses a request head plus body; `None` if incomplete, `Err` if bad.
+    fn parse(data: &[u8]) -> std::result::Result<Option<Self>, &'static str> {
+        let Some(head_end) = find(data, b"\r\n\r\n") else {
+            return Ok(None);
+        };
+        let head = std::str::from_utf8(&data[..head_end]).map_err(|_| "head not utf-8")?;
+        let mut lines = head.split("\r\n");
+        let mut first = lines.next().unwrap_or("").split(' ');
+        let method = first.next().filter(|m| !m.is_empty()).ok_or("no method")?;
+        let target = first.next().ok_or("no target")?;
+        let mut headers = Vec::new();
+        for line in lines {
+            let (k, v) = line.split_once(':').ok_or("bad header")?;
+            headers.push((k.trim().to_ascii_lowercase(), v.trim().to_owned()));
+        }
+        let len: usize = headers
+            .iter()
+            .find(|(k, _)| k == "content-length")
+            .map(|(_, v)| v.parse().map_err(|_| "bad content-length"))
+            .transpose()?
+            .unwrap_or(0);
+        let body_start = head_end + 4;
+        if body_start + len > MAX_REQUEST {
+            return Err("request too large");
+        }
+        if data.len() < body_start + len {
+            return Ok(None);
+        }
+        let (path, query) = target.split_once('?').unwrap_or((target, ""));
+        let params = query
+            .split('&')
+            .filter(|p| !p.is_empty())
+            .map(|p| {
+                let (k, v) = p.split_once('=').unwrap_or((p, ""));
+                (percent_decode(k), percent_decode(v))
+            })
+            .collect();
+        Ok(Some(Self {
+            method: method.to_owned(),
+            path: percent_decode(path),
+            params,
+            headers,
+            body: data[body_start..body_start + len].to_vec(),
+        }))
+    }
+}
+
+fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
+    hay.windows(needle.len()).position(|w| w == needle)
+}
+
+fn percent_decode(s: &str) -> String {
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        match b[i] {
+            b'+' => out.push(b' '),
+            b'%' if i + 2 < b.len() => match (hex(b[i + 1]), hex(b[i + 2])) {
+                (Some(h), Some(l)) => {
+                    out.push(h << 4 | l);
+                    i += 2;
+                }
+                _ => out.push(b'%'),
+            },
+            c => out.push(c),
+        }
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+fn hex(c: u8) -> Option<u8> {
+    (c as char).to_digit(16).map(|d| d as u8)
+}
+
+/// A response: status, content type, extra headers, body.
+#[derive(Debug, Clone)]
+pub struct HttpResponse {
+    /// Status code.
+    pub status: u16,
+    /// `Content-Type`.
+    pub content_type: String,
+    /// Extra headers.
+    pub headers: Vec<(String, String)>,
+    /// The body.
+    pub body: Vec<u8>,
+}
+
+impl HttpResponse {
+    /// 200 with a JSON body.
+    pub fn json(body: impl Into<String>) -> Self {
+        Self::with("application/json", 200, body.into().into_bytes())
+    }
+
+    /// 200 with a plain-text body.
+    pub fn text(body: impl Into<String>) -> Self {
+        Self::with("text/plain; charset=utf-8", 200, body.into().into_bytes())
+    }
+
+    /// 404.
+    pub fn not_found() -> Self {
+        Self::with("text/plain; charset=utf-8", 404, b"not found\n".to_vec())
+    }
+
+    /// 400 with a reason.
+    pub fn bad_request(why: impl Into<String>) -> Self {
+        Self::with("text/plain; charset=utf-8", 400, why.into().into_bytes())
+    }
+
+    /// Replaces the status code.
+    pub fn status(mut self, status: u16) -> Self {
+        self.status = status;
+        self
+    }
+
+    /// Adds a header.
+    pub fn header(mut self, name: &str, value: &str) -> Self {
+        self.headers.push((name.to_owned(), value.to_owned()));
+        self
+    }
+
+    fn with(content_type: &str, status: u16, body: Vec<u8>) -> Self {
+        Self {
+            status,
+            content_type: content_type.to_owned(),
+            headers: Vec::new(),
+            body,
+        }
+    }
+
+    fn write_to(&self, w: &mut impl Write) -> io::Result<()> {
+        let mut head = format!(
+            "HTTP/1.1 {} {}\r\nContent-Type: {}\r\nContent-Length: {}\r\nConnection: close\r\n",
+            self.status,
+            reason(self.status),
+            self.content_type,
+            self.body.len()
+        );
+        for (k, v) in &self.headers {
+            head.push_str(&format!("{k}: {v}\r\n"));
+        }
+        head.push_str("\r\n");
+        w.write_all(head.as_bytes())?;
+        w.write_all(&self.body)?;
+        w.flush()
+    }
+}
+
+fn reason(status: u16) -> &'static str {
+    match status {
+        200 => "OK",
+        204 => "No Content",
+        400 => "Bad Request",
+        404 => "Not Found",
+        405 => "Method Not Allowed",
+        413 => "Payload Too Large",
+        500 => "Internal Server Error",
+        503 => "Service Unavailable",
+        _ => "Status",
+    }
+}
+
+/// A running status server. Stopped and joined on drop.
+pub struct StatusServer {
+    addr: SocketAddr,
+    stop: Arc<AtomicBool>,
+    join: Option<JoinHandle<()>>,
+}
+
+impl std::fmt::Debug for StatusServer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("StatusServer")
+            .field("addr", &self.addr)
+            .finish()
+    }
+}
+
+impl StatusServer {
+    /// Binds `addr` and serves every request with `handler` on one thread.
+    pub fn start(addr: SocketAddr, handler: HttpHandler) -> Result<Self> {
+        let listener = TcpListener::bind(addr)?;
+        let addr = listener.local_addr()?;
+        let stop = Arc::new(AtomicBool::new(false));
+        let st = Arc::clone(&stop);
+        let join = thread::Builder::new()
+            .name("lars-http".into())
+            .spawn(move || serve(listener, handler, st))?;
+        tracing::info!("status server on http://{addr}");
+        Ok(Self {
+            addr,
+            stop,
+            join: Some(join),
+        })
+    }
+
+    /// The bound address.
+    pub fn local_addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// Stops serving and joins the thread.
+    pub fn stop(&mut self) {
+        if self.stop.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        // Wake the blocking accept with a connection to ourselves.
+        let mut wake = self.addr;
+        if wake.ip().is_unspecified() {
+            wake.set_ip(if wake.is_ipv4() {
+                Ipv4Addr::LOCALHOST.into()
+            } else {
+                Ipv6Addr::LOCALHOST.into()
+            });
+        }
+        let _ = TcpStream::connect_timeout(&wake, Duration::from_secs(1));
+        if let Some(j) = self.join.take() {
+            let _ = j.join();
+        }
+    }
+}
+
+impl Drop for StatusServer {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+fn serve(listener: TcpListener, handler: HttpHandler, stop: Arc<AtomicBool>) {
+    for stream in listener.incoming() {
+        if stop.load(Ordering::Acquire) {
+            return;
+        }
+        match stream {
+            Ok(s) => {
+                if let Err(e) = answer(s, &handler) {
+                    tracing::debug!("http: {e}");
+                }
+            }
+            Err(e) => {
+                tracing::warn!("http accept: {e}");
+                thread::sleep(Duration::from_millis(50));
+            }
+        }
+    }
+}
+
+fn answer(mut s: TcpStream, handler: &HttpHandler) -> io::Result<()> {
+    s.set_read_timeout(Some(READ_TIMEOUT))?;
+    s.set_write_timeout(Some(READ_TIMEOUT))?;
+    let mut data = Vec::with_capacity(1024);
+    let mut chunk = [0u8; 4096];
+    let resp = loop {
+        match HttpRequest::parse(&data) {
+            Ok(Some(req)) => break handler(&req),
+            Ok(None) if data.len() >= MAX_REQUEST => {
+                break HttpResponse::bad_request("request too large\n").status(413);
+            }
+            Ok(None) => {}
+            Err(why) => break HttpResponse::bad_request(format!("{why}\n")),
+        }
+        let n = s.read(&mut chunk)?;
+        if n == 0 {
+            return Ok(());
+        }
+        data.extend_from_slice(&chunk[..n]);
+    };
+    resp.write_to(&mut s)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_get_with_query() {
+        let r =
+            HttpRequest::parse(b"GET /route?modid=1&cmdid=2&x=a%20b+c HTTP/1.1\r\nHost: x\r\n\r\n")
+                .unwrap()
+                .unwrap();
+        assert_eq!(r.method, "GET");
+        assert_eq!(r.path, "/route");
+        assert_eq!(r.query("modid"), Some("1"));
+        assert_eq!(r.query("x"), Some("a b c"));
+        assert_eq!(r.query("nope"), None);
+        assert_eq!(r.header("HOST"), Some("x"));
+    }
+
+    #[test]
+    fn waits_for_body_then_reads_it() {
+        let head = b"POST /p HTTP/1.1\r\nContent-Length: 3\r\n\r\nab";
+        assert!(HttpRequest::parse(head).unwrap().is_none());
+        let full = b"POST /p HTTP/1.1\r\nContent-Length: 3\r\n\r\nabc";
+        assert_eq!(HttpRequest::parse(full).unwrap().unwrap().body, b"abc");
+    }
+
+    #[test]
+    fn rejects_garbage_and_huge_bodies() {
+        assert!(HttpRequest::parse(b"GET\r\n\r\n").is_err());
+        assert!(HttpRequest::parse(b"GET / HTTP/1.1\r\nContent-Length: 99999999\r\n\r\n").is_err());
+        assert!(HttpRequest::parse(b"GET / HTTP/1.1\r\nbad\r\n\r\n").is_err());
+    }
+
+    #[test]
+    fn percent_decoding_is_lenient() {
+        assert_eq!(percent_decode("a%2Fb"), "a/b");
+        assert_eq!(percent_decode("100%"), "100%");
+        assert_eq!(percent_decode("%zz"), "%zz");
+    }
+}

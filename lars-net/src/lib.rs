@@ -1,0 +1,72 @@
+//! The lars reactor: event loops on mio, framed TCP and UDP servers and
+//! clients, a loop thread pool, a batch task queue, and a tiny HTTP status
+//! server. Every lars service runs on it.
+//!
+//! - [`EventLoop`] — one per thread: I/O readiness, timers, and closures
+//!   posted from other threads through a [`LoopHandle`]. Its state `S` is
+//!   owned by the loop, so nothing on a loop needs a lock.
+//! - [`TcpServer`] — an acceptor and `threads` worker loops; connections are
+//!   [`Conn`]s identified by a [`ConnId`], frames go to a [`Router`];
+//!   [`ServerHandle`] reaches any connection or every worker from any thread.
+//!   [`TcpClient`] stays connected for its whole life (reconnect with backoff).
+//! - [`UdpServer`] — one loop owning a user state and its sockets; handlers,
+//!   timers and posted tasks get `&mut S`.
+//!
+//! Frames are `lars_core::frame` frames. Everything started can be stopped and
+//! joined (`stop()`, `join()`, or drop).
+//!
+//! ```
+//! use std::time::{Duration, Instant};
+//! use lars_core::proto::{GetRouteRequest, GetRouteResponse};
+//! use lars_net::{Router, TcpClient, TcpServer};
+//!
+//! // A server answering msgid 1 with msgid 2.
+//! let router = Router::new().route(1, |conn, frame| {
+//!     let req: GetRouteRequest = frame.message().unwrap();
+//!     let resp = GetRouteResponse { modid: req.modid, cmdid: req.cmdid, host: vec![] };
+//!     conn.send(2, &resp).unwrap();
+//! });
+//! let mut server = TcpServer::builder("127.0.0.1:0".parse().unwrap())
+//!     .threads(2)
+//!     .router(router)
+//!     .start()
+//!     .unwrap();
+//!
+//! // A client that collects replies on a channel.
+//! let (tx, rx) = std::sync::mpsc::channel();
+//! let tx = std::sync::Mutex::new(tx);
+//! let mut client = TcpClient::builder(server.local_addr())
+//!     .router(Router::new().route(2, move |_, frame| {
+//!         let resp: GetRouteResponse = frame.message().unwrap();
+//!         tx.lock().unwrap().send(resp.modid).unwrap();
+//!     }))
+//!     .start()
+//!     .unwrap();
+//! client.send(1, &GetRouteRequest { modid: 7, cmdid: 1 }).unwrap();
+//! assert_eq!(rx.recv_timeout(Duration::from_secs(5)).unwrap(), 7);
+//!
+//! client.join();
+//! server.join();
+//! ```
+#![warn(missing_docs)]
+
+mod conn;
+mod error;
+pub mod event_loop;
+pub mod http;
+mod pool;
+mod tcp_client;
+mod tcp_server;
+pub mod udp;
+
+pub use conn::{
+    Conn, ConnHook, ConnId, Handler, MAX_PENDING_WRITE, NetStats, NetStatsSnapshot, Router,
+};
+pub use error::{NetError, Result};
+pub use event_loop::{EventLoop, LoopCtx, LoopHandle, LoopState, LoopThread, Task, TimerId};
+pub use http::{HttpRequest, HttpResponse, StatusServer};
+pub use lars_core::frame::Frame;
+pub use pool::{TaskQueue, ThreadPool};
+pub use tcp_client::{ClientBuilder, ClientSender, DisconnectedPolicy, TcpClient};
+pub use tcp_server::{ServerBuilder, ServerHandle, TcpServer, WorkerCtx};
+pub use udp::{UdpClient, UdpCtx, UdpHandle, UdpServer, UdpServerBuilder, UdpStats};

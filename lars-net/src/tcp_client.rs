@@ -1,0 +1,518 @@
+//! The framed TCP client: one loop thread, non-blocking connect, reconnect
+//! forever with capped exponential backoff, a cross-thread send queue.
+
+use std::collections::VecDeque;
+use std::io;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
+
+use bytes::{Bytes, BytesMut};
+use lars_core::frame::{self, FrameError};
+use mio::event::Event;
+use mio::net::TcpStream;
+use mio::{Interest, Token};
+use prost::Message;
+
+use crate::conn::{Conn, ConnHook, ConnId, NetStats, ReadOutcome, Router, dispatch};
+use crate::error::Result;
+use crate::event_loop::{LoopCtx, LoopHandle, LoopState, LoopThread, TimerId};
+
+const READ_CHUNK: usize = 64 * 1024;
+
+/// What a client does with frames sent while it is not connected.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DisconnectedPolicy {
+    /// Keep up to this many frames and send them after the next connect;
+    /// beyond that, drop (counted in [`NetStats::dropped`]).
+    Queue(usize),
+    /// Drop them (counted in [`NetStats::dropped`]).
+    Drop,
+}
+
+/// Configures and starts a [`TcpClient`].
+pub struct ClientBuilder {
+    addr: SocketAddr,
+    router: Router,
+    on_connect: Option<ConnHook>,
+    on_close: Option<ConnHook>,
+    policy: DisconnectedPolicy,
+    min_backoff: Duration,
+    max_backoff: Duration,
+    connect_timeout: Duration,
+    name: String,
+}
+
+impl std::fmt::Debug for ClientBuilder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ClientBuilder")
+            .field("addr", &self.addr)
+            .field("policy", &self.policy)
+            .finish()
+    }
+}
+
+impl ClientBuilder {
+    /// The router for incoming frames.
+    pub fn router(mut self, router: Router) -> Self {
+        self.router = router;
+        self
+    }
+
+    /// Runs on every successful (re)connect, before queued frames are sent;
+    /// it may send (e.g. re-pull state).
+    pub fn on_connect(mut self, f: impl Fn(&mut Conn) + Send + Sync + 'static) -> Self {
+        self.on_connect = Some(Arc::new(f));
+        self
+    }
+
+    /// Runs when an established connection closes.
+    pub fn on_close(mut self, f: impl Fn(&mut Conn) + Send + Sync + 'static) -> Self {
+        self.on_close = Some(Arc::new(f));
+        self
+    }
+
+    /// What to do with frames sent while disconnected (default `Queue(10_000)`).
+    pub fn disconnected_policy(mut self, policy: DisconnectedPolicy) -> Self {
+        self.policy = policy;
+        self
+    }
+
+    /// Reconnect delays: starts at `min`, doubles per failure up to `max`
+    /// (defaults 100 ms and 5 s); reset by a successful connect.
+    pub fn backoff(mut self, min: Duration, max: Duration) -> Self {
+        self.min_backoff = min.max(Duration::from_millis(1));
+        self.max_backoff = max.max(self.min_backoff);
+        self
+    }
+
+    /// Gives up a connect attempt after this long (default 3 s).
+    pub fn connect_timeout(mut self, t: Duration) -> Self {
+        self.connect_timeout = t;
+        self
+    }
+
+    /// Thread name (default `lars-client`).
+    pub fn name(mut self, name: &str) -> Self {
+        self.name = name.to_owned();
+        self
+    }
+
+    /// Starts the client thread; it connects at once and keeps reconnecting.
+    pub fn start(self) -> Result<TcpClient> {
+        let stats = Arc::new(NetStats::default());
+        let connected = Arc::new(AtomicBool::new(false));
+        let outbox = Arc::new(Outbox {
+            frames: Mutex::new(Vec::new()),
+        });
+        let st = Arc::clone(&stats);
+        let cn = Arc::clone(&connected);
+        let ob = Arc::clone(&outbox);
+        let b = self;
+        let name = b.name.clone();
+        let thread = LoopThread::spawn(&name, move |ctx| {
+            let mut c = ClientLoop {
+                addr: b.addr,
+                router: b.router,
+                on_connect: b.on_connect,
+                on_close: b.on_close,
+                policy: b.policy,
+                min_backoff: b.min_backoff,
+                max_backoff: b.max_backoff,
+                backoff: b.min_backoff,
+                connect_timeout: b.connect_timeout,
+                stats: st,
+                connected: cn,
+                outbox: ob,
+                state: State::Idle,
+                seq: 0,
+                pending: VecDeque::new(),
+                scratch: vec![0; READ_CHUNK],
+            };
+            c.connect(ctx);
+            Ok(c)
+        })?;
+        let sender = ClientSender {
+            handle: thread.handle().clone(),
+            outbox,
+            stats: Arc::clone(&stats),
+        };
+        Ok(TcpClient {
+            thread,
+            sender,
+            connected,
+            stats,
+        })
+    }
+}
+
+/// A framed TCP client that stays connected to one server for its whole life.
+/// Stopped and joined on drop.
+pub struct TcpClient {
+    thread: LoopThread<ClientLoop>,
+    sender: ClientSender,
+    connected: Arc<AtomicBool>,
+    stats: Arc<NetStats>,
+}
+
+impl std::fmt::Debug for TcpClient {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TcpClient")
+            .field("connected", &self.is_connected())
+            .finish()
+    }
+}
+
+impl TcpClient {
+    /// A builder for a client of `addr`.
+    pub fn builder(addr: SocketAddr) -> ClientBuilder {
+        ClientBuilder {
+            addr,
+            router: Router::new(),
+            on_connect: None,
+            on_close: None,
+            policy: DisconnectedPolicy::Queue(10_000),
+            min_backoff: Duration::from_millis(100),
+            max_backoff: Duration::from_secs(5),
+            connect_timeout: Duration::from_secs(3),
+            name: "lars-client".to_owned(),
+        }
+    }
+
+    /// A cloneable sender usable from any thread.
+    pub fn sender(&self) -> ClientSender {
+        self.sender.clone()
+    }
+
+    /// Sends `msg` (see [`ClientSender::send`]).
+    pub fn send<M: Message>(
+        &self,
+        msgid: impl Into<i32>,
+        msg: &M,
+    ) -> std::result::Result<(), FrameError> {
+        self.sender.send(msgid, msg)
+    }
+
+    /// Whether a connection is established now.
+    pub fn is_connected(&self) -> bool {
+        self.connected.load(Ordering::Acquire)
+    }
+
+    /// The client's counters (`accepted` counts successful connects).
+    pub fn stats(&self) -> Arc<NetStats> {
+        Arc::clone(&self.stats)
+    }
+
+    /// Stops the client (does not wait).
+    pub fn stop(&self) {
+        self.thread.stop();
+    }
+
+    /// Stops the client and joins its thread.
+    pub fn join(&mut self) {
+        self.thread.join();
+    }
+}
+
+struct Outbox {
+    frames: Mutex<Vec<Bytes>>,
+}
+
+/// Sends frames through a [`TcpClient`] from any thread. Frames are written
+/// in order; while disconnected the client's [`DisconnectedPolicy`] applies.
+#[derive(Clone)]
+pub struct ClientSender {
+    handle: LoopHandle<ClientLoop>,
+    outbox: Arc<Outbox>,
+    stats: Arc<NetStats>,
+}
+
+impl std::fmt::Debug for ClientSender {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ClientSender").finish_non_exhaustive()
+    }
+}
+
+impl ClientSender {
+    /// Encodes and sends `msg` as one frame. Fails only if it is too large.
+    pub fn send<M: Message>(
+        &self,
+        msgid: impl Into<i32>,
+        msg: &M,
+    ) -> std::result::Result<(), FrameError> {
+        self.send_frames(frame::to_bytes(msgid.into(), msg)?);
+        Ok(())
+    }
+
+    /// Sends an already encoded body as one frame.
+    pub fn send_raw(
+        &self,
+        msgid: impl Into<i32>,
+        body: &[u8],
+    ) -> std::result::Result<(), FrameError> {
+        let mut out = BytesMut::with_capacity(frame::HEADER_LEN + body.len());
+        frame::encode_raw(msgid.into(), body, &mut out)?;
+        self.send_frames(out.freeze());
+        Ok(())
+    }
+
+    /// Sends bytes holding one or more whole frames.
+    pub fn send_frames(&self, frames: Bytes) {
+        let first = {
+            let mut q = self
+                .outbox
+                .frames
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner);
+            q.push(frames);
+            q.len() == 1
+        };
+        if first && !self.handle.post(|c, ctx| c.drain_outbox(ctx)) {
+            NetStats::inc(&self.stats.dropped);
+        }
+    }
+}
+
+enum State {
+    Idle,
+    Connecting {
+        token: Token,
+        stream: TcpStream,
+        timeout: TimerId,
+    },
+    Connected(Box<Conn>),
+}
+
+struct ClientLoop {
+    addr: SocketAddr,
+    router: Router,
+    on_connect: Option<ConnHook>,
+    on_close: Option<ConnHook>,
+    policy: DisconnectedPolicy,
+    min_backoff: Duration,
+    max_backoff: Duration,
+    backoff: Duration,
+    connect_timeout: Duration,
+    stats: Arc<NetStats>,
+    connected: Arc<AtomicBool>,
+    outbox: Arc<Outbox>,
+    state: State,
+    seq: u64,
+    pending: VecDeque<Bytes>,
+    scratch: Vec<u8>,
+}
+
+impl ClientLoop {
+    fn connect(&mut self, ctx: &mut LoopCtx<Self>) {
+        self.seq += 1;
+        let token = Token(self.seq as usize);
+        match TcpStream::connect(self.addr) {
+            Ok(mut stream) => {
+                if let Err(e) = ctx.registry().register(
+                    &mut stream,
+                    token,
+                    Interest::READABLE | Interest::WRITABLE,
+                ) {
+                    self.failed(ctx, &e);
+                    return;
+                }
+                let seq = self.seq;
+                let timeout = ctx.run_after(self.connect_timeout, move |c: &mut Self, ctx| {
+                    if c.seq == seq && matches!(c.state, State::Connecting { .. }) {
+                        c.drop_stream(ctx);
+                        c.failed(ctx, &io::Error::from(io::ErrorKind::TimedOut));
+                    }
+                });
+                self.state = State::Connecting {
+                    token,
+                    stream,
+                    timeout,
+                };
+            }
+            Err(e) => self.failed(ctx, &e),
+        }
+    }
+
+    fn drop_stream(&mut self, ctx: &mut LoopCtx<Self>) {
+        match std::mem::replace(&mut self.state, State::Idle) {
+            State::Idle => {}
+            State::Connecting { mut stream, .. } => {
+                let _ = ctx.registry().deregister(&mut stream);
+            }
+            State::Connected(mut conn) => {
+                let _ = ctx.registry().deregister(&mut conn.stream);
+            }
+        }
+    }
+
+    fn failed(&mut self, ctx: &mut LoopCtx<Self>, e: &io::Error) {
+        NetStats::inc(&self.stats.connect_failures);
+        tracing::debug!(
+            "connect to {} failed: {e}; retry in {:?}",
+            self.addr,
+            self.backoff
+        );
+        self.retry_later(ctx);
+    }
+
+    fn retry_later(&mut self, ctx: &mut LoopCtx<Self>) {
+        self.state = State::Idle;
+        let delay = self.backoff;
+        self.backoff = (self.backoff * 2).min(self.max_backoff);
+        ctx.run_after(delay, |c: &mut Self, ctx| {
+            if matches!(c.state, State::Idle) {
+                c.connect(ctx);
+            }
+        });
+    }
+
+    fn established(&mut self, ctx: &mut LoopCtx<Self>, token: Token, stream: TcpStream) {
+        if let Err(e) = stream.set_nodelay(true) {
+            tracing::debug!("TCP_NODELAY: {e}");
+        }
+        let peer = stream.peer_addr().unwrap_or(self.addr);
+        let mut conn = Box::new(Conn::new(
+            ConnId(self.seq),
+            stream,
+            peer,
+            0,
+            None,
+            Arc::clone(&self.stats),
+        ));
+        // Registered READABLE|WRITABLE for the connect; flush() below sets
+        // the interest to what the write buffer needs.
+        conn.write_interest = true;
+        self.backoff = self.min_backoff;
+        self.connected.store(true, Ordering::Release);
+        NetStats::inc(&self.stats.accepted);
+        self.stats.open.store(1, Ordering::Relaxed);
+        tracing::info!("connected to {}", self.addr);
+        if let Some(hook) = &self.on_connect {
+            hook(&mut conn);
+        }
+        for f in self.pending.drain(..) {
+            conn.send_frames(&f);
+        }
+        self.state = State::Connected(conn);
+        self.drain_outbox(ctx);
+        self.flush(ctx, token);
+    }
+
+    fn flush(&mut self, ctx: &mut LoopCtx<Self>, token: Token) {
+        if let State::Connected(conn) = &mut self.state {
+            if !conn.flush(ctx.registry(), token) || conn.closing {
+                self.lost(ctx);
+            }
+        }
+    }
+
+    fn lost(&mut self, ctx: &mut LoopCtx<Self>) {
+        if let State::Connected(conn) = &mut self.state {
+            if let Some(hook) = &self.on_close {
+                hook(conn);
+            }
+            tracing::info!("connection to {} lost", self.addr);
+        }
+        self.drop_stream(ctx);
+        self.connected.store(false, Ordering::Release);
+        self.stats.open.store(0, Ordering::Relaxed);
+        self.retry_later(ctx);
+    }
+
+    fn drain_outbox(&mut self, ctx: &mut LoopCtx<Self>) {
+        let frames = std::mem::take(
+            &mut *self
+                .outbox
+                .frames
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner),
+        );
+        if frames.is_empty() {
+            return;
+        }
+        match &mut self.state {
+            State::Connected(conn) => {
+                for f in &frames {
+                    conn.send_frames(f);
+                }
+                let token = Token(self.seq as usize);
+                self.flush(ctx, token);
+            }
+            _ => {
+                for f in frames {
+                    match self.policy {
+                        DisconnectedPolicy::Queue(max) if self.pending.len() < max => {
+                            self.pending.push_back(f);
+                        }
+                        _ => NetStats::inc(&self.stats.dropped),
+                    }
+                }
+            }
+        }
+    }
+}
+
+impl LoopState for ClientLoop {
+    fn on_ready(&mut self, ctx: &mut LoopCtx<Self>, event: &Event) {
+        if event.token() != Token(self.seq as usize) {
+            return;
+        }
+        match &mut self.state {
+            State::Idle => {}
+            State::Connecting { stream, .. } => {
+                let err = match stream.take_error() {
+                    Ok(Some(e)) | Err(e) => Some(e),
+                    Ok(None) => None,
+                };
+                if let Some(e) = err {
+                    self.drop_stream(ctx);
+                    self.failed(ctx, &e);
+                    return;
+                }
+                match stream.peer_addr() {
+                    Ok(_) => {
+                        let State::Connecting {
+                            token,
+                            stream,
+                            timeout,
+                        } = std::mem::replace(&mut self.state, State::Idle)
+                        else {
+                            return;
+                        };
+                        ctx.cancel(timeout);
+                        self.established(ctx, token, stream);
+                    }
+                    Err(e) if e.kind() == io::ErrorKind::NotConnected => {
+                        if event.is_error() || event.is_write_closed() {
+                            self.drop_stream(ctx);
+                            self.failed(ctx, &e);
+                        }
+                    }
+                    Err(e) => {
+                        self.drop_stream(ctx);
+                        self.failed(ctx, &e);
+                    }
+                }
+            }
+            State::Connected(conn) => {
+                let token = event.token();
+                if event.is_readable() || event.is_read_closed() || event.is_error() {
+                    let closed = matches!(
+                        conn.read_in(&mut self.scratch, event.is_read_closed()),
+                        ReadOutcome::Closed
+                    );
+                    let ok = dispatch(conn, &self.router) && !closed;
+                    if !ok {
+                        let _ = conn.flush(ctx.registry(), token);
+                        self.lost(ctx);
+                        return;
+                    }
+                }
+                if conn.write_interest || !conn.wbuf.is_empty() {
+                    self.flush(ctx, token);
+                }
+            }
+        }
+    }
+}

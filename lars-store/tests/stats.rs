@@ -1,0 +1,116 @@
+//! Call statistics: batch upserts, history and retention.
+
+use lars_core::{HostAddr, ModKey};
+use lars_store::{CallStatusRow, HistoryRow, StatsStore};
+
+use crate::both;
+
+fn status_rows(n: u32, salt: u64) -> Vec<CallStatusRow> {
+    (0..n)
+        .map(|i| CallStatusRow {
+            key: ModKey::new(1 + i / 1000, 1 + (i / 100) % 10),
+            host: HostAddr::new(0xC0A8_0000 + (i % 100), 8000 + (i % 7) as u16),
+            caller: 0x0A00_0001 + i % 3,
+            succ_cnt: u64::from(i) * 3 + salt,
+            err_cnt: u64::from(i % 11) + salt,
+            ts: 1_700_000_000 + i64::from(i) + salt as i64,
+            overload: (i + salt as u32) % 5 == 0,
+        })
+        .collect()
+}
+
+fn sort_status(mut v: Vec<CallStatusRow>) -> Vec<CallStatusRow> {
+    v.sort_by_key(|r| (r.key, r.host, r.caller));
+    v
+}
+
+both!(call_status_batches_round_trip, |db| {
+    let s = db.open();
+    let rows = status_rows(10_000, 0);
+    s.upsert_call_status(&rows).unwrap();
+    let back = s.call_status(None).unwrap();
+    assert_eq!(back.len(), 10_000);
+    assert_eq!(back, sort_status(rows.clone()));
+
+    // Upsert over existing rows plus new ones: latest values win.
+    let mut next = status_rows(10_000, 5);
+    next.truncate(6_000);
+    next.extend(status_rows(12_000, 9).into_iter().skip(10_000));
+    s.upsert_call_status(&next).unwrap();
+    let mut expect = rows;
+    expect.splice(0..6_000, next[..6_000].iter().copied());
+    expect.extend_from_slice(&next[6_000..]);
+    assert_eq!(s.call_status(None).unwrap(), sort_status(expect.clone()));
+
+    let key = ModKey::new(2, 1);
+    let one = s.call_status(Some(key)).unwrap();
+    assert!(!one.is_empty());
+    assert_eq!(
+        one,
+        sort_status(expect.into_iter().filter(|r| r.key == key).collect())
+    );
+    s.upsert_call_status(&[]).unwrap();
+});
+
+both!(history_batches_round_trip_add_up_and_prune, |db| {
+    let s = db.open();
+    let base = 1_700_000_000 - 1_700_000_000 % 60;
+    let rows: Vec<HistoryRow> = (0..10_000u32)
+        .map(|i| HistoryRow {
+            key: ModKey::new(1 + i % 20, 1 + (i / 20) % 50),
+            host: HostAddr::new(0xC0A8_0001 + i % 7, 9000),
+            minute: base + 60 * i64::from(i / 1000),
+            succ: u64::from(i) * 7,
+            err: u64::from(i % 13),
+        })
+        .collect();
+    s.append_history(&rows).unwrap();
+    let mut expect = rows.clone();
+    expect.sort_by_key(|r| (r.minute, r.key, r.host));
+    assert_eq!(s.history(None, 0).unwrap(), expect);
+
+    let (succ, err) = s.history_totals(None, 0).unwrap();
+    assert_eq!(succ, rows.iter().map(|r| r.succ).sum::<u64>());
+    assert_eq!(err, rows.iter().map(|r| r.err).sum::<u64>());
+
+    // A second flush within the same minutes adds up; unaligned minutes floor.
+    let again: Vec<HistoryRow> = rows
+        .iter()
+        .take(100)
+        .map(|r| HistoryRow {
+            minute: r.minute + 59,
+            ..*r
+        })
+        .collect();
+    s.append_history(&again).unwrap();
+    let key = rows[0].key;
+    let doubled: u64 = rows
+        .iter()
+        .filter(|r| r.key == key)
+        .map(|r| r.succ)
+        .sum::<u64>()
+        + again
+            .iter()
+            .filter(|r| r.key == key)
+            .map(|r| r.succ)
+            .sum::<u64>();
+    assert_eq!(s.history_totals(Some(key), 0).unwrap().0, doubled);
+    let of_key = s.history(Some(key), base + 60 * 5).unwrap();
+    assert!(
+        of_key
+            .iter()
+            .all(|r| r.key == key && r.minute >= base + 300)
+    );
+    assert_eq!(
+        of_key.len(),
+        rows.iter()
+            .filter(|r| r.key == key && r.minute >= base + 300)
+            .count()
+    );
+
+    // Retention: drop everything older than minute 4.
+    let dropped = s.prune_history(base + 60 * 4).unwrap();
+    assert_eq!(dropped, 4_000);
+    assert_eq!(s.history(None, 0).unwrap().len(), 6_000);
+    assert_eq!(s.prune_history(base + 60 * 4).unwrap(), 0);
+});
