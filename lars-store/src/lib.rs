@@ -261,7 +261,13 @@ impl StatsStore for Store {
         if rows.is_empty() {
             return Ok(());
         }
-        dispatch!(self, s => s.append_history(rows))
+        dispatch!(self, s => s.append_history(rows, None)).map(|_| ())
+    }
+    fn append_history_once(&self, batch: u64, at: i64, rows: &[HistoryRow]) -> Result<bool> {
+        dispatch!(self, s => s.append_history(rows, Some((batch, at))))
+    }
+    fn prune_batches(&self, older_than: i64) -> Result<u64> {
+        dispatch!(self, s => s.prune_batches(older_than))
     }
     fn prune_history(&self, older_than: i64) -> Result<u64> {
         dispatch!(self, s => s.prune_history(older_than))

@@ -188,6 +188,16 @@ pub trait StatsStore {
     /// Adds per-minute deltas to `lars_call_history`, all rows in one
     /// transaction; the same `(key, host, minute)` adds up.
     fn append_history(&self, rows: &[HistoryRow]) -> Result<()>;
+    /// [`append_history`](Self::append_history) at most once per `batch`:
+    /// the same transaction records `batch` (a caller-chosen unique id) with
+    /// time `at` (unix seconds) in `lars_history_batches`, and a batch already
+    /// recorded writes nothing and returns `Ok(false)`. A writer whose commit
+    /// failed ambiguously (the connection dropped before the acknowledgement)
+    /// retries with the same id and never adds the rows twice.
+    fn append_history_once(&self, batch: u64, at: i64, rows: &[HistoryRow]) -> Result<bool>;
+    /// Forgets the batch ids recorded before `older_than` (unix seconds);
+    /// returns how many.
+    fn prune_batches(&self, older_than: i64) -> Result<u64>;
     /// Deletes history rows with `minute < older_than` (unix seconds);
     /// returns the number deleted.
     fn prune_history(&self, older_than: i64) -> Result<u64>;

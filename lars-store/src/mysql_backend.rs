@@ -85,6 +85,12 @@ const SCHEMA: &[&str] = &[
         PRIMARY KEY (`modid`, `cmdid`, `ip`, `port`, `minute`),
         KEY `idx_minute` (`minute`)
     ) ENGINE=InnoDB",
+    "CREATE TABLE IF NOT EXISTS `lars_history_batches` (
+        `id` bigint(20) unsigned NOT NULL,
+        `at` bigint(20) NOT NULL,
+        PRIMARY KEY (`id`),
+        KEY `idx_at` (`at`)
+    ) ENGINE=InnoDB",
     "CREATE TABLE IF NOT EXISTS `lars_users` (
         `id` bigint(20) unsigned NOT NULL AUTO_INCREMENT,
         `username` varchar(190) NOT NULL,
@@ -745,10 +751,16 @@ impl MysqlStore {
                 cols: 9,
             },
             &vals,
+            None,
         )
+        .map(|_| ())
     }
 
-    pub(crate) fn append_history(&self, rows: &[HistoryRow]) -> Result<()> {
+    pub(crate) fn append_history(
+        &self,
+        rows: &[HistoryRow],
+        mark: Option<(u64, i64)>,
+    ) -> Result<bool> {
         // Primary-key order, as for the status upsert.
         let mut sorted: Vec<&HistoryRow> = rows.iter().collect();
         sorted.sort_by_key(|r| (r.key, r.host.ip, r.host.port, floor_minute(r.minute)));
@@ -774,14 +786,28 @@ impl MysqlStore {
                 cols: 7,
             },
             &vals,
+            mark,
         )
+    }
+
+    pub(crate) fn prune_batches(&self, older_than: i64) -> Result<u64> {
+        self.run(|c| {
+            c.exec_drop(
+                "DELETE FROM lars_history_batches WHERE at < ?",
+                (older_than,),
+            )
+            .ctx("prune lars_history_batches")?;
+            Ok(c.affected_rows())
+        })
     }
 
     /// Writes `vals` (rows of `batch.cols` values) in one transaction: on
     /// MariaDB one single-row statement executed with `COM_STMT_BULK_EXECUTE`
     /// (an array of parameter rows per packet), elsewhere multi-row
-    /// statements of [`CHUNK_ROWS`] rows.
-    fn write_batch(&self, batch: Batch, vals: &[Value]) -> Result<()> {
+    /// statements of [`CHUNK_ROWS`] rows. With `mark = Some((id, at))` the
+    /// transaction first records batch `id` in `lars_history_batches` and
+    /// writes nothing (returning `false`) when it is already there.
+    fn write_batch(&self, batch: Batch, vals: &[Value], mark: Option<(u64, i64)>) -> Result<bool> {
         let Batch {
             purpose,
             head,
@@ -792,6 +818,17 @@ impl MysqlStore {
         let single = format!("{head} {} {tail}", placeholders(1, cols));
         self.run(|c| {
             let mut tx = c.start_transaction(TxOpts::default()).ctx(purpose)?;
+            if let Some((id, at)) = mark {
+                tx.exec_drop(
+                    "INSERT IGNORE INTO lars_history_batches(id, at) VALUES (?, ?)",
+                    (id, at),
+                )
+                .ctx("mark a history batch")?;
+                if tx.affected_rows() == 0 {
+                    // Committed before (its acknowledgement was lost).
+                    return Ok(false);
+                }
+            }
             if bulk {
                 tx.exec_batch(
                     &single,
@@ -805,7 +842,8 @@ impl MysqlStore {
                         .ctx(purpose)?;
                 }
             }
-            tx.commit().ctx(purpose)
+            tx.commit().ctx(purpose)?;
+            Ok(true)
         })
     }
 

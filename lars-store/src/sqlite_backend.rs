@@ -66,6 +66,11 @@ CREATE TABLE IF NOT EXISTS lars_call_history (
     PRIMARY KEY (modid, cmdid, ip, port, minute)
 );
 CREATE INDEX IF NOT EXISTS lars_call_history_minute ON lars_call_history(minute);
+CREATE TABLE IF NOT EXISTS lars_history_batches (
+    id INTEGER PRIMARY KEY,
+    at INTEGER NOT NULL
+);
+CREATE INDEX IF NOT EXISTS lars_history_batches_at ON lars_history_batches(at);
 CREATE TABLE IF NOT EXISTS lars_users (
     id INTEGER PRIMARY KEY AUTOINCREMENT,
     username TEXT NOT NULL UNIQUE,
@@ -557,12 +562,29 @@ impl SqliteStore {
         tx.commit().map_err(err("commit ServerCallStatus"))
     }
 
-    pub(crate) fn append_history(&self, rows: &[HistoryRow]) -> Result<()> {
+    pub(crate) fn append_history(
+        &self,
+        rows: &[HistoryRow],
+        mark: Option<(u64, i64)>,
+    ) -> Result<bool> {
         let mut conn = self.conn();
         let purpose = "append lars_call_history";
         let tx = conn
             .transaction_with_behavior(TransactionBehavior::Immediate)
             .map_err(err(purpose))?;
+        if let Some((id, at)) = mark {
+            // The id's bit pattern in SQLite's signed integer.
+            let n = tx
+                .execute(
+                    "INSERT OR IGNORE INTO lars_history_batches(id, at) VALUES (?1, ?2)",
+                    params![id as i64, at],
+                )
+                .map_err(err("mark a history batch"))?;
+            if n == 0 {
+                // Committed before (its acknowledgement was lost).
+                return Ok(false);
+            }
+        }
         {
             let mut stmt = tx
                 .prepare_cached(
@@ -585,7 +607,19 @@ impl SqliteStore {
                 .map_err(err(purpose))?;
             }
         }
-        tx.commit().map_err(err("commit lars_call_history"))
+        tx.commit().map_err(err("commit lars_call_history"))?;
+        Ok(true)
+    }
+
+    pub(crate) fn prune_batches(&self, older_than: i64) -> Result<u64> {
+        let n = self
+            .conn()
+            .execute(
+                "DELETE FROM lars_history_batches WHERE at < ?1",
+                [older_than],
+            )
+            .map_err(err("prune lars_history_batches"))?;
+        Ok(n as u64)
     }
 
     pub(crate) fn prune_history(&self, older_than: i64) -> Result<u64> {

@@ -114,3 +114,27 @@ both!(history_batches_round_trip_add_up_and_prune, |db| {
     assert_eq!(s.history(None, 0).unwrap().len(), 6_000);
     assert_eq!(s.prune_history(base + 60 * 4).unwrap(), 0);
 });
+
+both!(a_history_batch_is_applied_at_most_once, |db| {
+    let s = db.open();
+    let row = |succ| HistoryRow {
+        key: ModKey::new(9, 9),
+        host: HostAddr::new(0x0a00_0001, 80),
+        minute: 1_700_000_040,
+        succ,
+        err: 1,
+    };
+    assert!(s.append_history_once(41, 1_000, &[row(5)]).unwrap());
+    // The retry of a commit whose acknowledgement was lost: nothing added.
+    assert!(!s.append_history_once(41, 1_001, &[row(5)]).unwrap());
+    assert_eq!(s.history_totals(None, 0).unwrap(), (5, 1));
+    // Another batch, and ids with the top bit set, are their own.
+    assert!(s.append_history_once(u64::MAX, 2_000, &[row(2)]).unwrap());
+    assert!(!s.append_history_once(u64::MAX, 2_000, &[row(2)]).unwrap());
+    assert_eq!(s.history_totals(None, 0).unwrap(), (7, 2));
+    // Pruning forgets only the older marks.
+    assert_eq!(s.prune_batches(1_500).unwrap(), 1);
+    assert!(s.append_history_once(41, 3_000, &[row(1)]).unwrap());
+    assert!(!s.append_history_once(u64::MAX, 3_000, &[row(1)]).unwrap());
+    assert_eq!(s.history_totals(None, 0).unwrap(), (8, 3));
+});

@@ -20,7 +20,7 @@ use lars_core::proto::ReportStatusRequest;
 use lars_core::ring::HashRing;
 use lars_core::{HostAddr, MessageId, ModKey};
 use lars_net::{HttpRequest, HttpResponse, NetStats, Router, StatusServer, TcpServer};
-use lars_store::{CallStatusRow, StatsStore, Store};
+use lars_store::{CallStatusRow, HistoryRow, StatsStore, Store};
 
 use crate::aggregate::{Batch, BoundOutcome, DoubleBuffer, Pending};
 use crate::delta::DeltaTracker;
@@ -43,6 +43,9 @@ pub const WRITE_CHUNK: usize = 5_000;
 const MAX_QUERY_FAILURES: u32 = 5;
 const RETRY_MIN: Duration = Duration::from_millis(100);
 const RETRY_MAX: Duration = Duration::from_secs(2);
+/// How long the store remembers which history chunks it applied (a chunk
+/// in doubt is retried within this time or not at all).
+const BATCH_MARKS_KEPT: i64 = 2 * 86_400;
 
 /// Why the reporter could not start.
 #[derive(Debug, thiserror::Error)]
@@ -564,25 +567,90 @@ fn report_bound(worker: usize, stats: &Stats, o: BoundOutcome) {
 }
 
 /// Writes `batch`; on failure returns the rows not written.
+/// A chunk of history rows and the id that makes its write idempotent. A
+/// chunk whose write failed is kept exactly as it is, under the same id, until
+/// the store confirms it: the failure may have hit after the commit (the
+/// acknowledgement lost with the connection), and
+/// [`StatsStore::append_history_once`] then skips it instead of adding it
+/// twice.
+#[derive(Debug)]
+struct HistoryChunk {
+    id: u64,
+    rows: Vec<HistoryRow>,
+}
+
+/// Chunk ids: a random start per writer, then consecutive.
+#[derive(Debug)]
+struct ChunkIds(u64);
+
+impl ChunkIds {
+    fn new(index: usize) -> Self {
+        use std::hash::{BuildHasher as _, Hasher as _};
+        let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+        h.write_usize(index);
+        h.write_u128(
+            SystemTime::now()
+                .duration_since(UNIX_EPOCH)
+                .map_or(0, |d| d.as_nanos()),
+        );
+        Self(h.finish())
+    }
+
+    fn next(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(1);
+        self.0
+    }
+}
+
+fn write_chunk(
+    store: &Store,
+    chunk: &HistoryChunk,
+    stats: &Stats,
+) -> Result<(), lars_store::StoreError> {
+    if !store.append_history_once(chunk.id, unix_now(), &chunk.rows)? {
+        add(&stats.chunks_already_applied, 1);
+    }
+    add(&stats.history_rows_written, chunk.rows.len() as u64);
+    let (s, er) = chunk
+        .rows
+        .iter()
+        .fold((0, 0), |(s, e), r| (s + r.succ, e + r.err));
+    add(&stats.succ_written, s);
+    add(&stats.err_written, er);
+    Ok(())
+}
+
 fn write_batch(
     store: &Store,
     batch: Batch,
+    in_doubt: &mut Option<HistoryChunk>,
+    ids: &mut ChunkIds,
     stats: &Stats,
 ) -> Result<(), Box<(Batch, lars_store::StoreError)>> {
+    // The chunk in doubt first, under its own id; until it is confirmed
+    // nothing else is written.
+    if let Some(chunk) = in_doubt.take() {
+        if let Err(e) = write_chunk(store, &chunk, stats) {
+            *in_doubt = Some(chunk);
+            return Err(Box::new((batch, e)));
+        }
+    }
     let (status, history) = batch.into_rows();
-    // History first: it is additive, so a chunk is put back only when its own
-    // transaction failed. Status rows are idempotent.
-    for (i, chunk) in history.chunks(WRITE_CHUNK).enumerate() {
-        if let Err(e) = store.append_history(chunk) {
-            let rest = history[i * WRITE_CHUNK..].to_vec();
+    // History first: it is additive, so every chunk is written at most once.
+    // Status rows are idempotent.
+    for (i, rows) in history.chunks(WRITE_CHUNK).enumerate() {
+        let chunk = HistoryChunk {
+            id: ids.next(),
+            rows: rows.to_vec(),
+        };
+        if let Err(e) = write_chunk(store, &chunk, stats) {
+            *in_doubt = Some(chunk);
+            let rest = history
+                .get((i + 1) * WRITE_CHUNK..)
+                .map(<[HistoryRow]>::to_vec)
+                .unwrap_or_default();
             return Err(Box::new((Batch::from_rows(status, rest), e)));
         }
-        add(&stats.history_rows_written, chunk.len() as u64);
-        let (s, er) = chunk
-            .iter()
-            .fold((0, 0), |(s, e), r| (s + r.succ, e + r.err));
-        add(&stats.succ_written, s);
-        add(&stats.err_written, er);
     }
     for (i, chunk) in status.chunks(WRITE_CHUNK).enumerate() {
         if let Err(e) = store.upsert_call_status(chunk) {
@@ -607,6 +675,8 @@ fn writer_main(
     let mut query_failures = 0u32;
     let mut stop_deadline: Option<Instant> = None;
     let mut last_prune: Option<Instant> = None;
+    let mut in_doubt: Option<HistoryChunk> = None;
+    let mut ids = ChunkIds::new(index);
     loop {
         let batch = {
             let mut st = lock(&ws.writer);
@@ -628,33 +698,37 @@ fn writer_main(
                 stop_deadline = Some(Instant::now() + STOP_FLUSH_TIMEOUT);
             }
             let b = st.pending.take();
-            if b.is_empty() && st.stop {
+            if b.is_empty() && in_doubt.is_none() && st.stop {
                 return;
             }
             b
         };
-        if index == 0
-            && retention_days > 0
-            && last_prune.is_none_or(|t| t.elapsed() >= Duration::from_secs(3600))
-        {
+        if index == 0 && last_prune.is_none_or(|t| t.elapsed() >= Duration::from_secs(3600)) {
             last_prune = Some(Instant::now());
-            let cutoff = unix_now() - i64::from(retention_days) * 86_400;
-            match store.prune_history(cutoff) {
-                Ok(n) if n > 0 => {
-                    tracing::info!(rows = n, "pruned history older than {retention_days} days")
-                }
-                Ok(_) => {}
-                Err(e) => {
-                    tracing::warn!("history prune failed: {e}");
-                    last_prune = None;
+            let now = unix_now();
+            if retention_days > 0 {
+                let cutoff = now - i64::from(retention_days) * 86_400;
+                match store.prune_history(cutoff) {
+                    Ok(n) if n > 0 => {
+                        tracing::info!(rows = n, "pruned history older than {retention_days} days")
+                    }
+                    Ok(_) => {}
+                    Err(e) => {
+                        tracing::warn!("history prune failed: {e}");
+                        last_prune = None;
+                    }
                 }
             }
+            if let Err(e) = store.prune_batches(now - BATCH_MARKS_KEPT) {
+                tracing::warn!("pruning the applied-chunk marks failed: {e}");
+                last_prune = None;
+            }
         }
-        if batch.is_empty() {
+        if batch.is_empty() && in_doubt.is_none() {
             continue;
         }
         let started = Instant::now();
-        match write_batch(&store, batch, stats) {
+        match write_batch(&store, batch, &mut in_doubt, &mut ids, stats) {
             Ok(()) => {
                 add(&stats.flushes, 1);
                 stats.last_flush_unix_ms.store(unix_ms(), Ordering::Relaxed);
@@ -687,7 +761,8 @@ fn writer_main(
                 };
                 let past_deadline = stop_deadline.is_some_and(|d| Instant::now() >= d);
                 if give_up_query || past_deadline {
-                    let n = rest.len() as u64;
+                    let doubtful = in_doubt.take().map_or(0, |c| c.rows.len());
+                    let n = (rest.len() + doubtful) as u64;
                     add(&stats.rows_rejected, n);
                     tracing::error!(
                         worker = index,

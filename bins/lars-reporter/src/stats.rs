@@ -38,6 +38,7 @@ pub struct Stats {
     pub(crate) expired_streams: AtomicU64,
     pub(crate) resumed_streams: AtomicU64,
     pub(crate) resume_failures: AtomicU64,
+    pub(crate) chunks_already_applied: AtomicU64,
 }
 
 pub(crate) fn add(a: &AtomicU64, n: u64) {
@@ -108,6 +109,9 @@ pub struct StatsSnapshot {
     pub resumed_streams: u64,
     /// Workers that could not read the persisted counters at start.
     pub resume_failures: u64,
+    /// History chunks retried after a failed write that the store had in
+    /// fact committed (skipped, not added twice).
+    pub chunks_already_applied: u64,
     /// Reports queued per worker.
     pub queue_depths: Vec<usize>,
     /// Rows waiting for the database (all workers).
@@ -131,6 +135,7 @@ impl Stats {
             resets: r(&self.resets),
             resumed_streams: r(&self.resumed_streams),
             resume_failures: r(&self.resume_failures),
+            chunks_already_applied: r(&self.chunks_already_applied),
             succ_in: r(&self.succ_in),
             err_in: r(&self.err_in),
             status_rows_written: r(&self.status_rows_written),
@@ -224,6 +229,12 @@ impl StatsSnapshot {
             "counter",
             "Workers that could not read the persisted counters at start.",
             self.resume_failures,
+        );
+        m(
+            "chunks_already_applied_total",
+            "counter",
+            "History chunks found committed when retried (not added twice).",
+            self.chunks_already_applied,
         );
         m(
             "counter_resets_total",

@@ -7,7 +7,13 @@ pub mod route;
 pub mod up;
 pub mod web;
 
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use anyhow::Context as _;
 use clap::Args;
+use signal_hook::consts::{SIGINT, SIGTERM};
 
 /// Which store a subcommand opens.
 #[derive(Debug, Args, Clone)]
@@ -21,7 +27,6 @@ pub struct StoreArgs {
 impl StoreArgs {
     /// Opens the store (creating the schema when missing).
     pub fn open(&self) -> anyhow::Result<lars_store::Store> {
-        use anyhow::Context as _;
         lars_store::open(&self.url)
             .with_context(|| format!("cannot open the store {}", redact(&self.url)))
     }
@@ -38,6 +43,23 @@ pub fn redact(url: &str) -> String {
     match auth.split_once(':') {
         Some((user, _)) => format!("{scheme}://{user}:***@{host}"),
         None => url.to_owned(),
+    }
+}
+
+/// A flag raised by SIGINT or SIGTERM.
+pub fn stop_flag() -> anyhow::Result<Arc<AtomicBool>> {
+    let stop = Arc::new(AtomicBool::new(false));
+    for sig in [SIGINT, SIGTERM] {
+        signal_hook::flag::register(sig, Arc::clone(&stop))
+            .context("cannot install the signal handlers")?;
+    }
+    Ok(stop)
+}
+
+/// Sleeps until `stop` is raised.
+pub fn wait_for(stop: &AtomicBool) {
+    while !stop.load(Ordering::Relaxed) {
+        std::thread::sleep(Duration::from_millis(100));
     }
 }
 

@@ -4,19 +4,15 @@
 
 use std::fmt::Write as _;
 use std::net::{SocketAddr, SocketAddrV4};
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::Duration;
 
 use anyhow::Context as _;
 use clap::Args;
 use lars_core::config::{AgentConfig, DnsConfig, HttpConfig, ReporterConfig};
 use lars_store::{RouteAdmin, RouteFilter, Store, UserStore};
-use signal_hook::consts::{SIGINT, SIGTERM};
 
 use super::agent::AgentArgs;
 use super::web::ServeArgs;
-use super::{StoreArgs, redact};
+use super::{StoreArgs, redact, stop_flag, wait_for};
 
 /// `lars up`. The agent listens where the global `--agent-ip`,
 /// `--base-port` and `--ports` say, so `lars get-host` with the same options
@@ -202,23 +198,6 @@ pub fn run(args: &UpArgs, agent: &AgentArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// A flag raised by SIGINT or SIGTERM.
-pub fn stop_flag() -> anyhow::Result<Arc<AtomicBool>> {
-    let stop = Arc::new(AtomicBool::new(false));
-    for sig in [SIGINT, SIGTERM] {
-        signal_hook::flag::register(sig, Arc::clone(&stop))
-            .context("cannot install the signal handlers")?;
-    }
-    Ok(stop)
-}
-
-/// Sleeps until `stop` is raised.
-pub fn wait_for(stop: &AtomicBool) {
-    while !stop.load(Ordering::Relaxed) {
-        std::thread::sleep(Duration::from_millis(100));
-    }
-}
-
 fn v4(addr: SocketAddr) -> anyhow::Result<SocketAddrV4> {
     match addr {
         SocketAddr::V4(a) => Ok(a),
@@ -239,7 +218,7 @@ fn demo_user(store: &Store) -> anyhow::Result<Option<(String, String)>> {
     Ok(Some(("admin".to_owned(), password)))
 }
 
-/// 16 random bytes from the kernel, hex: a password for the demo user.
+/// 8 random bytes from the kernel as 16 hex digits: the demo user's password.
 fn random_password() -> anyhow::Result<String> {
     use std::io::Read as _;
     let mut bytes = [0u8; 8];

@@ -64,11 +64,11 @@ pub fn run(args: &WebArgs) -> anyhow::Result<()> {
             Ok(())
         }
         None => {
-            let stop = super::up::stop_flag()?;
+            let stop = super::stop_flag()?;
             let web =
                 lars_web::serve(args.serve.config(), store).context("cannot start the console")?;
             println!("console on http://{}/ (Ctrl-C stops)", web.local_addr());
-            super::up::wait_for(&stop);
+            super::wait_for(&stop);
             web.stop();
             Ok(())
         }
