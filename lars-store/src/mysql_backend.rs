@@ -791,14 +791,11 @@ impl MysqlStore {
     }
 
     pub(crate) fn prune_batches(&self, older_than: i64) -> Result<u64> {
-        self.run(|c| {
-            c.exec_drop(
-                "DELETE FROM lars_history_batches WHERE at < ?",
-                (older_than,),
-            )
-            .ctx("prune lars_history_batches")?;
-            Ok(c.affected_rows())
-        })
+        self.delete_before(
+            "DELETE FROM lars_history_batches WHERE at < ?",
+            "prune lars_history_batches",
+            older_than,
+        )
     }
 
     /// Writes `vals` (rows of `batch.cols` values) in one transaction: on
@@ -848,12 +845,17 @@ impl MysqlStore {
     }
 
     pub(crate) fn prune_history(&self, older_than: i64) -> Result<u64> {
+        self.delete_before(
+            "DELETE FROM lars_call_history WHERE minute < ?",
+            "prune lars_call_history",
+            older_than,
+        )
+    }
+
+    /// Runs a `DELETE ... WHERE <time> < ?`; returns the rows deleted.
+    fn delete_before(&self, sql: &str, purpose: &'static str, older_than: i64) -> Result<u64> {
         self.run(|c| {
-            c.exec_drop(
-                "DELETE FROM lars_call_history WHERE minute < ?",
-                (older_than,),
-            )
-            .ctx("prune lars_call_history")?;
+            c.exec_drop(sql, (older_than,)).ctx(purpose)?;
             Ok(c.affected_rows())
         })
     }

@@ -612,24 +612,27 @@ impl SqliteStore {
     }
 
     pub(crate) fn prune_batches(&self, older_than: i64) -> Result<u64> {
-        let n = self
-            .conn()
-            .execute(
-                "DELETE FROM lars_history_batches WHERE at < ?1",
-                [older_than],
-            )
-            .map_err(err("prune lars_history_batches"))?;
-        Ok(n as u64)
+        self.delete_before(
+            "DELETE FROM lars_history_batches WHERE at < ?1",
+            "prune lars_history_batches",
+            older_than,
+        )
     }
 
     pub(crate) fn prune_history(&self, older_than: i64) -> Result<u64> {
+        self.delete_before(
+            "DELETE FROM lars_call_history WHERE minute < ?1",
+            "prune lars_call_history",
+            older_than,
+        )
+    }
+
+    /// Runs a `DELETE ... WHERE <time> < ?1`; returns the rows deleted.
+    fn delete_before(&self, sql: &str, purpose: &'static str, older_than: i64) -> Result<u64> {
         let n = self
             .conn()
-            .execute(
-                "DELETE FROM lars_call_history WHERE minute < ?1",
-                [older_than],
-            )
-            .map_err(err("prune lars_call_history"))?;
+            .execute(sql, [older_than])
+            .map_err(err(purpose))?;
         Ok(n as u64)
     }
 
