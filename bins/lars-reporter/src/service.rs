@@ -566,7 +566,6 @@ fn report_bound(worker: usize, stats: &Stats, o: BoundOutcome) {
     }
 }
 
-/// Writes `batch`; on failure returns the rows not written.
 /// A chunk of history rows and the id that makes its write idempotent. A
 /// chunk whose write failed is kept exactly as it is, under the same id, until
 /// the store confirms it: the failure may have hit after the commit (the
@@ -620,6 +619,8 @@ fn write_chunk(
     Ok(())
 }
 
+/// Writes `batch` (after the chunk in doubt, if any); on failure returns the
+/// rows not attempted, the failed chunk staying in `in_doubt`.
 fn write_batch(
     store: &Store,
     batch: Batch,
