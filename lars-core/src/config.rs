@@ -454,6 +454,155 @@ pub struct LoadBalanceConfig {
     /// Ours: `empty_route_protection` (true): an empty route from the dns keeps
     /// the last hosts instead of removing the key.
     pub empty_route_protection: bool,
+    /// Ours: `policy` (adaptive): which rules the balancer follows. The
+    /// original's files have no such key and get the default.
+    pub policy: Policy,
+    /// The `adaptive` policy's knobs (ignored by `classic`).
+    pub adaptive: AdaptiveConfig,
+}
+
+/// The load-balance policy of `[loadbalance] policy`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub enum Policy {
+    /// The original Lars rules, bit for bit: round-robin over idle hosts,
+    /// one probe of an overloaded host every `probe_num + 1` picks, virtual
+    /// error and success rates, fixed windows.
+    Classic,
+    /// Ejection on evidence compared with the other hosts of the key, probes
+    /// limited in time with backoff, latency-aware weighted round-robin and
+    /// slow start (see docs/lb.md).
+    #[default]
+    Adaptive,
+}
+
+impl FromStr for Policy {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s.trim().to_ascii_lowercase().as_str() {
+            "adaptive" => Ok(Self::Adaptive),
+            "classic" => Ok(Self::Classic),
+            other => Err(format!(
+                "unknown policy {other:?}: expected adaptive or classic"
+            )),
+        }
+    }
+}
+
+impl Display for Policy {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Self::Classic => "classic",
+            Self::Adaptive => "adaptive",
+        })
+    }
+}
+
+/// The knobs of [`Policy::Adaptive`], all in `[loadbalance]` (ours).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct AdaptiveConfig {
+    /// `eject_consecutive` (2): consecutive failures that take a host out of
+    /// rotation while the other hosts of the key succeed. The bar rises with
+    /// the other hosts' own failure rate, so a key-wide outage ejects nobody.
+    pub eject_consecutive: u32,
+    /// `outlier_significance` (0.001): a host whose recent failures are this
+    /// improbable given the other hosts' failure rate is taken out.
+    pub outlier_significance: f64,
+    /// `stats_half_life` (30 s): half-life of the recent success and failure
+    /// counts that the outlier test compares.
+    pub stats_half_life: Duration,
+    /// `probe_interval` (1 s): the first probe of an ejected host with a
+    /// clean record comes this long after its ejection.
+    pub probe_interval: Duration,
+    /// `probe_interval_max` (600 s): the probe interval doubles with every
+    /// strike (ejection or failed probe) up to this.
+    pub probe_interval_max: Duration,
+    /// `strike_forgive` (60 s): one strike is forgiven for each such stretch
+    /// a host spends in rotation without a failure.
+    pub strike_forgive: Duration,
+    /// `slow_start` (3 s): a host that joins or comes back ramps from a small
+    /// share up to its full share over this long.
+    pub slow_start: Duration,
+    /// `max_ejection_percent` (90): at most this share of a key's hosts is out
+    /// of rotation at once; at least one host always stays in.
+    pub max_ejection_percent: u32,
+    /// `latency_tolerance` (2.0): hosts whose latency estimate is within this
+    /// factor of the key's typical latency get their full share; slower ones
+    /// get a share falling with the cube of the ratio.
+    pub latency_tolerance: f64,
+    /// `latency_half_life` (5 s): half-life of the per-host latency estimate.
+    pub latency_half_life: Duration,
+}
+
+impl Default for AdaptiveConfig {
+    fn default() -> Self {
+        Self {
+            eject_consecutive: 2,
+            outlier_significance: 0.001,
+            stats_half_life: Duration::from_secs(30),
+            probe_interval: Duration::from_secs(1),
+            probe_interval_max: Duration::from_secs(600),
+            strike_forgive: Duration::from_secs(60),
+            slow_start: Duration::from_secs(3),
+            max_ejection_percent: 90,
+            latency_tolerance: 2.0,
+            latency_half_life: Duration::from_secs(5),
+        }
+    }
+}
+
+impl AdaptiveConfig {
+    /// Builds the adaptive knobs from `[loadbalance]`.
+    pub fn from_ini(ini: &Ini) -> Result<Self, ConfigError> {
+        let d = Self::default();
+        let s = "loadbalance";
+        let cfg = Self {
+            eject_consecutive: ini.get_or(s, "eject_consecutive", d.eject_consecutive)?,
+            outlier_significance: ini.rate_or(s, "outlier_significance", d.outlier_significance)?,
+            stats_half_life: ini.seconds_or(s, "stats_half_life", d.stats_half_life)?,
+            probe_interval: ini.seconds_or(s, "probe_interval", d.probe_interval)?,
+            probe_interval_max: ini.seconds_or(s, "probe_interval_max", d.probe_interval_max)?,
+            strike_forgive: ini.seconds_or(s, "strike_forgive", d.strike_forgive)?,
+            slow_start: ini.seconds_or(s, "slow_start", d.slow_start)?,
+            max_ejection_percent: ini.get_or(s, "max_ejection_percent", d.max_ejection_percent)?,
+            latency_tolerance: ini.get_or(s, "latency_tolerance", d.latency_tolerance)?,
+            latency_half_life: ini.seconds_or(s, "latency_half_life", d.latency_half_life)?,
+        };
+        let bad = |key: &str, v: String, why: &str| Err(ini.bad(s, key, &v, why));
+        if cfg.eject_consecutive == 0 {
+            return bad("eject_consecutive", "0".into(), "expected at least 1");
+        }
+        if cfg.max_ejection_percent > 100 {
+            return bad(
+                "max_ejection_percent",
+                cfg.max_ejection_percent.to_string(),
+                "expected a percentage from 0 to 100",
+            );
+        }
+        if !(cfg.latency_tolerance >= 1.0 && cfg.latency_tolerance.is_finite()) {
+            return bad(
+                "latency_tolerance",
+                cfg.latency_tolerance.to_string(),
+                "expected a factor of at least 1",
+            );
+        }
+        if cfg.probe_interval.is_zero() || cfg.probe_interval_max < cfg.probe_interval {
+            return bad(
+                "probe_interval_max",
+                format!("{:?}", cfg.probe_interval_max),
+                "expected probe_interval > 0 and probe_interval_max >= probe_interval",
+            );
+        }
+        for (key, d) in [
+            ("stats_half_life", cfg.stats_half_life),
+            ("latency_half_life", cfg.latency_half_life),
+        ] {
+            if d.is_zero() {
+                return bad(key, "0".into(), "expected a positive number of seconds");
+            }
+        }
+        Ok(cfg)
+    }
 }
 
 impl Default for LoadBalanceConfig {
@@ -472,6 +621,8 @@ impl Default for LoadBalanceConfig {
             update_timeout: Duration::from_secs(15),
             timecost_unit_ms: 100,
             empty_route_protection: true,
+            policy: Policy::default(),
+            adaptive: AdaptiveConfig::default(),
         }
     }
 }
@@ -499,7 +650,17 @@ impl LoadBalanceConfig {
                 "empty_route_protection",
                 d.empty_route_protection,
             )?,
+            policy: ini.get_or(s, "policy", d.policy)?,
+            adaptive: AdaptiveConfig::from_ini(ini)?,
         })
+    }
+
+    /// The original's defaults with the `classic` policy: the C++ Lars rules.
+    pub fn classic() -> Self {
+        Self {
+            policy: Policy::Classic,
+            ..Self::default()
+        }
     }
 }
 

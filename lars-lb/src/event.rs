@@ -31,6 +31,14 @@ pub enum Reason {
     ContinSucc,
     /// Overload -> idle: the host stayed `overload_timeout` in the overload list.
     OverloadTimeout,
+    /// Adaptive, idle -> overload: consecutive failures (slow ones weigh
+    /// more) reached the bar set by the other hosts' failure rate.
+    FailureStreak,
+    /// Adaptive, idle -> overload: the host's recent failures are improbable
+    /// given the other hosts' failure rate (`outlier_significance`).
+    Outlier,
+    /// Adaptive, overload -> idle: a probe succeeded; the host slow-starts.
+    ProbeSucceeded,
 }
 
 /// The counters of one host, as the rules see them.

@@ -53,8 +53,16 @@ impl Choice {
 /// The result of one call to a host, as the application reports it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Outcome {
-    /// The call succeeded.
+    /// The call succeeded; how long it took is not known (neutral for the
+    /// latency estimate).
     Success,
+    /// The call succeeded after `latency_ms` milliseconds. The `classic`
+    /// policy treats it as [`Outcome::Success`]; `adaptive` feeds the
+    /// latency into the host's estimate.
+    SuccessIn {
+        /// How long the call took, in milliseconds.
+        latency_ms: u32,
+    },
     /// The call failed after `timecost_ms` milliseconds (0 when unknown).
     ///
     /// It counts as `max(1, timecost_ms / timecost_unit_ms)` virtual errors
@@ -66,13 +74,29 @@ pub enum Outcome {
 }
 
 impl Outcome {
-    /// The outcome of a wire `ReportRequest`: retcode 0 is a success,
+    /// The outcome of a wire `ReportRequest`: retcode 0 is a success (with
+    /// its latency when `timecost_ms > 0`; the original clients send 0),
     /// anything else a failure that took `timecost_ms`.
     pub const fn from_retcode(retcode: i32, timecost_ms: u32) -> Self {
-        if retcode == 0 {
-            Self::Success
-        } else {
-            Self::Failure { timecost_ms }
+        match (retcode, timecost_ms) {
+            (0, 0) => Self::Success,
+            (0, latency_ms) => Self::SuccessIn { latency_ms },
+            _ => Self::Failure { timecost_ms },
+        }
+    }
+
+    /// Whether the call succeeded.
+    pub const fn is_success(self) -> bool {
+        !matches!(self, Self::Failure { .. })
+    }
+
+    /// How long the call took, when known (a failure's `timecost_ms` of 0
+    /// counts as unknown).
+    pub const fn latency_ms(self) -> Option<u32> {
+        match self {
+            Self::Success | Self::Failure { timecost_ms: 0 } => None,
+            Self::SuccessIn { latency_ms } => Some(latency_ms),
+            Self::Failure { timecost_ms } => Some(timecost_ms),
         }
     }
 }
@@ -89,7 +113,7 @@ pub struct UpdateSummary {
 }
 
 /// A read-only view of one host.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq)]
 pub struct HostView {
     /// The host.
     pub addr: HostAddr,
@@ -99,6 +123,17 @@ pub struct HostView {
     pub counters: Counters,
     /// When its current idle window or overload stay started.
     pub since: Instant,
+    /// Adaptive: when the next probe of this out-of-rotation host is due
+    /// (`None` in rotation, or with the classic policy).
+    pub probe_at: Option<Instant>,
+    /// Adaptive: the host's latency estimate in milliseconds, once reported.
+    pub latency_ms: Option<f64>,
+    /// Adaptive: the host's share relative to a full one, in `[0, 1]`
+    /// (slow start times the latency factor); 1 with the classic policy.
+    pub weight: f64,
+    /// Adaptive: strikes against the host (ejections and failed probes not
+    /// yet forgiven); each doubles the probe interval.
+    pub strikes: u32,
 }
 
 /// Calls to one host since the last statistics batch.
@@ -274,6 +309,10 @@ impl LoadBalance {
             state: s.state,
             counters: s.c,
             since: s.since,
+            probe_at: None,
+            latency_ms: None,
+            weight: 1.0,
+            strikes: 0,
         })
     }
 
@@ -356,7 +395,7 @@ impl LoadBalance {
         let unit = self.cfg.timecost_unit_ms;
         let s = &mut self.slots[i as usize];
         let failed = match outcome {
-            Outcome::Success => {
+            Outcome::Success | Outcome::SuccessIn { .. } => {
                 s.c.vsucc = s.c.vsucc.saturating_add(1);
                 s.c.rsucc = s.c.rsucc.saturating_add(1);
                 s.c.contin_succ = s.c.contin_succ.saturating_add(1);

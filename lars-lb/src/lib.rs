@@ -53,7 +53,7 @@ mod route;
 mod table;
 
 pub use event::{Counters, DEFAULT_EVENT_CAPACITY, HostState, LbEvent, Reason, Transition};
-pub use lars_core::config::LoadBalanceConfig;
+pub use lars_core::config::{AdaptiveConfig, LoadBalanceConfig, Policy};
 pub use lars_core::{HostAddr, ModKey};
 pub use lb::{Choice, HostReport, HostView, LoadBalance, Outcome, UpdateSummary};
 pub use route::{KeyReport, RouteApplied, RouteLb, RouteStatus};
