@@ -520,8 +520,9 @@ pub struct AdaptiveConfig {
     /// `strike_forgive` (60 s): one strike is forgiven for each such stretch
     /// a host spends in rotation without a failure.
     pub strike_forgive: Duration,
-    /// `slow_start` (3 s): a host that joins or comes back ramps from a small
-    /// share up to its full share over this long.
+    /// `slow_start` (1 s): a host that joins or comes back while others carry
+    /// the load ramps from 10% of its share up to its full share over this
+    /// long; 0 turns slow start off.
     pub slow_start: Duration,
     /// `max_ejection_percent` (90): at most this share of a key's hosts is out
     /// of rotation at once; at least one host always stays in.
@@ -543,7 +544,7 @@ impl Default for AdaptiveConfig {
             probe_interval: Duration::from_secs(1),
             probe_interval_max: Duration::from_secs(600),
             strike_forgive: Duration::from_secs(60),
-            slow_start: Duration::from_secs(3),
+            slow_start: Duration::from_secs(1),
             max_ejection_percent: 90,
             latency_tolerance: 2.0,
             latency_half_life: Duration::from_secs(5),

@@ -11,12 +11,16 @@
 use std::time::{Duration, Instant};
 
 use hashbrown::HashMap;
-use lars_core::config::LoadBalanceConfig;
+use lars_core::config::{LoadBalanceConfig, Policy};
 use lars_core::{HostAddr, ModKey, RetCode};
 
 use crate::event::{
     Counters, DEFAULT_EVENT_CAPACITY, EventQueue, HostState, LbEvent, Reason, Transition,
 };
+
+mod adaptive;
+
+use adaptive::{Adapt, AdaptKey};
 
 /// The answer of [`LoadBalance::choice_one_host`] and [`RouteLb::get_host`](crate::RouteLb::get_host).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -191,6 +195,8 @@ struct Slot {
     dirty: bool,
     /// Update generation that last listed this host.
     seen: u32,
+    /// The adaptive policy's state of this host.
+    a: Adapt,
 }
 
 /// The load balancer of one service ([`ModKey`]): a host table, an idle list
@@ -208,7 +214,7 @@ struct Slot {
 ///
 /// let now = Instant::now();
 /// let hosts = ["10.0.0.1:80".parse().unwrap(), "10.0.0.2:80".parse().unwrap()];
-/// let mut lb = LoadBalance::new(ModKey::new(1, 1), LbConfig::default());
+/// let mut lb = LoadBalance::new(ModKey::new(1, 1), LbConfig::classic());
 /// lb.update(&hosts, now);
 /// let Choice::Idle(h) = lb.choice_one_host(now) else { unreachable!() };
 /// assert_eq!(h, hosts[0]);
@@ -241,13 +247,20 @@ pub struct LoadBalance {
     dirty: Vec<u32>,
     removed_reports: Vec<HostReport>,
     events: EventQueue,
+    /// `cfg.policy == Policy::Adaptive`, read on every pick.
+    adaptive: bool,
+    /// The adaptive policy's key-wide state.
+    ak: AdaptKey,
 }
 
 impl LoadBalance {
     /// An empty balancer for `key`; hosts arrive with [`update`](Self::update).
     pub fn new(key: ModKey, config: LoadBalanceConfig) -> Self {
+        let seed = (u64::from(key.modid) << 32 | u64::from(key.cmdid)) ^ 0x6c61_7273_6c62_0001;
         Self {
             key,
+            adaptive: config.policy == Policy::Adaptive,
+            ak: AdaptKey::new(seed),
             cfg: config,
             slots: Vec::new(),
             free: Vec::new(),
@@ -303,17 +316,40 @@ impl LoadBalance {
 
     /// The state and counters of `host`.
     pub fn host(&self, host: HostAddr) -> Option<HostView> {
-        let s = &self.slots[*self.table.get(&host)? as usize];
+        let i = *self.table.get(&host)?;
+        let s = &self.slots[i as usize];
+        let now = self.clock.unwrap_or(s.since);
         Some(HostView {
             addr: s.addr,
             state: s.state,
             counters: s.c,
             since: s.since,
-            probe_at: None,
-            latency_ms: None,
-            weight: 1.0,
-            strikes: 0,
+            probe_at: s.a.probe_at.filter(|_| self.adaptive),
+            latency_ms: s.a.latency_ms().filter(|_| self.adaptive),
+            weight: self.weight_at(i, now),
+            strikes: if self.adaptive { s.a.strikes() } else { 0 },
         })
+    }
+
+    /// The policy this balancer follows.
+    pub fn policy(&self) -> Policy {
+        self.cfg.policy
+    }
+
+    /// Reseeds the generator behind the adaptive policy's probe jitter (by
+    /// default seeded from the key), for reproducible runs.
+    pub fn set_seed(&mut self, seed: u64) {
+        self.ak.seed(seed);
+    }
+
+    /// Probes handed out so far (adaptive policy).
+    pub fn probes_sent(&self) -> u64 {
+        self.ak.probes
+    }
+
+    /// Ejections the adaptive policy's cap refused so far.
+    pub fn ejections_capped(&self) -> u64 {
+        self.ak.capped
     }
 
     /// All hosts, in no particular order.
@@ -340,6 +376,9 @@ impl LoadBalance {
     /// probes. Timers due at `now` are handled first. O(1).
     #[inline]
     pub fn choice_one_host(&mut self, now: Instant) -> Choice {
+        if self.adaptive {
+            return self.choice_adaptive(now);
+        }
         if let Some(d) = self.due
             && now >= d
         {
@@ -416,6 +455,9 @@ impl LoadBalance {
         let state = s.state;
         let c = s.c;
         self.mark_dirty(i);
+        if self.adaptive {
+            return Some(self.report_adaptive(i, outcome, now));
+        }
         match (state, failed) {
             (HostState::Idle, true) => {
                 let rate = f64::from(c.verr) / (f64::from(c.vsucc) + f64::from(c.verr));
@@ -460,6 +502,7 @@ impl LoadBalance {
         let now = self.tick(now);
         self.generation = self.generation.wrapping_add(1);
         let g = self.generation;
+        let carriers = self.idle.len;
         let mut sum = UpdateSummary::default();
         for &h in hosts {
             if let Some(&i) = self.table.get(&h) {
@@ -469,7 +512,7 @@ impl LoadBalance {
                     sum.kept += 1;
                 }
             } else {
-                self.insert(h, g, now);
+                self.insert(h, g, now, carriers);
                 sum.added += 1;
             }
         }
@@ -494,7 +537,8 @@ impl LoadBalance {
             return false;
         }
         let now = self.tick(now);
-        self.insert(host, self.generation, now);
+        let carriers = self.idle.len;
+        self.insert(host, self.generation, now, carriers);
         self.refresh_due();
         true
     }
@@ -526,6 +570,11 @@ impl LoadBalance {
     /// later `now` (so zero timeouts cannot loop). O(expired hosts).
     pub fn handle_timeout(&mut self, now: Instant) {
         let now = self.tick(now);
+        if self.adaptive {
+            self.timeout_adaptive(now);
+            self.refresh_due();
+            return;
+        }
         while self.idle_timers.head != NIL {
             let i = self.idle_timers.head;
             let since = self.slots[i as usize].since;
@@ -615,7 +664,7 @@ impl LoadBalance {
         now
     }
 
-    fn insert(&mut self, addr: HostAddr, g: u32, now: Instant) {
+    fn insert(&mut self, addr: HostAddr, g: u32, now: Instant, carriers: u32) {
         let slot = Slot {
             addr,
             state: HostState::Idle,
@@ -627,6 +676,7 @@ impl LoadBalance {
             batch_err: 0,
             dirty: false,
             seen: g,
+            a: Adapt::new(now),
         };
         let i = match self.free.pop() {
             Some(i) => {
@@ -644,9 +694,15 @@ impl LoadBalance {
         self.table.insert(addr, i);
         push_back(&mut self.slots, &mut self.idle, RR, i);
         push_back(&mut self.slots, &mut self.idle_timers, TM, i);
+        if self.adaptive {
+            self.admit_new(i, now, carriers);
+        }
     }
 
     fn remove_slot(&mut self, i: u32) {
+        if self.adaptive {
+            self.forget(i);
+        }
         let (state, addr) = {
             let s = &self.slots[i as usize];
             (s.state, s.addr)
@@ -754,6 +810,10 @@ impl LoadBalance {
     }
 
     fn refresh_due(&mut self) {
+        if self.adaptive {
+            self.due = self.adaptive_due();
+            return;
+        }
         let d = |ring: Ring, t: Duration| {
             (ring.head != NIL)
                 .then(|| self.slots[ring.head as usize].since.checked_add(t))
@@ -895,6 +955,7 @@ mod tests {
             batch_err: 0,
             dirty: false,
             seen: 0,
+            a: Adapt::new(now),
         }
     }
 

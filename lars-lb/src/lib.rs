@@ -23,7 +23,7 @@
 //!     .iter()
 //!     .map(|s| s.parse().unwrap())
 //!     .collect();
-//! let mut lb = LoadBalance::new(ModKey::new(1, 1), LbConfig::default());
+//! let mut lb = LoadBalance::new(ModKey::new(1, 1), LbConfig::classic());
 //! lb.update(&hosts, t0);
 //! // Round-robin over idle hosts.
 //! assert_eq!(lb.choice_one_host(t0), Choice::Idle(hosts[0]));

@@ -409,7 +409,7 @@ mod tests {
         let now = Instant::now();
         let key = ModKey::new(1, 1);
         let h = HostAddr::new(1, 1);
-        let mut r = RouteLb::new(LoadBalanceConfig::default());
+        let mut r = RouteLb::new(LoadBalanceConfig::classic());
         r.get_host(key, now);
         r.apply_route(key, &[h], now);
         // The window ends at 15 s; a report at 10 s changes nothing, one at

@@ -3,6 +3,8 @@
 //! Subscriptions. Nothing sleeps; time is `t0() + offsets`.
 #![allow(clippy::unwrap_used)]
 
+#[path = "it/adaptive.rs"]
+mod adaptive;
 #[path = "it/props.rs"]
 mod props;
 #[path = "it/route.rs"]
@@ -39,6 +41,6 @@ pub fn no_contin() -> LbConfig {
     LbConfig {
         contin_err_limit: u32::MAX,
         contin_succ_limit: u32::MAX,
-        ..LbConfig::default()
+        ..LbConfig::classic()
     }
 }

@@ -44,7 +44,7 @@ fn cfg() -> impl Strategy<Value = LbConfig> {
         contin_succ_limit: cs,
         idle_timeout: Duration::from_secs(3),
         overload_timeout: Duration::from_secs(4),
-        ..LbConfig::default()
+        ..LbConfig::classic()
     })
 }
 
@@ -127,6 +127,100 @@ proptest! {
             prop_assert_eq!(lb.idle_len() + lb.overload_len(), lb.len());
             prop_assert_eq!(lb.idle_hosts().count(), lb.idle_len());
             prop_assert_eq!(lb.overload_hosts().count(), lb.overload_len());
+        }
+    }
+}
+
+fn adaptive_cfg() -> impl Strategy<Value = LbConfig> {
+    (1..4u32, 0..=100u32, 0..3u64).prop_map(|(k, pct, ss)| {
+        let mut c = LbConfig::default();
+        c.adaptive.eject_consecutive = k;
+        c.adaptive.max_ejection_percent = pct;
+        c.adaptive.slow_start = Duration::from_secs(ss);
+        c
+    })
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(256))]
+
+    /// The adaptive policy keeps the same structure: every host in exactly
+    /// one list, a pick is always a current host in the right state, never
+    /// "overload" while a host exists, the ejection cap holds, and a host
+    /// is probed again only after its report or its probe interval.
+    #[test]
+    fn adaptive_invariants(cfg in adaptive_cfg(), first in any::<u16>(), ops in prop::collection::vec(op(), 0..80)) {
+        let mut now = t0();
+        let min_gap = cfg.adaptive.probe_interval.mul_f64(0.9);
+        let pct = u64::from(cfg.adaptive.max_ejection_percent);
+        let mut lb = LoadBalance::new(ModKey::new(1, 1), cfg);
+        lb.update(&pool(first), now);
+        // Host -> when it was last probed with no report since.
+        let mut probed: std::collections::HashMap<HostAddr, std::time::Instant> = Default::default();
+        for op in ops {
+            match op {
+                Op::Update(mask) => {
+                    lb.update(&pool(mask), now);
+                    probed.retain(|h, _| lb.contains(*h));
+                }
+                Op::Picks(n) => {
+                    for _ in 0..n {
+                        match lb.choice_one_host(now) {
+                            Choice::Idle(h) => {
+                                prop_assert_eq!(lb.host(h).map(|v| v.state), Some(HostState::Idle));
+                            }
+                            Choice::Probe(h) if lb.idle_len() == 0 => {
+                                // Only ejected hosts left: served in turn.
+                                prop_assert_eq!(lb.host(h).map(|v| v.state), Some(HostState::Overload));
+                            }
+                            Choice::Probe(h) => {
+                                prop_assert_eq!(lb.host(h).map(|v| v.state), Some(HostState::Overload));
+                                if let Some(&at) = probed.get(&h) {
+                                    prop_assert!(now.duration_since(at) >= min_gap,
+                                        "{} probed twice within {:?}", h, now.duration_since(at));
+                                }
+                                probed.insert(h, now);
+                            }
+                            Choice::Overload => prop_assert!(false, "adaptive answered overload"),
+                            Choice::NoExist => prop_assert!(lb.is_empty()),
+                        }
+                    }
+                }
+                Op::Report { host: h, ok, timecost_ms } => {
+                    let outcome = if ok {
+                        Outcome::SuccessIn { latency_ms: timecost_ms }
+                    } else {
+                        Outcome::Failure { timecost_ms }
+                    };
+                    let known = lb.contains(host(h));
+                    let before = lb.host(host(h)).map(|v| v.state);
+                    let after = lb.report(host(h), outcome, now);
+                    prop_assert_eq!(after.is_some(), known);
+                    probed.remove(&host(h));
+                    if before == Some(HostState::Idle) && after == Some(HostState::Overload) {
+                        let (n, out) = (lb.len() as u64, lb.overload_len() as u64);
+                        prop_assert!(out * 100 <= n * pct, "{} of {} out with a {}% cap", out, n, pct);
+                        prop_assert!(lb.idle_len() >= 1, "every host ejected");
+                    }
+                }
+                Op::Advance(ms) => now += Duration::from_millis(u64::from(ms)),
+                Op::Timeout => {
+                    lb.handle_timeout(now);
+                    if let Some(d) = lb.next_deadline() {
+                        prop_assert!(d > now);
+                    }
+                }
+            }
+            if let Err(e) = lb.check_invariants() {
+                prop_assert!(false, "{}", e);
+            }
+            for h in lb.hosts().collect::<Vec<_>>() {
+                let v = lb.host(h).unwrap();
+                prop_assert!((0.0..=1.0).contains(&v.weight));
+                if v.state == HostState::Idle {
+                    prop_assert!(v.probe_at.is_none());
+                }
+            }
         }
     }
 }

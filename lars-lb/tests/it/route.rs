@@ -15,7 +15,7 @@ const K2: ModKey = ModKey::new(3, 4);
 #[test]
 fn an_unknown_key_answers_noexist_and_pulls_once() {
     let now = t0();
-    let mut r = RouteLb::new(LbConfig::default());
+    let mut r = RouteLb::new(LbConfig::classic());
     assert_eq!(r.get_host(K, now), Choice::NoExist);
     assert_eq!(r.status(K), Some(RouteStatus::Pulling));
     assert_eq!(r.get_host(K, now), Choice::NoExist);
@@ -40,7 +40,7 @@ fn an_unknown_key_answers_noexist_and_pulls_once() {
 #[test]
 fn stale_routes_are_pulled_again_but_never_twice_while_pulling() {
     let now = t0();
-    let mut r = RouteLb::new(LbConfig::default());
+    let mut r = RouteLb::new(LbConfig::classic());
     r.get_host(K, now);
     r.take_pulls();
     r.apply_route(K, &hosts(1), now);
@@ -65,7 +65,7 @@ fn stale_routes_are_pulled_again_but_never_twice_while_pulling() {
 #[test]
 fn empty_route_protection_keeps_the_last_hosts() {
     let now = t0();
-    let mut r = RouteLb::new(LbConfig::default());
+    let mut r = RouteLb::new(LbConfig::classic());
     r.get_host(K, now);
     r.apply_route(K, &hosts(2), now);
     assert_eq!(r.apply_route(K, &[], now), RouteApplied::KeptEmpty);
@@ -80,7 +80,7 @@ fn without_protection_an_empty_route_removes_the_key() {
     let now = t0();
     let cfg = LbConfig {
         empty_route_protection: false,
-        ..LbConfig::default()
+        ..LbConfig::classic()
     };
     let mut r = RouteLb::new(cfg);
     r.get_host(K, now);
@@ -96,7 +96,7 @@ fn without_protection_an_empty_route_removes_the_key() {
 #[test]
 fn an_empty_first_answer_waits_update_timeout_before_pulling_again() {
     let now = t0();
-    let mut r = RouteLb::new(LbConfig::default());
+    let mut r = RouteLb::new(LbConfig::classic());
     r.get_host(K, now);
     r.take_pulls();
     assert_eq!(
@@ -112,7 +112,7 @@ fn an_empty_first_answer_waits_update_timeout_before_pulling_again() {
 #[test]
 fn reports_become_one_batch_per_key_with_interval_counts() {
     let now = t0();
-    let mut r = RouteLb::new(LbConfig::default());
+    let mut r = RouteLb::new(LbConfig::classic());
     for k in [K, K2] {
         r.get_host(k, now);
         r.apply_route(k, &hosts(3), now);
@@ -146,7 +146,7 @@ fn reports_become_one_batch_per_key_with_interval_counts() {
 #[test]
 fn timers_of_all_keys_are_driven_through_next_deadline() {
     let now = t0();
-    let mut r = RouteLb::new(LbConfig::default());
+    let mut r = RouteLb::new(LbConfig::classic());
     r.get_host(K, now);
     r.apply_route(K, &hosts(2), now);
     let t1 = now + Duration::from_secs(5);
@@ -182,7 +182,7 @@ fn timers_of_all_keys_are_driven_through_next_deadline() {
 #[test]
 fn routes_export_and_restore() {
     let now = t0();
-    let mut a = RouteLb::new(LbConfig::default());
+    let mut a = RouteLb::new(LbConfig::classic());
     for (k, n) in [(K, 2), (K2, 3)] {
         a.get_host(k, now);
         a.apply_route(k, &hosts(n), now);
@@ -191,7 +191,7 @@ fn routes_export_and_restore() {
     let mut snap: Vec<_> = a.routes().collect();
     snap.sort();
     assert_eq!(snap, vec![(K, hosts(2)), (K2, hosts(3))]);
-    let mut b = RouteLb::new(LbConfig::default());
+    let mut b = RouteLb::new(LbConfig::classic());
     for (k, h) in &snap {
         b.restore_route(*k, h, now);
     }

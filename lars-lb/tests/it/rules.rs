@@ -62,7 +62,7 @@ fn fifteen_consecutive_failures_overload() {
     // err_rate out of the way: 29 / 210 would pass 0.1 first.
     let cfg = LbConfig {
         err_rate: 0.5,
-        ..LbConfig::default()
+        ..LbConfig::classic()
     };
     let (mut lb, now) = lb_with(cfg, 1);
     for _ in 0..14 {
@@ -111,7 +111,7 @@ fn consecutive_successes_recover_when_the_rate_cannot() {
     let cfg = LbConfig {
         succ_rate: 1.0,
         contin_succ_limit: 15,
-        ..LbConfig::default()
+        ..LbConfig::classic()
     };
     let (mut lb, now) = lb_with(cfg, 1);
     overload(&mut lb, host(1), now);
@@ -129,7 +129,7 @@ fn consecutive_successes_recover_when_the_rate_cannot() {
 
 #[test]
 fn one_overloaded_host_of_three_gets_one_pick_in_every_probe_num_plus_one() {
-    let (mut lb, now) = lb_with(LbConfig::default(), 3);
+    let (mut lb, now) = lb_with(LbConfig::classic(), 3);
     overload(&mut lb, host(2), now);
     let picks: Vec<Choice> = (0..11 * 20).map(|_| lb.choice_one_host(now)).collect();
     for w in picks.windows(11) {
@@ -152,7 +152,7 @@ fn one_overloaded_host_of_three_gets_one_pick_in_every_probe_num_plus_one() {
 
 #[test]
 fn no_probe_counting_while_nothing_is_overloaded() {
-    let (mut lb, now) = lb_with(LbConfig::default(), 3);
+    let (mut lb, now) = lb_with(LbConfig::classic(), 3);
     for _ in 0..25 {
         assert!(matches!(lb.choice_one_host(now), Choice::Idle(_)));
     }
@@ -165,7 +165,7 @@ fn no_probe_counting_while_nothing_is_overloaded() {
 
 #[test]
 fn all_overloaded_answers_probe_num_overloads_then_one_probe() {
-    let (mut lb, now) = lb_with(LbConfig::default(), 2);
+    let (mut lb, now) = lb_with(LbConfig::classic(), 2);
     overload(&mut lb, host(1), now);
     overload(&mut lb, host(2), now);
     for round in 0..4 {
@@ -180,7 +180,7 @@ fn all_overloaded_answers_probe_num_overloads_then_one_probe() {
 
 #[test]
 fn empty_balancer_answers_noexist() {
-    let mut lb = LoadBalance::new(KEY, LbConfig::default());
+    let mut lb = LoadBalance::new(KEY, LbConfig::classic());
     assert_eq!(lb.choice_one_host(t0()), Choice::NoExist);
     assert_eq!(lb.report(host(1), Outcome::Success, t0()), None);
 }
@@ -190,7 +190,7 @@ fn a_new_host_failing_its_first_call_stays_idle() {
     // The C++ original starts a new host's window at time 0, so its first
     // failed call ends the "window" with a 100% error rate.
     let now = t0();
-    let mut lb = LoadBalance::new(KEY, LbConfig::default());
+    let mut lb = LoadBalance::new(KEY, LbConfig::classic());
     lb.update(&hosts(1), now);
     let later = now + Duration::from_secs(100);
     lb.update(&hosts(2), later);
@@ -250,7 +250,7 @@ fn a_window_at_exactly_the_rate_overloads() {
 
 #[test]
 fn an_overloaded_host_returns_after_overload_timeout_without_reports() {
-    let (mut lb, now) = lb_with(LbConfig::default(), 2);
+    let (mut lb, now) = lb_with(LbConfig::classic(), 2);
     let t1 = now + Duration::from_secs(3);
     overload(&mut lb, host(1), t1);
     lb.drain_events().for_each(drop);
@@ -298,12 +298,17 @@ fn timecost_scales_virtual_errors() {
     lb.report(host(1), Outcome::Failure { timecost_ms: 5000 }, now);
     assert_eq!(lb.host(host(1)).unwrap().counters.verr, 1);
     // With defaults one 5 s failure overloads: 50 / 230 > 0.1.
-    let (mut lb, now) = lb_with(LbConfig::default(), 1);
+    let (mut lb, now) = lb_with(LbConfig::classic(), 1);
     assert_eq!(
         lb.report(host(1), Outcome::Failure { timecost_ms: 5000 }, now),
         Some(HostState::Overload)
     );
-    assert_eq!(Outcome::from_retcode(0, 7), Outcome::Success);
+    // A success's timecost is its latency (0 = unknown); classic ignores it.
+    assert_eq!(Outcome::from_retcode(0, 0), Outcome::Success);
+    assert_eq!(
+        Outcome::from_retcode(0, 7),
+        Outcome::SuccessIn { latency_ms: 7 }
+    );
     assert_eq!(
         Outcome::from_retcode(2, 7),
         Outcome::Failure { timecost_ms: 7 }
@@ -363,7 +368,7 @@ fn update_keeps_adds_and_removes() {
 
 #[test]
 fn statistics_batches_count_per_interval() {
-    let (mut lb, now) = lb_with(LbConfig::default(), 3);
+    let (mut lb, now) = lb_with(LbConfig::classic(), 3);
     assert!(lb.take_report().is_empty());
     lb.report(host(1), Outcome::Success, now);
     lb.report(host(1), FAIL, now);
@@ -395,7 +400,7 @@ fn statistics_batches_count_per_interval() {
 
 #[test]
 fn events_are_bounded_and_can_be_off() {
-    let (mut lb, now) = lb_with(LbConfig::default(), 1);
+    let (mut lb, now) = lb_with(LbConfig::classic(), 1);
     lb.set_event_capacity(2);
     for _ in 0..5 {
         overload(&mut lb, host(1), now);
@@ -412,7 +417,7 @@ fn events_are_bounded_and_can_be_off() {
 
 #[test]
 fn time_never_goes_back() {
-    let (mut lb, now) = lb_with(LbConfig::default(), 1);
+    let (mut lb, now) = lb_with(LbConfig::classic(), 1);
     let late = now + Duration::from_secs(20);
     lb.handle_timeout(late);
     assert_eq!(lb.host(host(1)).unwrap().since, late);
@@ -427,7 +432,7 @@ fn zero_timeouts_do_not_loop() {
     let cfg = LbConfig {
         idle_timeout: Duration::ZERO,
         overload_timeout: Duration::ZERO,
-        ..LbConfig::default()
+        ..LbConfig::classic()
     };
     let (mut lb, now) = lb_with(cfg, 3);
     overload(&mut lb, host(1), now);

@@ -151,7 +151,7 @@ fn healthy(addr: HostAddr) -> FakeHost {
 fn a_host_failing_90_percent_gets_few_picks() {
     let mut fakes: Vec<FakeHost> = hosts(3).into_iter().map(healthy).collect();
     fakes[1].err_rate = 0.9;
-    let mut sim = Sim::new(LbConfig::default(), fakes, Duration::from_millis(10), 42);
+    let mut sim = Sim::new(LbConfig::classic(), fakes, Duration::from_millis(10), 42);
     sim.run_for(Duration::from_secs(120));
     let total: u64 = sim.picks.values().sum();
     assert_eq!(total, 12_000);
@@ -199,7 +199,7 @@ fn twenty_failing_calls_per_window_overload_at_the_window_end() {
 #[test]
 fn an_overloaded_host_without_traffic_comes_back_on_time() {
     let fakes: Vec<FakeHost> = hosts(2).into_iter().map(healthy).collect();
-    let mut sim = Sim::new(LbConfig::default(), fakes, Duration::from_secs(1), 1);
+    let mut sim = Sim::new(LbConfig::classic(), fakes, Duration::from_secs(1), 1);
     for _ in 0..15 {
         sim.lb.report(
             host(2),
