@@ -1,9 +1,10 @@
-//! Benchmarks of the lars-lb hot paths: `LoadBalance::choice_one_host` with
-//! 3, 100 and 10,000 hosts (all idle, and 10% overloaded — at least one
-//! host), and `LoadBalance::report` with and without state changes.
+//! Benchmarks of the lars-lb hot paths, for both policies (`classic` and
+//! `adaptive`): `LoadBalance::choice_one_host` with 3, 100 and 10,000 hosts
+//! (all in rotation, and 10% overloaded / ejected — at least one host), and
+//! `LoadBalance::report` with and without state changes.
 //!
-//! Target: median <= 20 ns per pick, flat from 3 to 10,000 hosts, and
-//! <= 40 ns per report including state changes.
+//! Target: median <= 40 ns per pick, flat from 3 to 10,000 hosts, for both
+//! policies.
 //!
 //! `cargo bench --bench choice_one_host -- --warm-up-time 1 --measurement-time 3`
 #![allow(clippy::unwrap_used)]
@@ -13,7 +14,7 @@ use std::time::Instant;
 
 use criterion::{Criterion, criterion_group, criterion_main};
 use lars_core::HostAddr;
-use lars_lb::{LbConfig, LoadBalance, ModKey, Outcome};
+use lars_lb::{LbConfig, LoadBalance, ModKey, Outcome, Policy};
 
 const SIZES: [u32; 3] = [3, 100, 10_000];
 
@@ -23,13 +24,19 @@ fn hosts(n: u32) -> Vec<HostAddr> {
         .collect()
 }
 
-/// A balancer with `n` hosts, the first `overloaded` of them overloaded.
-fn balancer(n: u32, overloaded: u32, now: Instant) -> LoadBalance {
+/// A balancer with `n` hosts, the first `overloaded` of them overloaded
+/// (classic) or ejected (adaptive).
+fn balancer_with(policy: Policy, n: u32, overloaded: u32, now: Instant) -> LoadBalance {
     let hs = hosts(n);
-    let mut lb = LoadBalance::new(ModKey::new(1, 1), LbConfig::default());
+    let cfg = LbConfig {
+        policy,
+        ..LbConfig::default()
+    };
+    let mut lb = LoadBalance::new(ModKey::new(1, 1), cfg);
     lb.update(&hs, now);
     for h in &hs[..overloaded as usize] {
-        // One 5 s failure counts as 50 errors: 50 / 230 > err_rate.
+        // Classic: one 5 s failure counts as 50 errors: 50 / 230 > err_rate.
+        // Adaptive: it weighs 51 failures, past any streak bar.
         lb.report(*h, Outcome::Failure { timecost_ms: 5000 }, now);
     }
     assert_eq!(lb.overload_len(), overloaded as usize);
@@ -37,19 +44,25 @@ fn balancer(n: u32, overloaded: u32, now: Instant) -> LoadBalance {
     lb
 }
 
+fn balancer(n: u32, overloaded: u32, now: Instant) -> LoadBalance {
+    balancer_with(Policy::Classic, n, overloaded, now)
+}
+
 fn choice_one_host(c: &mut Criterion) {
     let now = Instant::now();
     let mut g = c.benchmark_group("LoadBalance::choice_one_host");
-    for n in SIZES {
-        let mut lb = balancer(n, 0, now);
-        g.bench_function(format!("hosts={n}"), |b| {
-            b.iter(|| black_box(lb.choice_one_host(black_box(now))))
-        });
-        let over = (n / 10).max(1);
-        let mut lb = balancer(n, over, now);
-        g.bench_function(format!("hosts={n}/overloaded={over}"), |b| {
-            b.iter(|| black_box(lb.choice_one_host(black_box(now))))
-        });
+    for (name, policy) in [("classic", Policy::Classic), ("adaptive", Policy::Adaptive)] {
+        for n in SIZES {
+            let mut lb = balancer_with(policy, n, 0, now);
+            g.bench_function(format!("{name}/hosts={n}"), |b| {
+                b.iter(|| black_box(lb.choice_one_host(black_box(now))))
+            });
+            let over = (n / 10).max(1);
+            let mut lb = balancer_with(policy, n, over, now);
+            g.bench_function(format!("{name}/hosts={n}/overloaded={over}"), |b| {
+                b.iter(|| black_box(lb.choice_one_host(black_box(now))))
+            });
+        }
     }
     g.finish();
 }
@@ -66,6 +79,16 @@ fn report(c: &mut Criterion) {
             b.iter(|| {
                 i = if i + 1 == hs.len() { 0 } else { i + 1 };
                 black_box(lb.report(hs[i], Outcome::Success, black_box(now)))
+            })
+        });
+        // The same with the adaptive policy and a latency: decayed counts and
+        // the latency estimate are updated on every report.
+        let mut lb = balancer_with(Policy::Adaptive, n, 0, now);
+        let mut i = 0usize;
+        g.bench_function(format!("adaptive/hosts={n}/success"), |b| {
+            b.iter(|| {
+                i = if i + 1 == hs.len() { 0 } else { i + 1 };
+                black_box(lb.report(hs[i], Outcome::SuccessIn { latency_ms: 5 }, black_box(now)))
             })
         });
         // Per host, one slow failure (idle -> overload) then six successes

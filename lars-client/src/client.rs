@@ -39,6 +39,16 @@ impl Outcome {
     }
 }
 
+/// The `ReportRequest.timecost` of a call that took `timecost`: whole
+/// milliseconds, at least 1 for a known duration (0 on the wire means
+/// "unknown", so a sub-millisecond call must not look like one), saturating
+/// at `u32::MAX`; `None` is 0.
+pub fn timecost_ms(timecost: Option<Duration>) -> u32 {
+    timecost.map_or(0, |d| {
+        u32::try_from(d.as_millis()).map_or(u32::MAX, |ms| ms.max(1))
+    })
+}
+
 /// A connection to the local lars agent: one connected UDP socket per agent
 /// port; a request for `(modid, cmdid)` goes to port
 /// `base_port + (modid + cmdid) % port_count`.
@@ -193,8 +203,14 @@ impl LarsClient {
     }
 
     /// Tells the agent how a call to `host` went. Nothing is awaited (the
-    /// agent never replies); `timecost` travels in milliseconds (saturating),
-    /// `None` sends 0 like the original clients.
+    /// agent never replies).
+    ///
+    /// `timecost` is how long the call took, for successes as well as
+    /// failures: the agent's `adaptive` policy prefers faster hosts and
+    /// weighs slow failures more. It travels in whole milliseconds (see
+    /// [`timecost_ms`]): a known latency under 1 ms is sent as 1 ms, because
+    /// 0 on the wire means "unknown"; `None` sends 0, like the original
+    /// clients, and the report is then neutral for the latency estimate.
     pub fn report(
         &self,
         modid: u32,
@@ -204,7 +220,7 @@ impl LarsClient {
         timecost: Option<Duration>,
     ) -> Result<(), ApiError> {
         let (m, c) = ModKey::new(modid, cmdid).to_wire();
-        let timecost = timecost.map_or(0, |d| u32::try_from(d.as_millis()).unwrap_or(u32::MAX));
+        let timecost = timecost_ms(timecost);
         let req = encode(
             MessageId::ReportRequest,
             &proto::ReportRequest {

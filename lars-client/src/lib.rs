@@ -61,6 +61,6 @@ mod config;
 mod error;
 pub mod tools;
 
-pub use client::{LarsClient, Outcome, REG_INIT_ATTEMPTS, REG_INIT_WAIT};
+pub use client::{LarsClient, Outcome, REG_INIT_ATTEMPTS, REG_INIT_WAIT, timecost_ms};
 pub use config::{ClientConfig, ClientConfigBuilder, ConfigError};
 pub use error::ApiError;

@@ -529,7 +529,7 @@ pub struct AdaptiveConfig {
     pub max_ejection_percent: u32,
     /// `latency_tolerance` (2.0): hosts whose latency estimate is within this
     /// factor of the key's typical latency get their full share; slower ones
-    /// get a share falling with the cube of the ratio.
+    /// get a share falling with the fourth power of the ratio.
     pub latency_tolerance: f64,
     /// `latency_half_life` (5 s): half-life of the per-host latency estimate.
     pub latency_half_life: Duration,

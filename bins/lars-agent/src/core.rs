@@ -586,9 +586,11 @@ mod tests {
 
     #[test]
     fn overload_timeout_is_run_by_tick() {
+        // The classic rules: a lone host is overloaded by 15 failures (the
+        // adaptive policy keeps at least one host in rotation).
         let cfg = LoadBalanceConfig {
             overload_timeout: Duration::from_secs(1),
-            ..LoadBalanceConfig::default()
+            ..LoadBalanceConfig::classic()
         };
         let up = Arc::new(FakeUplink::default());
         let mut core = Core::new(cfg, up, Arc::default(), 10);
@@ -604,5 +606,85 @@ mod tests {
         assert_eq!(core.counters().transitions.load(Ordering::Relaxed), 1);
         core.tick(t + Duration::from_secs(2));
         assert_eq!(core.routes().lb(k).unwrap().idle_len(), 1);
+    }
+
+    /// A core with `cfg`, key `k` routed to `hosts`, and the first host
+    /// failed 15 times in a row at `t` (out of rotation under both policies).
+    fn with_one_bad_host(cfg: LoadBalanceConfig, hosts: &[HostAddr], t: Instant) -> Core {
+        let mut core = Core::new(cfg, Arc::new(FakeUplink::default()), Arc::default(), 10);
+        let k = ModKey::new(1, 1);
+        core.get_host(k, t);
+        core.apply_route(k, hosts, t);
+        for _ in 0..15 {
+            core.report(k, hosts[0], Outcome::Failure { timecost_ms: 0 }, t);
+        }
+        assert_eq!(core.routes().lb(k).unwrap().overload_len(), 1);
+        core
+    }
+
+    fn picks_of(core: &mut Core, host: HostAddr, n: usize, t: Instant) -> Vec<usize> {
+        (0..n)
+            .filter(|_| core.get_host(ModKey::new(1, 1), t).host() == Some(host))
+            .collect()
+    }
+
+    #[test]
+    fn classic_policy_probes_every_probe_num_plus_1_picks() {
+        let t = Instant::now();
+        let hs = [h("10.0.0.1:80"), h("10.0.0.2:80"), h("10.0.0.3:80")];
+        let cfg = LoadBalanceConfig {
+            probe_num: 4,
+            ..LoadBalanceConfig::classic()
+        };
+        let mut core = with_one_bad_host(cfg, &hs, t);
+        assert_eq!(core.routes().config().policy, lars_lb::Policy::Classic);
+        // Exactly one pick in every probe_num + 1 goes to the bad host,
+        // however close together the picks are.
+        let mut probes = Vec::new();
+        for i in 0..20 {
+            if core.get_host(ModKey::new(1, 1), t) == Choice::Probe(hs[0]) {
+                probes.push(i);
+            }
+        }
+        assert_eq!(probes, vec![4, 9, 14, 19]);
+    }
+
+    /// Needs the adaptive policy of lars-lb (probes limited in time).
+    #[test]
+    fn adaptive_policy_is_the_default_and_limits_probes_in_time() {
+        let t = Instant::now();
+        let hs = [h("10.0.0.1:80"), h("10.0.0.2:80"), h("10.0.0.3:80")];
+        let cfg = LoadBalanceConfig::default();
+        assert_eq!(cfg.policy, lars_lb::Policy::Adaptive);
+        let probe_interval = cfg.adaptive.probe_interval;
+        let mut core = with_one_bad_host(cfg, &hs, t);
+        assert_eq!(core.routes().config().policy, lars_lb::Policy::Adaptive);
+        // 100 picks at the same instant: no probe before probe_interval.
+        assert_eq!(picks_of(&mut core, hs[0], 100, t), Vec::<usize>::new());
+        // Then at most one probe, however many picks.
+        let later = t + probe_interval * 2;
+        core.tick(later);
+        assert!(picks_of(&mut core, hs[0], 100, later).len() <= 1);
+    }
+
+    /// Needs the adaptive policy of lars-lb (latency estimates).
+    #[test]
+    fn latencies_reported_with_successes_reach_the_host_estimate() {
+        let (mut core, _) = setup(10);
+        let t = Instant::now();
+        let k = ModKey::new(1, 1);
+        let (x, y) = (h("10.0.0.1:80"), h("10.0.0.2:80"));
+        core.get_host(k, t);
+        core.apply_route(k, &[x, y], t);
+        for i in 0..20u32 {
+            let at = t + Duration::from_millis(u64::from(i) * 10);
+            core.report(k, x, Outcome::from_retcode(0, 5), at);
+            core.report(k, y, Outcome::Success, at);
+        }
+        let lb = core.routes().lb(k).unwrap();
+        let est = lb.host(x).unwrap().latency_ms;
+        assert!(est.is_some_and(|ms| (4.0..=6.0).contains(&ms)), "{est:?}");
+        // Successes without a latency are neutral: no estimate.
+        assert_eq!(lb.host(y).unwrap().latency_ms, None);
     }
 }

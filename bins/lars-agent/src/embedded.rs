@@ -11,7 +11,7 @@ use crossbeam_channel::{RecvTimeoutError, Sender};
 use lars_client::{ApiError, Outcome, REG_INIT_ATTEMPTS, REG_INIT_WAIT};
 use lars_core::config::AgentConfig;
 use lars_core::{HostAddr, ModKey};
-use lars_lb::Choice;
+use lars_lb::{Choice, HostView, LoadBalanceConfig};
 
 use crate::agent::{AgentError, AgentStats};
 use crate::core::{Core, DEFAULT_MAX_PENDING_REPORT_KEYS, ShardCounters};
@@ -142,7 +142,10 @@ impl EmbeddedAgent {
         }
     }
 
-    /// Records how a call to `host` went (see `LarsClient::report`).
+    /// Records how a call to `host` went, as `LarsClient::report` sends it:
+    /// `timecost` is the call's latency, for successes as well as failures
+    /// (a known latency under 1 ms counts as 1 ms; `None` is unknown, and
+    /// neutral for the latency estimate).
     pub fn report(
         &self,
         modid: u32,
@@ -151,8 +154,8 @@ impl EmbeddedAgent {
         outcome: Outcome,
         timecost: Option<Duration>,
     ) -> Result<(), ApiError> {
-        let ms = timecost.map_or(0, |d| u32::try_from(d.as_millis()).unwrap_or(u32::MAX));
-        let outcome = lars_lb::Outcome::from_retcode(outcome.retcode(), ms);
+        let outcome =
+            lars_lb::Outcome::from_retcode(outcome.retcode(), lars_client::timecost_ms(timecost));
         self.inner.lock().report(
             ModKey::new(modid, cmdid),
             HostAddr::from(host),
@@ -194,6 +197,25 @@ impl EmbeddedAgent {
                 .unwrap_or_else(PoisonError::into_inner)
                 .0;
         }
+    }
+
+    /// The `[loadbalance]` configuration the balancers use (policy and
+    /// knobs).
+    pub fn lb_config(&self) -> LoadBalanceConfig {
+        self.inner.lock().routes().config().clone()
+    }
+
+    /// The state of every host of `(modid, cmdid)`, sorted by address:
+    /// counters and policy state (next probe, latency estimate, weight,
+    /// strikes). Empty when the key is unknown; nothing is pulled.
+    pub fn hosts(&self, modid: u32, cmdid: u32) -> Vec<HostView> {
+        let core = self.inner.lock();
+        let Some(lb) = core.routes().lb(ModKey::new(modid, cmdid)) else {
+            return Vec::new();
+        };
+        let mut v: Vec<HostView> = lb.hosts().filter_map(|h| lb.host(h)).collect();
+        v.sort_unstable_by_key(|h| h.addr);
+        v
     }
 
     /// The counters now (UDP fields stay 0).

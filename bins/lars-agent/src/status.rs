@@ -3,9 +3,10 @@
 
 use std::fmt::Write as _;
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use lars_core::ModKey;
-use lars_lb::{HostState, RouteStatus};
+use lars_lb::{HostState, HostView, LoadBalanceConfig, Policy, RouteStatus};
 use lars_net::http::HttpHandler;
 use lars_net::{HttpRequest, HttpResponse};
 use serde_json::{Value, json};
@@ -64,7 +65,14 @@ pub(crate) fn handler(shared: Arc<Shared>) -> HttpHandler {
 fn status(shared: &Shared) -> HttpResponse {
     let s = shared.stats();
     let g = gauges(shared);
+    // What the shards' balancers were built with (every shard has the same).
+    let lb = shared
+        .ask_all(|s| s.core.routes().config().clone())
+        .into_iter()
+        .next();
     let body = json!({
+        "policy": lb.as_ref().map(|c| c.policy.to_string()),
+        "loadbalance": lb.as_ref().map(loadbalance_section),
         "udp": shared.udp_addrs.iter().map(ToString::to_string).collect::<Vec<_>>(),
         "shards": shared.handles.len(),
         "keys": g.keys,
@@ -100,6 +108,75 @@ fn status(shared: &Shared) -> HttpResponse {
     HttpResponse::json(body.to_string())
 }
 
+/// The `[loadbalance]` section in use, keyed as in the conf file
+/// (durations in seconds).
+fn loadbalance_section(c: &LoadBalanceConfig) -> Value {
+    let a = &c.adaptive;
+    json!({
+        "policy": c.policy.to_string(),
+        "probe_num": c.probe_num,
+        "init_succ_cnt": c.init_succ_cnt,
+        "init_err_cnt": c.init_err_cnt,
+        "err_rate": c.err_rate,
+        "succ_rate": c.succ_rate,
+        "contin_err_limit": c.contin_err_limit,
+        "contin_succ_limit": c.contin_succ_limit,
+        "window_err_rate": c.window_err_rate,
+        "idle_timeout": c.idle_timeout.as_secs_f64(),
+        "overload_timeout": c.overload_timeout.as_secs_f64(),
+        "update_timeout": c.update_timeout.as_secs_f64(),
+        "timecost_unit_ms": c.timecost_unit_ms,
+        "empty_route_protection": c.empty_route_protection,
+        "eject_consecutive": a.eject_consecutive,
+        "outlier_significance": a.outlier_significance,
+        "stats_half_life": a.stats_half_life.as_secs_f64(),
+        "probe_interval": a.probe_interval.as_secs_f64(),
+        "probe_interval_max": a.probe_interval_max.as_secs_f64(),
+        "strike_forgive": a.strike_forgive.as_secs_f64(),
+        "slow_start": a.slow_start.as_secs_f64(),
+        "max_ejection_percent": a.max_ejection_percent,
+        "latency_tolerance": a.latency_tolerance,
+        "latency_half_life": a.latency_half_life.as_secs_f64(),
+    })
+}
+
+/// Seconds, to the millisecond.
+fn secs(d: Duration) -> f64 {
+    (d.as_secs_f64() * 1e3).round() / 1e3
+}
+
+/// One host of `/routes`: its state and counters, and its policy state as
+/// seconds from `now`.
+fn host_json(v: &HostView, cfg: &LoadBalanceConfig, totals: (u32, u32), now: Instant) -> Value {
+    let c = v.counters;
+    let from_now = |t: Instant| secs(t.saturating_duration_since(now));
+    let next_probe = v.probe_at.map(from_now);
+    // When an out-of-rotation host can be back at the earliest: classic, at
+    // the end of its overload_timeout; adaptive, at its next probe (back if
+    // the probe succeeds).
+    let ejected_until = match (v.state, cfg.policy) {
+        (HostState::Idle, _) => None,
+        // (checked: a huge overload_timeout from the conf must not panic)
+        (HostState::Overload, Policy::Classic) => {
+            v.since.checked_add(cfg.overload_timeout).map(from_now)
+        }
+        (HostState::Overload, Policy::Adaptive) => next_probe,
+    };
+    json!({
+        "host": v.addr.to_string(),
+        "state": match v.state { HostState::Idle => "idle", HostState::Overload => "overload" },
+        "since_s": secs(now.saturating_duration_since(v.since)),
+        "ejected_until_s": ejected_until,
+        "next_probe_s": next_probe,
+        "latency_ms": v.latency_ms.map(|ms| (ms * 1e3).round() / 1e3),
+        "weight": v.weight,
+        "strikes": v.strikes,
+        "vsucc": c.vsucc, "verr": c.verr, "rsucc": c.rsucc, "rerr": c.rerr,
+        "contin_succ": c.contin_succ, "contin_err": c.contin_err,
+        "succ_total": totals.0, "err_total": totals.1,
+    })
+}
+
 fn routes(shared: &Shared, req: &HttpRequest) -> HttpResponse {
     let id = |name: &str| req.query(name).and_then(|v| v.parse::<u32>().ok());
     let (Some(modid), Some(cmdid)) = (id("modid"), id("cmdid")) else {
@@ -107,29 +184,27 @@ fn routes(shared: &Shared, req: &HttpRequest) -> HttpResponse {
     };
     let key = ModKey::new(modid, cmdid);
     let answer = shared.ask(key, move |s| -> Option<Value> {
+        let now = Instant::now();
         let r = s.core.routes();
+        let cfg = r.config();
         let lb = r.lb(key)?;
         let mut hosts: Vec<_> = lb.hosts().filter_map(|h| lb.host(h)).collect();
         hosts.sort_unstable_by_key(|v| v.addr);
         let hosts: Vec<Value> = hosts
             .iter()
-            .map(|v| {
-                let c = v.counters;
-                let (succ, err) = s.core.cumulative(key, v.addr);
-                json!({
-                    "host": v.addr.to_string(),
-                    "state": match v.state { HostState::Idle => "idle", HostState::Overload => "overload" },
-                    "vsucc": c.vsucc, "verr": c.verr, "rsucc": c.rsucc, "rerr": c.rerr,
-                    "contin_succ": c.contin_succ, "contin_err": c.contin_err,
-                    "succ_total": succ, "err_total": err,
-                })
-            })
+            .map(|v| host_json(v, cfg, s.core.cumulative(key, v.addr), now))
             .collect();
         let status = match r.status(key) {
             Some(RouteStatus::Pulling) => "pulling",
             _ => "new",
         };
-        Some(json!({ "modid": modid, "cmdid": cmdid, "status": status, "hosts": hosts }))
+        Some(json!({
+            "modid": modid,
+            "cmdid": cmdid,
+            "status": status,
+            "policy": cfg.policy.to_string(),
+            "hosts": hosts,
+        }))
     });
     match answer {
         Some(Some(v)) => HttpResponse::json(v.to_string()),

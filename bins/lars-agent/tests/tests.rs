@@ -11,6 +11,7 @@ use std::time::{Duration, Instant};
 use lars_agent::{Agent, EmbeddedAgent};
 use lars_client::tools::simulate::{ErrRate, SimOptions, simulate};
 use lars_client::{ApiError, ClientConfig, LarsClient, Outcome};
+use lars_core::config::{LoadBalanceConfig, Policy};
 use lars_core::proto::{GetHostRequest, GetHostResponse};
 use lars_core::{MessageId, ModKey, frame};
 use lars_store::StatsStore;
@@ -24,7 +25,8 @@ fn first_get_host_is_noexist_then_reg_init_resolves_and_hosts_rotate() {
     let env = Env::new();
     let hs = hosts(&["10.0.0.1:80", "10.0.0.2:80", "10.0.0.3:80"]);
     env.set_hosts(1, 1, &hs);
-    let mut agent = env.agent();
+    // Strict round-robin is the classic rule (adaptive weighs hosts).
+    let mut agent = env.classic_agent();
     let c = client(&agent, T);
     assert!(matches!(c.get_host(1, 1), Err(ApiError::NoExist)));
     assert_eq!(v4(&hs), {
@@ -50,7 +52,9 @@ fn simulator_with_80_percent_errors_overloads_hosts_and_they_come_back() {
     let env = Env::new();
     let hs = hosts(&["10.0.1.1:80", "10.0.1.2:80", "10.0.1.3:80"]);
     env.set_hosts(2, 5, &hs);
-    let mut agent = env.agent();
+    // The classic rules: error rates overload hosts, overload_timeout (1 s)
+    // brings them back without calls.
+    let mut agent = env.classic_agent();
     let c = client(&agent, T);
     c.reg_init(2, 5).unwrap();
     let mut opts = SimOptions::new(2, 5);
@@ -243,7 +247,8 @@ fn request_on_a_non_owning_port_is_answered_from_that_port_by_the_owner() {
     let env = Env::new();
     let hs = hosts(&["10.0.7.1:80", "10.0.7.2:80"]);
     env.set_hosts(1, 1, &hs); // owner shard (1 + 1) % 3 = 2
-    let mut agent = env.agent();
+    // Strict round-robin (classic) shows the owner's state is the only one.
+    let mut agent = env.classic_agent();
     let c = client(&agent, T);
     c.reg_init(1, 1).unwrap();
     let first = c.get_host(1, 1).unwrap();
@@ -295,6 +300,15 @@ fn status_routes_and_metrics_pages() {
     let r = json(&agent, "/routes?modid=8&cmdid=1");
     assert_eq!(r["hosts"][0]["host"], "10.0.8.1:80");
     assert_eq!(r["hosts"][0]["state"], "idle");
+    assert_eq!(r["policy"], "adaptive");
+    // Policy state: an idle host is not ejected and has no probe due.
+    let h = &r["hosts"][0];
+    assert!(h["ejected_until_s"].is_null(), "{h}");
+    assert!(h["next_probe_s"].is_null(), "{h}");
+    assert!(h["since_s"].as_f64().unwrap() >= 0.0, "{h}");
+    assert!((0.0..=1.0).contains(&h["weight"].as_f64().unwrap()), "{h}");
+    assert!(h["strikes"].is_u64(), "{h}");
+    assert!(h.get("latency_ms").is_some(), "{h}");
     assert_eq!(http_get(&agent, "/routes?modid=9&cmdid=9").0, 404);
     assert_eq!(http_get(&agent, "/routes?modid=x").0, 400);
     let (code, m) = http_get(&agent, "/metrics");
@@ -345,7 +359,8 @@ fn embedded_agent_against_the_real_dns_and_reporter() {
     let env = Env::new();
     let hs = hosts(&["10.0.10.1:80", "10.0.10.2:80"]);
     env.set_hosts(10, 1, &hs);
-    let mut e = EmbeddedAgent::start(env.agent_config()).unwrap();
+    // Strict round-robin (classic): two picks, two hosts.
+    let mut e = EmbeddedAgent::start(env.classic_agent_config()).unwrap();
     assert!(matches!(e.get_host(10, 1), Err(ApiError::NoExist)));
     let mut r = e.reg_init(10, 1).unwrap();
     r.sort();
@@ -402,9 +417,227 @@ fn sample_and_original_confs_load() {
     let root = concat!(env!("CARGO_MANIFEST_DIR"), "/../../conf");
     let c = lars_core::config::AgentConfig::load(format!("{root}/lars_lb_agent.conf")).unwrap();
     assert_eq!((c.base_port, c.port_count), (8888, 3));
+    // The sample documents every [loadbalance] key with its default (the
+    // original file's succ_rate 0.95 aside).
+    assert_eq!(
+        c.lb,
+        LoadBalanceConfig {
+            succ_rate: 0.95,
+            ..LoadBalanceConfig::default()
+        }
+    );
+    assert_eq!(c.lb.policy, Policy::Adaptive);
     assert_eq!(c.report_interval, Duration::from_secs(1));
     assert!(c.http.addr.is_none());
     let o = lars_core::config::AgentConfig::load(format!("{root}/original/lars_lb_agent.conf"))
         .unwrap();
     assert_eq!(o.dns.port(), 7778);
+    // No policy key in the original: the default.
+    assert_eq!(o.lb.policy, Policy::Adaptive);
+}
+
+// ---- policies: conf -> RouteLb, /status and /routes ------------------------
+
+/// Reports `n` failures of `bad` through `c` and waits until the agent has
+/// applied them and taken `bad` out of rotation.
+fn fail_until_overloaded(
+    agent: &lars_agent::AgentHandle,
+    c: &LarsClient,
+    (modid, cmdid): (u32, u32),
+    bad: SocketAddrV4,
+    n: u64,
+) {
+    let before = agent.stats().reports;
+    for _ in 0..n {
+        c.report(modid, cmdid, bad, Outcome::Failure, None).unwrap();
+    }
+    wait_until(T, "failures applied", || {
+        agent.stats().reports == before + n
+    });
+    let path = format!("/routes?modid={modid}&cmdid={cmdid}");
+    let v = json(agent, &path);
+    let state = v["hosts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|h| h["host"] == bad.to_string())
+        .map(|h| h["state"].clone());
+    assert_eq!(state, Some("overload".into()), "{v}");
+}
+
+#[test]
+fn conf_with_policy_classic_probes_every_probe_num_plus_1_picks() {
+    let env = Env::new();
+    let hs = hosts(&["10.0.12.1:80", "10.0.12.2:80", "10.0.12.3:80"]);
+    env.set_hosts(12, 1, &hs);
+    let cfg = env.conf_agent_config(
+        "policy = classic\nprobe_num = 4\nidle_timeout = 60\noverload_timeout = 60",
+    );
+    let mut agent = Agent::start(cfg).unwrap();
+    let s = json(&agent, "/status");
+    assert_eq!(s["policy"], "classic");
+    assert_eq!(s["loadbalance"]["policy"], "classic");
+    assert_eq!(s["loadbalance"]["probe_num"], 4);
+    assert_eq!(s["loadbalance"]["overload_timeout"], 60.0);
+    let c = client(&agent, T);
+    c.reg_init(12, 1).unwrap();
+    let bad = v4(&hs)[0];
+    fail_until_overloaded(&agent, &c, (12, 1), bad, 15);
+    // One pick in every probe_num + 1 = 5 probes the overloaded host, however
+    // close together the picks are.
+    let probes: Vec<usize> = (0..20)
+        .filter(|_| c.get_host(12, 1).unwrap() == bad)
+        .collect();
+    assert_eq!(probes, vec![4, 9, 14, 19]);
+    let r = json(&agent, "/routes?modid=12&cmdid=1");
+    assert_eq!(r["policy"], "classic");
+    let h = &r["hosts"][0];
+    assert_eq!(
+        (h["host"].as_str(), h["state"].as_str()),
+        (Some("10.0.12.1:80"), Some("overload"))
+    );
+    // Classic: back when overload_timeout (60 s) ends; probes are counted in
+    // picks, not scheduled.
+    let until = h["ejected_until_s"].as_f64().unwrap();
+    assert!((50.0..=60.0).contains(&until), "{h}");
+    assert!(h["next_probe_s"].is_null(), "{h}");
+    assert_eq!(h["weight"], 1.0);
+    assert!(r["hosts"][1]["ejected_until_s"].is_null(), "{r}");
+    agent.stop();
+}
+
+#[test]
+fn conf_without_policy_gives_adaptive_and_status_shows_its_knobs() {
+    let env = Env::new();
+    let cfg =
+        env.conf_agent_config("probe_interval = 2.5\nslow_start = 7\nmax_ejection_percent = 50");
+    assert_eq!(cfg.lb.policy, Policy::Adaptive);
+    let mut agent = Agent::start(cfg).unwrap();
+    let s = json(&agent, "/status");
+    assert_eq!(s["policy"], "adaptive");
+    let lb = &s["loadbalance"];
+    assert_eq!(lb["policy"], "adaptive");
+    assert_eq!(lb["probe_interval"], 2.5);
+    assert_eq!(lb["slow_start"], 7.0);
+    assert_eq!(lb["max_ejection_percent"], 50);
+    // Unset knobs show their defaults.
+    let d = LoadBalanceConfig::default();
+    let a = d.adaptive;
+    assert_eq!(lb["eject_consecutive"], a.eject_consecutive);
+    assert_eq!(lb["outlier_significance"], a.outlier_significance);
+    assert_eq!(lb["probe_interval_max"], a.probe_interval_max.as_secs_f64());
+    assert_eq!(lb["stats_half_life"], a.stats_half_life.as_secs_f64());
+    assert_eq!(lb["strike_forgive"], a.strike_forgive.as_secs_f64());
+    assert_eq!(lb["latency_tolerance"], a.latency_tolerance);
+    assert_eq!(lb["latency_half_life"], a.latency_half_life.as_secs_f64());
+    assert_eq!(lb["probe_num"], d.probe_num);
+    assert_eq!(lb["timecost_unit_ms"], d.timecost_unit_ms);
+    agent.stop();
+}
+
+/// Needs the adaptive policy of lars-lb: time-limited probes, probe
+/// schedule, strikes and latency estimates in `HostView`.
+#[test]
+fn adaptive_agent_limits_probes_in_time_and_routes_shows_policy_state() {
+    let env = Env::new();
+    let hs = hosts(&["10.0.13.1:80", "10.0.13.2:80", "10.0.13.3:80"]);
+    env.set_hosts(13, 1, &hs);
+    let cfg = env.conf_agent_config("probe_interval = 30\nprobe_interval_max = 60");
+    let mut agent = Agent::start(cfg).unwrap();
+    let c = client(&agent, T);
+    c.reg_init(13, 1).unwrap();
+    let all = v4(&hs);
+    let (bad, fast) = (all[0], all[1]);
+    // Latencies reported with successes reach the host's estimate.
+    for _ in 0..10 {
+        c.report(
+            13,
+            1,
+            fast,
+            Outcome::Success,
+            Some(Duration::from_millis(4)),
+        )
+        .unwrap();
+    }
+    wait_until(T, "latencies applied", || agent.stats().reports == 10);
+    fail_until_overloaded(&agent, &c, (13, 1), bad, 15);
+    // No probe of the bad host in 50 picks: its first probe is 30 s away.
+    assert!((0..50).all(|_| c.get_host(13, 1).unwrap() != bad));
+    let r = json(&agent, "/routes?modid=13&cmdid=1");
+    assert_eq!(r["policy"], "adaptive");
+    let by_host = |a: SocketAddrV4| {
+        r["hosts"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|h| h["host"] == a.to_string())
+            .cloned()
+            .unwrap()
+    };
+    let b = by_host(bad);
+    let probe = b["next_probe_s"].as_f64().unwrap_or(-1.0);
+    // At most probe_interval_max (60 s) plus its 10% jitter.
+    assert!((0.0..=66.0).contains(&probe), "{b}");
+    assert_eq!(b["ejected_until_s"], b["next_probe_s"]);
+    assert!(b["strikes"].as_u64().unwrap() >= 1, "{b}");
+    let f = by_host(fast);
+    let est = f["latency_ms"].as_f64().unwrap_or(-1.0);
+    assert!((3.0..=5.0).contains(&est), "{f}");
+    assert!(
+        f["next_probe_s"].is_null() && f["ejected_until_s"].is_null(),
+        "{f}"
+    );
+    agent.stop();
+}
+
+#[test]
+fn embedded_agent_uses_the_configured_policy() {
+    let env = Env::new();
+    let hs = hosts(&["10.0.14.1:80", "10.0.14.2:80", "10.0.14.3:80"]);
+    env.set_hosts(14, 1, &hs);
+    let bad = v4(&hs)[0];
+    // Default: adaptive, with the conf's knobs.
+    let cfg = env.conf_agent_config("slow_start = 9");
+    let e = EmbeddedAgent::start(cfg).unwrap();
+    assert_eq!(e.lb_config().policy, Policy::Adaptive);
+    assert_eq!(e.lb_config().adaptive.slow_start, Duration::from_secs(9));
+    drop(e);
+    // policy = classic: one probe every probe_num + 1 picks.
+    let cfg = env.conf_agent_config(
+        "policy = classic\nprobe_num = 3\nidle_timeout = 60\noverload_timeout = 60",
+    );
+    let mut e = EmbeddedAgent::start(cfg).unwrap();
+    assert_eq!(e.lb_config().policy, Policy::Classic);
+    e.reg_init(14, 1).unwrap();
+    for _ in 0..15 {
+        e.report(14, 1, bad, Outcome::Failure, None).unwrap();
+    }
+    assert_eq!(e.hosts(14, 1)[0].state, lars_lb::HostState::Overload);
+    let probes: Vec<usize> = (0..12)
+        .filter(|_| e.get_host(14, 1).unwrap() == bad)
+        .collect();
+    assert_eq!(probes, vec![3, 7, 11]);
+    assert!(e.hosts(99, 1).is_empty());
+    e.stop();
+}
+
+/// Needs the adaptive policy of lars-lb (latency estimates).
+#[test]
+fn embedded_agent_latencies_reach_the_host_estimate() {
+    let env = Env::new();
+    let hs = hosts(&["10.0.15.1:80", "10.0.15.2:80"]);
+    env.set_hosts(15, 1, &hs);
+    let mut e = EmbeddedAgent::start(env.agent_config()).unwrap();
+    e.reg_init(15, 1).unwrap();
+    let (a, b) = (v4(&hs)[0], v4(&hs)[1]);
+    for _ in 0..10 {
+        // Sub-millisecond calls count as 1 ms, not as "unknown".
+        e.report(15, 1, a, Outcome::Success, Some(Duration::from_micros(200)))
+            .unwrap();
+        e.report(15, 1, b, Outcome::Success, None).unwrap();
+    }
+    let v = e.hosts(15, 1);
+    assert_eq!(v[0].latency_ms, Some(1.0), "{v:?}");
+    assert_eq!(v[1].latency_ms, None, "{v:?}");
+    e.stop();
 }

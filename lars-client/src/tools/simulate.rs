@@ -2,6 +2,14 @@
 //! fail each call with probability `err_rate / 10`, report every outcome, and
 //! tally the answers per host.
 //!
+//! Ours: every simulated call also gets a latency, reported as the
+//! `timecost` of its report (successes and failures alike), so the agent's
+//! latency estimates have something to work on. Nothing is really called:
+//! the latency is **drawn**, not measured (and not slept), from a
+//! [`LatencyModel`] — lognormal around a median, from a generator seeded by
+//! the run's seed, so a run repeats exactly. [`SimReport::latency_ms`] keeps
+//! what was reported.
+//!
 //! Overload is observed **from the client side only**: the agent's own state
 //! transitions are logged by the agent. Two signals are reported as
 //! [`SimEvent`]s: `get_host` starting / stopping to answer `Overload` (every
@@ -37,6 +45,54 @@ impl ErrRate {
     }
 }
 
+/// The latency of a simulated call: lognormal, `median * exp(sigma * z)`
+/// with `z` standard normal, capped at [`LatencyModel::CAP`].
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct LatencyModel {
+    median: Duration,
+    sigma: f64,
+}
+
+impl LatencyModel {
+    /// The longest latency drawn (a large `sigma` cannot overflow).
+    pub const CAP: Duration = Duration::from_secs(3600);
+
+    /// Latencies around `median`; `sigma` is the standard deviation of their
+    /// logarithm (0: every call takes `median`; 0.5: p99 about 3.2x the
+    /// median). `None` unless `sigma` is finite and non-negative.
+    pub fn new(median: Duration, sigma: f64) -> Option<Self> {
+        (sigma.is_finite() && sigma >= 0.0).then_some(Self { median, sigma })
+    }
+
+    /// The median.
+    pub fn median(&self) -> Duration {
+        self.median
+    }
+
+    /// The spread (standard deviation of the logarithm).
+    pub fn sigma(&self) -> f64 {
+        self.sigma
+    }
+
+    fn draw(&self, rng: &mut SplitMix64) -> Duration {
+        if self.sigma == 0.0 {
+            return self.median.min(Self::CAP);
+        }
+        let secs = self.median.as_secs_f64() * (self.sigma * rng.normal()).exp();
+        Duration::try_from_secs_f64(secs).map_or(Self::CAP, |d| d.min(Self::CAP))
+    }
+}
+
+impl Default for LatencyModel {
+    /// A 5 ms median with sigma 0.5 (p99 about 16 ms).
+    fn default() -> Self {
+        Self {
+            median: Duration::from_millis(5),
+            sigma: 0.5,
+        }
+    }
+}
+
 /// What to simulate.
 #[derive(Debug, Clone)]
 pub struct SimOptions {
@@ -50,15 +106,19 @@ pub struct SimOptions {
     pub count: u64,
     /// Pause between queries (the original sleeps 6 ms).
     pub interval: Duration,
-    /// Seed of the failure draws, so a run can be repeated.
+    /// Seed of the failure and latency draws, so a run can be repeated.
     pub seed: u64,
     /// Consecutive queries without a host that make it "absent".
     pub absence_threshold: u64,
+    /// Ours: the latency reported with every call; `None` reports none
+    /// (timecost 0, as the original simulator).
+    pub latency: Option<LatencyModel>,
 }
 
 impl SimOptions {
     /// The original's defaults for `(modid, cmdid)`: err_rate 2, 100 queries,
-    /// 6 ms apart; seed 0; absence after 20 queries.
+    /// 6 ms apart; seed 0; absence after 20 queries; ours: the default
+    /// [`LatencyModel`] (5 ms median).
     pub fn new(modid: u32, cmdid: u32) -> Self {
         Self {
             modid,
@@ -68,6 +128,7 @@ impl SimOptions {
             interval: Duration::from_millis(6),
             seed: 0,
             absence_threshold: 20,
+            latency: Some(LatencyModel::default()),
         }
     }
 }
@@ -79,6 +140,18 @@ pub struct HostTally {
     pub succ: u64,
     /// Calls reported as failures.
     pub err: u64,
+}
+
+/// One simulated call: the host `get_host` answered, the outcome drawn for
+/// it and the latency reported with it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SimCall {
+    /// The host called.
+    pub host: SocketAddrV4,
+    /// How the call went.
+    pub outcome: Outcome,
+    /// The latency drawn for the call (`None` when latency is off).
+    pub latency: Option<Duration>,
 }
 
 /// A change seen from the client side (query indices start at 0).
@@ -136,17 +209,36 @@ pub struct SimReport {
     pub io: u64,
     /// Client-side transitions, in query order.
     pub events: Vec<SimEvent>,
+    /// Ours: the timecost of every report sent, in wire milliseconds (so a
+    /// sub-millisecond latency shows as 1), in call order; empty when
+    /// latency is off.
+    pub latency_ms: Vec<u32>,
 }
 
-/// Runs the simulation; `on_call(index, result)` sees every query (the host
-/// and the outcome reported for it, or the `get_host` error).
+impl SimReport {
+    /// The `q`-quantile (0..=1, nearest rank) of the reported latencies;
+    /// `None` when none was reported.
+    pub fn latency_quantile(&self, q: f64) -> Option<u32> {
+        let mut v = self.latency_ms.clone();
+        v.sort_unstable();
+        let last = v.len().checked_sub(1)?;
+        let rank = (q.clamp(0.0, 1.0) * v.len() as f64).ceil() as usize;
+        v.get(rank.saturating_sub(1).min(last)).copied()
+    }
+}
+
+/// Runs the simulation; `on_call(index, result)` sees every query (the
+/// call reported for it, or the `get_host` error).
 pub fn simulate(
     client: &LarsClient,
     opts: &SimOptions,
-    mut on_call: impl FnMut(u64, &Result<(SocketAddrV4, Outcome), ApiError>),
+    mut on_call: impl FnMut(u64, &Result<SimCall, ApiError>),
 ) -> SimReport {
     let mut report = SimReport::default();
     let mut rng = SplitMix64(opts.seed);
+    // Its own stream, so the failure draws of a seed do not depend on
+    // whether latency is on.
+    let mut latency_rng = SplitMix64(opts.seed ^ LATENCY_STREAM);
     let mut last_seen: BTreeMap<SocketAddrV4, u64> = BTreeMap::new();
     let mut overloaded = false;
     for i in 0..opts.count {
@@ -159,10 +251,19 @@ pub fn simulate(
             } else {
                 Outcome::Success
             };
-            (host, outcome)
+            let latency = opts.latency.map(|m| m.draw(&mut latency_rng));
+            SimCall {
+                host,
+                outcome,
+                latency,
+            }
         });
         match &result {
-            Ok((host, outcome)) => {
+            Ok(SimCall {
+                host,
+                outcome,
+                latency,
+            }) => {
                 if overloaded {
                     overloaded = false;
                     report.events.push(SimEvent::OverloadEnded { at: i });
@@ -189,9 +290,15 @@ pub fn simulate(
                     Outcome::Success => tally.succ += 1,
                     Outcome::Failure => tally.err += 1,
                 }
-                if let Err(e) = client.report(opts.modid, opts.cmdid, *host, *outcome, None) {
-                    tracing::warn!(error = %e, "report failed");
-                    report.io += 1;
+                match client.report(opts.modid, opts.cmdid, *host, *outcome, *latency) {
+                    Ok(()) if latency.is_some() => {
+                        report.latency_ms.push(crate::timecost_ms(*latency));
+                    }
+                    Ok(()) => {}
+                    Err(e) => {
+                        tracing::warn!(error = %e, "report failed");
+                        report.io += 1;
+                    }
                 }
             }
             Err(ApiError::Overload) => {
@@ -223,7 +330,11 @@ pub fn simulate(
     report
 }
 
-/// SplitMix64: a tiny seeded generator, enough to draw call failures.
+/// Mixed into the seed of the latency draws ("latency!").
+const LATENCY_STREAM: u64 = 0x6c61_7465_6e63_7921;
+
+/// SplitMix64: a tiny seeded generator, enough to draw call failures and
+/// latencies.
 struct SplitMix64(u64);
 
 impl SplitMix64 {
@@ -233,6 +344,17 @@ impl SplitMix64 {
         z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
         z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
         z ^ (z >> 31)
+    }
+
+    /// Uniform in `(0, 1]`.
+    fn unit(&mut self) -> f64 {
+        ((self.next() >> 11) + 1) as f64 / (1u64 << 53) as f64
+    }
+
+    /// Standard normal (Box-Muller).
+    fn normal(&mut self) -> f64 {
+        let (u1, u2) = (self.unit(), self.unit());
+        (-2.0 * u1.ln()).sqrt() * (std::f64::consts::TAU * u2).cos()
     }
 }
 
@@ -244,6 +366,36 @@ mod tests {
     fn err_rate_is_bounded() {
         assert_eq!(ErrRate::new(10).map(ErrRate::tenths), Some(10));
         assert_eq!(ErrRate::new(11), None);
+    }
+
+    #[test]
+    fn latency_draws_are_lognormal_around_the_median() {
+        let m = LatencyModel::new(Duration::from_millis(10), 0.5).unwrap();
+        let mut rng = SplitMix64(3);
+        let mut v: Vec<Duration> = (0..20_000).map(|_| m.draw(&mut rng)).collect();
+        v.sort_unstable();
+        let p50 = v[v.len() / 2].as_secs_f64() * 1e3;
+        let p99 = v[v.len() * 99 / 100].as_secs_f64() * 1e3;
+        // exp(0.5 * 2.326) = 3.20
+        assert!((9.5..10.5).contains(&p50), "{p50}");
+        assert!((29.0..35.0).contains(&p99), "{p99}");
+        let fixed = LatencyModel::new(Duration::from_micros(300), 0.0).unwrap();
+        assert_eq!(fixed.draw(&mut rng), Duration::from_micros(300));
+        let wild = LatencyModel::new(Duration::from_secs(3000), 50.0).unwrap();
+        assert!((0..100).all(|_| wild.draw(&mut rng) <= LatencyModel::CAP));
+        assert_eq!(LatencyModel::new(Duration::ZERO, f64::NAN), None);
+        assert_eq!(LatencyModel::new(Duration::ZERO, -1.0), None);
+    }
+
+    #[test]
+    fn latency_quantiles_use_the_nearest_rank() {
+        let mut r = SimReport::default();
+        assert_eq!(r.latency_quantile(0.5), None);
+        r.latency_ms = (1..=100).rev().collect();
+        assert_eq!(r.latency_quantile(0.5), Some(50));
+        assert_eq!(r.latency_quantile(0.99), Some(99));
+        assert_eq!(r.latency_quantile(1.0), Some(100));
+        assert_eq!(r.latency_quantile(0.0), Some(1));
     }
 
     #[test]

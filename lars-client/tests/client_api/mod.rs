@@ -5,7 +5,7 @@ use std::net::UdpSocket;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use lars_client::{ApiError, ClientConfig, LarsClient, Outcome, REG_INIT_ATTEMPTS};
+use lars_client::{ApiError, ClientConfig, LarsClient, Outcome, REG_INIT_ATTEMPTS, timecost_ms};
 use lars_core::{MessageId, frame, proto};
 
 use crate::fake::{FakeAgent, GET_HOST, GET_ROUTE, REPORT, addr, answer, host_reply, route_reply};
@@ -187,6 +187,42 @@ fn report_sends_the_exact_frame_with_timecost() {
     );
     let bytes = frame::to_bytes(MessageId::ReportRequest.into(), &expected(1, 12)).unwrap();
     assert_eq!(frames[0].body, bytes.slice(8..));
+}
+
+#[test]
+fn report_carries_the_latency_of_successes_and_failures_at_least_1_ms() {
+    let fake = FakeAgent::start(|_| vec![]);
+    let client = LarsClient::connect(&fake.config(T)).unwrap();
+    let host = addr("10.0.0.1:80");
+    let sent = [
+        (Outcome::Success, Some(Duration::from_millis(7)), (0, 7)),
+        (Outcome::Success, Some(Duration::from_micros(300)), (0, 1)),
+        (Outcome::Success, Some(Duration::ZERO), (0, 1)),
+        (Outcome::Success, None, (0, 0)),
+        (Outcome::Failure, Some(Duration::from_micros(1_900)), (1, 1)),
+        (Outcome::Failure, Some(Duration::from_secs(1)), (1, 1000)),
+        (Outcome::Failure, Some(Duration::MAX), (1, u32::MAX)),
+    ];
+    for (outcome, timecost, _) in sent {
+        client.report(1, 1, host, outcome, timecost).unwrap();
+    }
+    let got: Vec<(i32, u32)> = (0..sent.len())
+        .map(|_| {
+            let r: proto::ReportRequest = fake.frames.recv_timeout(T).unwrap().message().unwrap();
+            (r.retcode, r.timecost)
+        })
+        .collect();
+    let want: Vec<(i32, u32)> = sent.iter().map(|s| s.2).collect();
+    assert_eq!(got, want);
+}
+
+#[test]
+fn timecost_ms_keeps_known_latencies_known() {
+    assert_eq!(timecost_ms(None), 0);
+    assert_eq!(timecost_ms(Some(Duration::ZERO)), 1);
+    assert_eq!(timecost_ms(Some(Duration::from_nanos(1))), 1);
+    assert_eq!(timecost_ms(Some(Duration::from_micros(2_500))), 2);
+    assert_eq!(timecost_ms(Some(Duration::from_secs(5_000_000))), u32::MAX);
 }
 
 #[test]

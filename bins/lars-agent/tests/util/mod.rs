@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use lars_agent::{Agent, AgentHandle};
 use lars_client::{ClientConfig, LarsClient};
-use lars_core::config::{AgentConfig, DnsConfig, HttpConfig, ReporterConfig};
+use lars_core::config::{AgentConfig, DnsConfig, HttpConfig, Ini, Policy, ReporterConfig};
 use lars_core::{HostAddr, ModKey};
 use lars_dns::{Dns, DnsHandle};
 use lars_reporter::{Reporter, ReporterHandle};
@@ -95,6 +95,33 @@ impl Env {
 
     pub fn agent(&self) -> AgentHandle {
         Agent::start(self.agent_config()).unwrap()
+    }
+
+    /// [`agent_config`](Self::agent_config) with the classic policy, for
+    /// tests that assert the original Lars rules (strict round-robin,
+    /// overloaded hosts back after `overload_timeout`).
+    pub fn classic_agent_config(&self) -> AgentConfig {
+        let mut c = self.agent_config();
+        c.lb.policy = Policy::Classic;
+        c
+    }
+
+    pub fn classic_agent(&self) -> AgentHandle {
+        Agent::start(self.classic_agent_config()).unwrap()
+    }
+
+    /// The agent config a conf file with `loadbalance` as its
+    /// `[loadbalance]` section gives, pointed at this env (ephemeral UDP
+    /// and status ports, no snapshot).
+    pub fn conf_agent_config(&self, loadbalance: &str) -> AgentConfig {
+        let text = format!(
+            "[reporter]\nip = 127.0.0.1\nport = {}\n\n[dnsserver]\nip = 127.0.0.1\nport = {}\n\n\
+             [loadbalance]\n{loadbalance}\n\n[agent]\nbase_port = 0\nport_count = 3\n\
+             report_interval = 0.1\nsnapshot_path =\n\n[http]\nport = 0\n",
+            self.reporter_addr.port(),
+            self.dns_addr.port(),
+        );
+        AgentConfig::from_ini(&Ini::parse("test.conf", &text).unwrap()).unwrap()
     }
 
     pub fn stop_dns(&mut self) {

@@ -9,7 +9,9 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use anyhow::Context as _;
 use clap::Args;
 use lars_client::tools::qps::{self, QpsSummary, Second};
-use lars_client::tools::simulate::{ErrRate, SimEvent, SimOptions, SimReport, simulate};
+use lars_client::tools::simulate::{
+    ErrRate, LatencyModel, SimCall, SimEvent, SimOptions, SimReport, simulate,
+};
 use lars_client::{ApiError, ClientConfig, LarsClient, Outcome};
 
 /// Where the agent listens (global options).
@@ -57,7 +59,7 @@ pub struct KeyArgs {
     pub cmdid: u32,
 }
 
-/// `lars report M C IP PORT 0|1`.
+/// `lars report M C IP PORT 0|1 [LATENCY_MS]`.
 #[derive(Debug, Args)]
 pub struct ReportArgs {
     /// Module id.
@@ -72,9 +74,27 @@ pub struct ReportArgs {
     /// 0: the call succeeded, 1: it failed.
     #[arg(value_parser = clap::value_parser!(u8).range(0..=1))]
     pub result: u8,
-    /// How long the call took, in milliseconds (sent as the report's timecost).
-    #[arg(long)]
-    pub timecost_ms: Option<u64>,
+    /// How long the call took, in milliseconds (fractions allowed), for a
+    /// success or a failure: sent as the report's timecost (at least 1 ms;
+    /// without it the report carries no latency).
+    #[arg(value_name = "LATENCY_MS", value_parser = millis)]
+    pub latency_ms: Option<Duration>,
+    /// The same as LATENCY_MS, as an option.
+    #[arg(
+        long = "latency",
+        visible_alias = "timecost-ms",
+        value_name = "MS",
+        value_parser = millis,
+        conflicts_with = "latency_ms"
+    )]
+    pub latency: Option<Duration>,
+}
+
+impl ReportArgs {
+    /// The call's latency, from the positional or the option.
+    pub fn latency(&self) -> Option<Duration> {
+        self.latency_ms.or(self.latency)
+    }
 }
 
 /// `lars simulator M C [ERR_RATE] [COUNT]`.
@@ -93,9 +113,18 @@ pub struct SimulatorArgs {
     /// Pause between queries, in milliseconds (the original's 6).
     #[arg(long, default_value_t = 6)]
     pub interval_ms: u64,
-    /// Seed of the failure draws (default: from the clock; printed).
+    /// Seed of the failure and latency draws (default: from the clock;
+    /// printed).
     #[arg(long)]
     pub seed: Option<u64>,
+    /// Median latency of a simulated call, in milliseconds (fractions
+    /// allowed); 0 reports no latency, as the original simulator.
+    #[arg(long, default_value = "5", value_parser = millis)]
+    pub latency_ms: Duration,
+    /// Spread of the latencies: standard deviation of their logarithm
+    /// (lognormal; 0 = every call takes the median, 0.5 = p99 about 3.2x).
+    #[arg(long, default_value_t = 0.5)]
+    pub latency_sigma: f64,
     /// Consecutive queries without a host before it is reported absent.
     #[arg(long, default_value_t = 20)]
     pub absence: u64,
@@ -164,13 +193,7 @@ pub fn report(agent: &AgentArgs, a: &ReportArgs) -> anyhow::Result<ExitCode> {
         Outcome::Failure
     };
     client
-        .report(
-            a.modid,
-            a.cmdid,
-            host,
-            outcome,
-            a.timecost_ms.map(Duration::from_millis),
-        )
+        .report(a.modid, a.cmdid, host, outcome, a.latency())
         .with_context(|| failed("report", a.modid, a.cmdid, &config))?;
     let word = match outcome {
         Outcome::Success => "SUCC",
@@ -192,10 +215,19 @@ pub fn simulator(agent: &AgentArgs, a: &SimulatorArgs) -> anyhow::Result<ExitCod
     opts.interval = Duration::from_millis(a.interval_ms);
     opts.seed = a.seed.unwrap_or_else(clock_seed);
     opts.absence_threshold = a.absence;
+    opts.latency = if a.latency_ms.is_zero() {
+        None
+    } else {
+        Some(
+            LatencyModel::new(a.latency_ms, a.latency_sigma)
+                .context("--latency-sigma must be a non-negative number")?,
+        )
+    };
     println!(
         "err_rate = {}/10, count = {}, seed = {}",
         a.err_rate, a.count, opts.seed
     );
+    println!("{}", latency_line(opts.latency));
     reg_init(&client, a.modid, a.cmdid);
     let report = simulate(&client, &opts, |i, r| {
         if a.verbose {
@@ -245,21 +277,55 @@ fn failed(what: &str, modid: u32, cmdid: u32, config: &ClientConfig) -> String {
     )
 }
 
+/// Parses milliseconds (fractions allowed) into a duration.
+fn millis(s: &str) -> Result<Duration, String> {
+    s.trim()
+        .parse::<f64>()
+        .ok()
+        .and_then(|ms| Duration::try_from_secs_f64(ms / 1e3).ok())
+        .ok_or_else(|| format!("{s:?} is not a non-negative number of milliseconds"))
+}
+
+/// Milliseconds for display: whole when whole, else to the microsecond.
+fn ms(d: Duration) -> String {
+    let v = d.as_secs_f64() * 1e3;
+    if v.fract() == 0.0 {
+        format!("{v:.0}")
+    } else {
+        format!("{v:.3}")
+    }
+}
+
+fn latency_line(model: Option<LatencyModel>) -> String {
+    match model {
+        Some(m) => format!(
+            "latency: lognormal, median {} ms, sigma {} (drawn per call, not measured; \
+             sent as the report's timecost)",
+            ms(m.median()),
+            m.sigma()
+        ),
+        None => "latency: off (reports carry no timecost)".to_owned(),
+    }
+}
+
 fn clock_seed() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_nanos() as u64)
 }
 
-fn call_line(
-    i: u64,
-    modid: u32,
-    cmdid: u32,
-    r: &Result<(SocketAddrV4, Outcome), ApiError>,
-) -> String {
+fn call_line(i: u64, modid: u32, cmdid: u32, r: &Result<SimCall, ApiError>) -> String {
     match r {
-        Ok((host, Outcome::Success)) => format!("{i}: host {host} called SUCCESS"),
-        Ok((host, Outcome::Failure)) => format!("{i}: host {host} called ERROR"),
+        Ok(c) => {
+            let word = match c.outcome {
+                Outcome::Success => "SUCCESS",
+                Outcome::Failure => "ERROR",
+            };
+            match c.latency {
+                Some(d) => format!("{i}: host {} called {word} in {} ms", c.host, ms(d)),
+                None => format!("{i}: host {} called {word}", c.host),
+            }
+        }
         Err(ApiError::Overload) => format!("{i}: {modid},{cmdid} all hosts were overloaded"),
         Err(ApiError::NoExist) => format!("{i}: {modid},{cmdid} not exist"),
         Err(e) => format!("{i}: {e}"),
@@ -278,6 +344,18 @@ fn sim_summary(r: &SimReport) -> String {
         "answers without host: overload {}, noexist {}, system {}, timeout {}, socket errors {}",
         r.overload, r.noexist, r.system, r.timeout, r.io
     );
+    match (r.latency_quantile(0.5), r.latency_quantile(0.99)) {
+        (Some(p50), Some(p99)) => {
+            let _ = writeln!(
+                out,
+                "latency reported: p50 {p50} ms, p99 {p99} ms ({} reports)",
+                r.latency_ms.len()
+            );
+        }
+        _ => {
+            let _ = writeln!(out, "latency reported: none");
+        }
+    }
     let _ = writeln!(
         out,
         "overload transitions seen by this client (the agent logs its own):"
@@ -349,6 +427,7 @@ mod tests {
             lars_client::tools::simulate::HostTally { succ: 3, err: 1 },
         );
         r.overload = 2;
+        r.latency_ms = (1..=200).collect();
         r.events.push(SimEvent::OverloadBegan { at: 4 });
         r.events.push(SimEvent::HostAbsent {
             host: h,
@@ -359,10 +438,47 @@ mod tests {
         let s = sim_summary(&r);
         assert!(s.contains("10.0.0.1:80: success: 3; error: 1"), "{s}");
         assert!(s.contains("overload 2"), "{s}");
+        assert!(
+            s.contains("latency reported: p50 100 ms, p99 198 ms (200 reports)"),
+            "{s}"
+        );
+        assert!(sim_summary(&SimReport::default()).contains("latency reported: none"));
         assert!(s.contains("query 4: get_host answers OVERLOAD"), "{s}");
         assert!(
             s.contains("queries 5..=30: 10.0.0.1:80 not returned (26 queries), until the end"),
             "{s}"
+        );
+    }
+
+    #[test]
+    fn millis_and_their_display() {
+        assert_eq!(millis("12"), Ok(Duration::from_millis(12)));
+        assert_eq!(millis("0.4"), Ok(Duration::from_micros(400)));
+        assert!(millis("-1").is_err() && millis("x").is_err() && millis("inf").is_err());
+        assert_eq!(ms(Duration::from_millis(5)), "5");
+        assert_eq!(ms(Duration::from_micros(400)), "0.400");
+        assert!(latency_line(None).contains("off"));
+        let m = LatencyModel::new(Duration::from_millis(5), 0.5);
+        assert!(latency_line(m).contains("median 5 ms, sigma 0.5"));
+    }
+
+    #[test]
+    fn verbose_lines_show_the_latency() {
+        let host: SocketAddrV4 = "10.0.0.1:80".parse().unwrap();
+        let call = |latency| {
+            Ok(SimCall {
+                host,
+                outcome: Outcome::Failure,
+                latency,
+            })
+        };
+        assert_eq!(
+            call_line(3, 1, 1, &call(Some(Duration::from_millis(7)))),
+            "3: host 10.0.0.1:80 called ERROR in 7 ms"
+        );
+        assert_eq!(
+            call_line(3, 1, 1, &call(None)),
+            "3: host 10.0.0.1:80 called ERROR"
         );
     }
 }
