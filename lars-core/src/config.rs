@@ -514,7 +514,7 @@ pub struct AdaptiveConfig {
     /// `probe_interval` (1 s): the first probe of an ejected host with a
     /// clean record comes this long after its ejection.
     pub probe_interval: Duration,
-    /// `probe_interval_max` (600 s): the probe interval doubles with every
+    /// `probe_interval_max` (600 s): the probe interval triples with every
     /// strike (ejection or failed probe) up to this.
     pub probe_interval_max: Duration,
     /// `strike_forgive` (60 s): one strike is forgiven for each such stretch

@@ -136,7 +136,7 @@ pub struct HostView {
     /// (slow start times the latency factor); 1 with the classic policy.
     pub weight: f64,
     /// Adaptive: strikes against the host (ejections and failed probes not
-    /// yet forgiven); each doubles the probe interval.
+    /// yet forgiven); each triples the probe interval.
     pub strikes: u32,
 }
 

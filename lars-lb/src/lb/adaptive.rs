@@ -9,26 +9,30 @@
 //! - **Ejection.** A failure adds to the host's failure streak (a slow
 //!   failure weighs `1 + timecost / timecost_unit_ms`). The host is ejected
 //!   when the streak reaches `k = max(eject_consecutive, ln(significance) /
-//!   ln(p))`, where `p` is the other hosts' failure rate (the larger of their
-//!   recent decayed rate and the share of them whose last call failed): while
-//!   the others succeed two failures suffice, while they fail too nobody is
-//!   ejected. Independently, the host is ejected as an outlier when its
-//!   recent (decayed) failures are improbable given `p`: a Chernoff bound
+//!   ln(p))`, where `p` is the other hosts' failure rate (their recent
+//!   decayed rate with a weak prior, or the share of them whose last call
+//!   failed when that is at least half): while the others succeed two
+//!   failures suffice, while most of them fail too nobody is ejected.
+//!   Independently, the host is ejected as an outlier when its recent
+//!   (decayed) failures are improbable given `p`: a Chernoff bound
 //!   `n * KL(f/n || p) >= ln(1 / significance)`.
 //! - **Probes.** An ejected host gets one probe at a time, when its probe
-//!   timer fires: `probe_interval * 2^strikes` after its ejection (strikes:
+//!   timer fires: `probe_interval * 3^strikes` after its ejection (strikes:
 //!   ejections and failed probes, one forgiven per `strike_forgive` spent in
-//!   rotation), then doubling after each failed probe, up to
-//!   `probe_interval_max`, with 10% jitter. A host whose last outage ended
-//!   after failed probes has learned its outage length: its first probe comes
-//!   then, and the backoff restarts from `probe_interval`. A successful probe
-//!   brings the host back.
+//!   rotation), then three times longer after each failed probe, up to
+//!   `probe_interval_max`, with 10% jitter. A host that was down (a failure
+//!   streak, then probes failing in a row) learns how long its outages
+//!   last: its next outage's first probe comes then, followed by a fine
+//!   search; the estimate is corrected by bisection across outages. A
+//!   successful probe brings the host back.
 //! - **Picks.** Round-robin over the idle ring, weighted: a host's weight is
 //!   its slow-start ramp (from 10% to 100% over `slow_start` after it joins or
 //!   comes back, when other hosts are in rotation) times its latency factor
 //!   (1 within `latency_tolerance` of the key's typical latency, falling with
-//!   the fourth power of the ratio beyond). Full-weight hosts are taken at
-//!   once; lighter ones accumulate credit and are taken when it reaches 1.
+//!   the fourth power of the ratio beyond), times 0.02 while it has more
+//!   calls unanswered than twice the mean plus one (a host behind timeouts).
+//!   Full-weight hosts are taken at once; lighter ones accumulate credit and
+//!   are taken when it reaches 1, so equal hosts get exactly equal shares.
 //! - **Cap.** At most `max_ejection_percent` of the hosts are out at once and
 //!   at least one host always stays in rotation, so the answer is never
 //!   "overload" while a host exists.
@@ -58,6 +62,8 @@ pub(super) struct Adapt {
     ramp_until: Option<Instant>,
     /// Weighted round-robin credit.
     credit: f64,
+    /// Picks handed out since, minus reports received (in rotation).
+    outstanding: u32,
     /// Strikes not yet forgiven (ejections, and failed probes of past
     /// ejections), and when the last one was forgiven (or the host last
     /// failed / came back).
@@ -73,6 +79,8 @@ pub(super) struct Adapt {
     /// Learned length of this host's outages (ejections that ended after
     /// failed probes).
     outage: Option<Duration>,
+    /// How far the true outage length may be from `outage`.
+    outage_spread: Duration,
     /// This ejection came from a failure streak (a host that went down).
     streak_ejected: bool,
     /// The last call's outcome was a failure (for the "others failing now" share).
@@ -93,6 +101,7 @@ impl Adapt {
             latency_weight: 1.0,
             ramp_until: None,
             credit: 0.0,
+            outstanding: 0,
             strikes: 0,
             forgiven_at: now,
             ejected_at: now,
@@ -101,6 +110,7 @@ impl Adapt {
             failed_probes: 0,
             last_failed_probe: None,
             outage: None,
+            outage_spread: Duration::ZERO,
             streak_ejected: false,
             failing: false,
             timer_gen: 0,
@@ -130,6 +140,8 @@ pub(super) struct AdaptKey {
     latency: f64,
     /// Idle hosts whose last call failed.
     failing: u32,
+    /// Sum of the idle hosts' outstanding calls.
+    outstanding: u64,
     /// Probe timers: (due, slot, generation), earliest first.
     timers: std::collections::BinaryHeap<Reverse<(Instant, u32, u32)>>,
     /// Ejected hosts whose probe is due, in the order they became due.
@@ -150,6 +162,7 @@ impl AdaptKey {
             at: None,
             latency: 0.0,
             failing: 0,
+            outstanding: 0,
             timers: std::collections::BinaryHeap::new(),
             ready: std::collections::VecDeque::new(),
             capped: 0,
@@ -176,10 +189,10 @@ impl AdaptKey {
 /// Most idle hosts one weighted pick looks at before settling for the one
 /// with the most credit (keeps a pick O(1) when many hosts are light).
 const MAX_SCAN: u32 = 16;
-/// Growth of the probe interval per strike: a dead host is probed after 1,
-/// 3, 9, 27, 81, 243 s (with the default `probe_interval`), then every
+/// Growth of the probe interval per strike: a dead host is probed 1, 3, 9,
+/// 27, 81 and 243 s apart (with the default `probe_interval`), then every
 /// `probe_interval_max`. After a host's learned outage length the search is
-/// finer (doubling from `probe_interval`).
+/// finer (doubling from half the `probe_interval`).
 const BACKOFF: f64 = 3.0;
 /// Failed probes in one ejection that make it an outage worth learning.
 const LEARN_AFTER: u32 = 2;
@@ -188,6 +201,10 @@ const RAMP_FLOOR: f64 = 0.1;
 /// Smallest latency factor: a slow host still gets a trickle, so its
 /// recovery is seen.
 const LATENCY_FLOOR: f64 = 0.002;
+/// Weight factor of a host with calls unanswered far beyond the others'
+/// (more than twice the mean plus one): a host behind timeouts stops
+/// collecting calls before the first timeout is even reported.
+const UNANSWERED: f64 = 0.02;
 /// Weight of one latency sample in a host's estimate, at least.
 const LATENCY_ALPHA: f64 = 0.2;
 /// Weight of one latency sample in the key's typical latency.
@@ -265,12 +282,22 @@ impl LoadBalance {
                     w *= (1.0 - left / total).max(RAMP_FLOOR);
                 }
             }
-            if w >= 1.0 {
-                return crate::Choice::Idle(s.addr);
+            let n = u64::from(self.idle.len);
+            if s.a.outstanding > 1 && u64::from(s.a.outstanding) * n > 2 * self.ak.outstanding + n {
+                w *= UNANSWERED;
             }
-            s.a.credit += w;
-            if s.a.credit >= 1.0 {
-                s.a.credit -= 1.0;
+            let take = if w >= 1.0 {
+                true
+            } else {
+                s.a.credit += w;
+                s.a.credit >= 1.0
+            };
+            if take {
+                if w < 1.0 {
+                    s.a.credit -= 1.0;
+                }
+                s.a.outstanding = s.a.outstanding.saturating_add(1);
+                self.ak.outstanding += 1;
                 return crate::Choice::Idle(s.addr);
             }
             if s.a.credit > best_credit {
@@ -281,6 +308,8 @@ impl LoadBalance {
         // Every host looked at is light: take the one closest to its turn.
         let s = &mut self.slots[best as usize];
         s.a.credit = (s.a.credit - 1.0).max(-1.0);
+        s.a.outstanding = s.a.outstanding.saturating_add(1);
+        self.ak.outstanding += 1;
         crate::Choice::Idle(s.addr)
     }
 
@@ -313,12 +342,14 @@ impl LoadBalance {
         } else {
             a.strikes.saturating_sub(1)
         };
-        let (factor, exp) = if a.outage.is_some() && a.streak_ejected {
-            (2.0, a.failed_probes.saturating_sub(1))
+        // Past a learned outage the search is fine: half the interval,
+        // doubling; otherwise the interval grows by BACKOFF per strike.
+        let (base, factor, exp) = if a.outage.is_some() && a.streak_ejected {
+            (0.5, 2.0, a.failed_probes.saturating_sub(1))
         } else {
-            (BACKOFF, start.saturating_add(a.failed_probes))
+            (1.0, BACKOFF, start.saturating_add(a.failed_probes))
         };
-        let base = cfg.probe_interval.as_secs_f64();
+        let base = base * cfg.probe_interval.as_secs_f64();
         let max = cfg.probe_interval_max.as_secs_f64();
         let d = (base * f64::powi(factor, exp.min(31) as i32)).min(max);
         let jitter = 0.9 + 0.2 * self.ak.unit();
@@ -369,22 +400,7 @@ impl LoadBalance {
             return HostState::Overload;
         }
         if outcome.is_success() {
-            let a = self.slots[i as usize].a;
-            // Learn from real outages only: a flaky host's probe fails now
-            // and then, a down host's fail in a row.
-            if let Some(last) = a.last_failed_probe
-                && a.failed_probes >= LEARN_AFTER
-            {
-                // The outage ended between the last failed probe and now.
-                let end = last + now.saturating_duration_since(last) / 2;
-                let length = end.saturating_duration_since(a.ejected_at);
-                // Mostly the newest outage: outages of one host tend to repeat.
-                let learned = match a.outage {
-                    Some(o) => (o + length * 3) / 4,
-                    None => length,
-                };
-                self.slots[i as usize].a.outage = Some(learned);
-            }
+            self.learn_outage(i, now);
             self.readmit(i, Reason::ProbeSucceeded, now);
             return HostState::Idle;
         }
@@ -398,12 +414,48 @@ impl LoadBalance {
         HostState::Overload
     }
 
+    /// A probe of ejected host `i` succeeded at `now`: what this ejection
+    /// says about the length of the host's outages.
+    ///
+    /// The outage ended between the last failed probe and now: the middle
+    /// of that bracket becomes the estimate, half its width the spread.
+    /// A first probe at the estimate that succeeds at once only says the
+    /// outage was shorter: the estimate moves down by half its spread and
+    /// the spread halves (a bisection across outages), so an estimate made
+    /// from a coarse bracket converges instead of costing capacity forever.
+    /// Flaky hosts (probes failing now and then) teach nothing: learning
+    /// needs `LEARN_AFTER` failed probes in a row, or one after a probe at
+    /// the estimate.
+    fn learn_outage(&mut self, i: u32, now: Instant) {
+        let a = &mut self.slots[i as usize].a;
+        let by_estimate = a.streak_ejected && a.outage.is_some();
+        match a.last_failed_probe {
+            Some(last) if a.failed_probes >= LEARN_AFTER || by_estimate && a.failed_probes >= 1 => {
+                let half = now.saturating_duration_since(last) / 2;
+                a.outage = Some((last + half).saturating_duration_since(a.ejected_at));
+                a.outage_spread = half;
+            }
+            None if by_estimate => {
+                if let Some(o) = a.outage {
+                    a.outage = Some(o.saturating_sub(a.outage_spread / 2));
+                    a.outage_spread /= 2;
+                }
+            }
+            _ => {}
+        }
+    }
+
     fn report_in_rotation(&mut self, i: u32, outcome: Outcome, now: Instant) -> HostState {
         let cfg = self.cfg.adaptive;
         self.key_decay(now);
         self.host_decay(i, now);
         let failed = !outcome.is_success();
-        let was_failing = self.slots[i as usize].a.failing;
+        let a = &mut self.slots[i as usize].a;
+        if a.outstanding > 0 {
+            a.outstanding -= 1;
+            self.ak.outstanding = self.ak.outstanding.saturating_sub(1);
+        }
+        let was_failing = a.failing;
         match (was_failing, failed) {
             (false, true) => self.ak.failing += 1,
             (true, false) => self.ak.failing = self.ak.failing.saturating_sub(1),
@@ -496,6 +548,7 @@ impl LoadBalance {
         if a.failing {
             self.ak.failing = self.ak.failing.saturating_sub(1);
         }
+        self.ak.outstanding = self.ak.outstanding.saturating_sub(u64::from(a.outstanding));
         self.mark_overload(i, reason, now);
         let a = &mut self.slots[i as usize].a;
         a.succ = 0.0;
@@ -503,6 +556,7 @@ impl LoadBalance {
         a.streak = 0.0;
         a.failing = false;
         a.credit = 0.0;
+        a.outstanding = 0;
         a.ramp_until = None;
         a.ejected_at = now;
         a.probe_out = false;
@@ -531,6 +585,7 @@ impl LoadBalance {
         a.at = now;
         a.ramp_until = ramp;
         a.credit = 0.0;
+        a.outstanding = 0;
         self.refresh_due();
     }
 
@@ -567,8 +622,13 @@ impl LoadBalance {
             if s.a.failing {
                 self.ak.failing = self.ak.failing.saturating_sub(1);
             }
+            self.ak.outstanding = self
+                .ak
+                .outstanding
+                .saturating_sub(u64::from(s.a.outstanding));
         }
         let a = &mut self.slots[i as usize].a;
+        a.outstanding = 0;
         a.timer_gen = a.timer_gen.wrapping_add(1);
         a.probe_at = None;
     }

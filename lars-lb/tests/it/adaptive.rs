@@ -353,3 +353,27 @@ fn a_removed_ejected_host_leaves_no_probe_behind() {
     assert_eq!(lb.next_deadline(), None);
     lb.check_invariants().unwrap();
 }
+
+#[test]
+fn a_host_that_stops_answering_stops_collecting_calls() {
+    let (mut lb, mut now) = lb(10);
+    // Every host answers within the 10 ms between calls, except host 1,
+    // which answers nothing (its calls hang until a timeout).
+    let mut to_host1 = 0;
+    for _ in 0..1000 {
+        let h = lb.choice_one_host(now).host().unwrap();
+        if h == host(1) {
+            to_host1 += 1;
+        } else {
+            lb.report(h, ok(), now);
+        }
+        now += Duration::from_millis(10);
+    }
+    // Fair would be 100 calls; it gets a trickle once two are unanswered.
+    assert!(to_host1 <= 6, "{to_host1} calls to the silent host");
+    // The timeouts come back: one of them ejects the host.
+    assert_eq!(
+        lb.report(host(1), Outcome::Failure { timecost_ms: 1000 }, now),
+        Some(HostState::Overload)
+    );
+}
