@@ -62,7 +62,7 @@ fn main() {
                 let outcome = if failed {
                     Outcome::Failure { timecost_ms: 30 }
                 } else {
-                    Outcome::Success
+                    Outcome::SuccessIn { latency_ms: 5 }
                 };
                 lb.report(h, outcome, now);
             }

@@ -44,6 +44,8 @@ enum Command {
     Web(cmd::web::WebArgs),
     /// Run dns, reporter, agent and console in one process until Ctrl-C.
     Up(cmd::up::UpArgs),
+    /// What-if simulator: the balancers against modelled backends, in virtual time.
+    Sim(cmd::sim::SimArgs),
 }
 
 fn main() -> ExitCode {
@@ -71,6 +73,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Bench(a) => cmd::bench::run(&a).map(|()| ExitCode::SUCCESS),
         Command::Web(a) => cmd::web::run(&a).map(|()| ExitCode::SUCCESS),
         Command::Up(a) => cmd::up::run(&a, agent).map(|()| ExitCode::SUCCESS),
+        Command::Sim(a) => cmd::sim::run(&a),
     }
 }
 

@@ -1,6 +1,8 @@
 //! The `lars` binary against a fake agent made of a real UDP socket.
 #![allow(clippy::unwrap_used)]
 
+mod sim;
+
 use std::net::UdpSocket;
 use std::process::{Command, Output};
 use std::sync::Arc;
@@ -180,6 +182,98 @@ fn report_sends_outcome_and_timecost() {
             port: 7777
         })
     );
+}
+
+#[test]
+fn report_carries_a_latency_for_successes_and_failures() {
+    let fake = FakeAgent::start(false);
+    let ip = ["report", "3", "4", "192.168.1.177", "7777"];
+    let run = |rest: &[&str]| {
+        let mut args = ip.to_vec();
+        args.extend_from_slice(rest);
+        fake.lars(&args)
+    };
+    // Positional after the result, the option, a sub-millisecond latency
+    // (sent as 1 ms: 0 means unknown), and none.
+    for rest in [
+        &["0", "12"][..],
+        &["1", "250"],
+        &["0", "--latency", "7"],
+        &["0", "0.3"],
+        &["0"],
+    ] {
+        let o = run(rest);
+        assert!(o.status.success(), "{rest:?}: {o:?}");
+    }
+    let got: Vec<(i32, u32)> = fake
+        .reports()
+        .iter()
+        .map(|r| (r.retcode, r.timecost))
+        .collect();
+    assert_eq!(got, vec![(0, 12), (1, 250), (0, 7), (0, 1), (0, 0)]);
+    // One latency only; not negative.
+    assert!(!run(&["0", "5", "--latency", "6"]).status.success());
+    assert!(!run(&["0", "--latency", "-3"]).status.success());
+}
+
+#[test]
+fn simulator_reports_a_latency_with_every_call_and_prints_its_percentiles() {
+    let fake = FakeAgent::start(false);
+    let base = [
+        "simulator",
+        "1",
+        "1",
+        "3",
+        "20",
+        "--interval-ms",
+        "0",
+        "--seed",
+        "3",
+    ];
+    let run = |rest: &[&str]| {
+        let mut args = base.to_vec();
+        args.extend_from_slice(rest);
+        fake.lars(&args)
+    };
+    let o = run(&["--latency-ms", "8", "--latency-sigma", "0"]);
+    assert!(o.status.success(), "{o:?}");
+    let out = stdout(&o);
+    assert!(
+        out.contains("latency: lognormal, median 8 ms, sigma 0"),
+        "{out}"
+    );
+    assert!(
+        out.contains("latency reported: p50 8 ms, p99 8 ms (20 reports)"),
+        "{out}"
+    );
+    let reports = fake.reports();
+    assert_eq!(reports.len(), 20);
+    // Failures carry their latency too.
+    assert!(reports.iter().any(|r| r.retcode == 1), "{reports:?}");
+    assert!(reports.iter().all(|r| r.timecost == 8), "{reports:?}");
+
+    // The default: a 5 ms median, spread out; -v shows each call's latency.
+    let o = run(&["-v"]);
+    assert!(o.status.success(), "{o:?}");
+    let out = stdout(&o);
+    assert!(
+        out.contains("latency: lognormal, median 5 ms, sigma 0.5"),
+        "{out}"
+    );
+    assert!(out.contains(" ms\n"), "{out}");
+    assert!(out.contains("latency reported: p50 "), "{out}");
+    assert!(fake.reports().iter().all(|r| r.timecost >= 1));
+
+    // Off: no timecost, like the original.
+    let o = run(&["--latency-ms", "0"]);
+    assert!(o.status.success(), "{o:?}");
+    assert!(
+        stdout(&o).contains("latency reported: none"),
+        "{}",
+        stdout(&o)
+    );
+    assert!(fake.reports().iter().all(|r| r.timecost == 0));
+    assert!(!run(&["--latency-sigma", "-1"]).status.success());
 }
 
 #[test]

@@ -4,6 +4,7 @@ pub mod agent;
 pub mod bench;
 pub mod db;
 pub mod route;
+pub mod sim;
 pub mod up;
 pub mod web;
 
