@@ -1,31 +1,35 @@
-//! The UDP agent: `port_count` shards, each a thread (see `udp.rs`)
-//! owning one UDP port and the keys `(modid + cmdid) % port_count` of it.
+//! The UDP agent: `port_count` shards, each a lars-net [`UdpServer`] (one
+//! loop thread, one port) driving one [`AgentCore`] that owns the keys
+//! `(modid + cmdid) % port_count` of it. The shell only feeds the core its
+//! inputs (datagrams, dns frames, connection events, timeouts) and drains its
+//! outputs to the socket, the dns and reporter clients, the other shards and
+//! the snapshot writer.
+// An I/O shell: clock, threads and locks are its business (see clippy.toml).
+#![allow(clippy::disallowed_methods, clippy::disallowed_types)]
 
 use std::net::{SocketAddr, SocketAddrV4, UdpSocket};
-use std::sync::atomic::Ordering;
-use std::sync::{Arc, OnceLock};
+use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use crossbeam_channel::Sender;
 use lars_core::config::AgentConfig;
-use lars_core::proto::{
-    GetHostRequest, GetHostResponse, GetRouteRequest, GetRouteResponse, ReportRequest,
-};
-use lars_core::{HostAddr, MessageId, ModKey, RetCode};
-use lars_lb::{Choice, Outcome};
-use lars_net::{NetError, StatusServer};
-use prost::Message;
+use lars_core::proto::GetRouteResponse;
+use lars_core::{MessageId, ModKey};
+use lars_net::{NetError, StatusServer, UdpHandle, UdpIo, UdpServer, UdpServerBuilder, UdpService};
 
-use crate::core::{Core, DEFAULT_MAX_PENDING_REPORT_KEYS, ShardCounters, inc};
+use crate::core::{AgentCore, CoreConfig, CoreCounters, Event, Reply, Shard, Transmit};
+use crate::links::{LinkEvent, Links, Senders};
 use crate::snapshot::{self, ShardRoutes};
-use crate::udp::{Periodic, ShardHandle, ShardIo, ShardThread};
-use crate::uplink::Clients;
 use crate::{shard_of, status};
 
-/// How often a shard runs its hosts' timers.
-const TICK: Duration = Duration::from_millis(20);
-/// How often a shard checks whether its routes changed for the snapshot.
+/// How often a shard hands its changed routes to the snapshot writer.
 pub const SNAPSHOT_INTERVAL: Duration = Duration::from_secs(2);
+/// Receive attempts (each after a yield) a shard makes before it sleeps in
+/// `epoll_wait`: an application's next datagram (its report right after a
+/// reply, its next request) usually arrives within them, so neither side
+/// pays a sleep and a wake-up per datagram. Restarts when a datagram is
+/// found; an idle shard spins once per wake-up, then sleeps.
+const SPIN_ROUNDS: u32 = 20;
 /// Attempts at finding `port_count` consecutive free ports when
 /// `base_port` is 0.
 const EPHEMERAL_ATTEMPTS: usize = 50;
@@ -40,7 +44,7 @@ pub enum AgentError {
         /// The address.
         addr: SocketAddr,
         /// The cause.
-        source: std::io::Error,
+        source: NetError,
     },
     /// No run of `port_count` consecutive free ephemeral ports was found.
     #[error("no {0} consecutive free UDP ports found")]
@@ -56,7 +60,7 @@ pub enum AgentError {
         /// The cause.
         source: NetError,
     },
-    /// A thread could not be spawned.
+    /// A thread or socket could not be created.
     #[error("cannot start a thread or socket")]
     Io(#[from] std::io::Error),
 }
@@ -69,148 +73,140 @@ impl Agent {
     /// Starts the agent: restores the route snapshot, binds the UDP ports,
     /// connects to the dns and the reporter (in the background, forever),
     /// and starts the status server if `[http]` asks for one.
+    ///
+    /// Wiring, each part complete when it starts: the shards' sockets and
+    /// loops are created first (their handles queue what is posted), then
+    /// the clients, which deliver to those handles, then the shards, which
+    /// send through the clients and to each other.
     pub fn start(config: AgentConfig) -> Result<AgentHandle, AgentError> {
         let count = usize::from(config.port_count.max(1));
-        let restored = match &config.snapshot_path {
-            Some(p) => match snapshot::load(p) {
-                Ok(r) => {
-                    if !r.is_empty() {
-                        tracing::info!(keys = r.len(), path = %p.display(), "routes restored from snapshot");
-                    }
-                    r
-                }
-                Err(e) => {
-                    tracing::warn!("ignoring the route snapshot: {e}");
-                    Vec::new()
-                }
-            },
-            None => Vec::new(),
-        };
-        let peers: Arc<OnceLock<Vec<ShardHandle>>> = Arc::new(OnceLock::new());
-        let (p1, p2) = (Arc::clone(&peers), Arc::clone(&peers));
-        let mut clients = Clients::start(
+        let restored = load_snapshot(&config);
+        let builders = bind_shards(&config, count)?;
+        let handles: Vec<UdpHandle<ShardShell>> = builders.iter().map(|b| b.handle()).collect();
+        let udp_addrs: Vec<SocketAddrV4> = builders
+            .iter()
+            .filter_map(|b| match b.local_addr() {
+                SocketAddr::V4(a) => Some(a),
+                SocketAddr::V6(_) => None,
+            })
+            .collect();
+        let mut links = Links::start(
             SocketAddr::V4(config.dns),
             SocketAddr::V4(config.reporter),
-            move |key, hosts| {
-                if let Some(peers) = p1.get() {
-                    let owner = shard_of(key, peers.len());
-                    peers[owner].post(move |s, _| s.core.apply_route(key, &hosts, Instant::now()));
-                }
-            },
-            move || {
-                if let Some(peers) = p2.get() {
-                    for p in peers {
-                        p.post(|s, _| s.core.dns_connected(Instant::now()));
-                    }
-                }
-            },
+            deliver_to(handles.clone()),
         )?;
         let writer = match &config.snapshot_path {
-            Some(p) => Some(snapshot::Writer::start(p.clone(), restored.clone(), count)?),
-            None => None,
-        };
-        let counters: Vec<Arc<ShardCounters>> = (0..count).map(|_| Arc::default()).collect();
-        let make_shard = |i: usize| {
-            let mut core = Core::new(
-                config.lb.clone(),
-                clients.uplink.clone(),
-                Arc::clone(&counters[i]),
-                DEFAULT_MAX_PENDING_REPORT_KEYS,
-            );
-            let now = Instant::now();
-            for (key, hosts) in &restored {
-                if shard_of(*key, count) == i {
-                    core.restore(*key, hosts, now);
-                }
-            }
-            Shard {
-                index: i,
-                count,
-                core,
-                peers: Arc::clone(&peers),
-                snapshot: writer.as_ref().map(snapshot::Writer::sender),
-            }
-        };
-        let servers = match bind_shards(&config, count, make_shard) {
-            Ok(s) => s,
-            Err(e) => {
-                clients.join();
-                if let Some(w) = writer {
-                    w.join();
-                }
-                return Err(e);
-            }
-        };
-        let handles: Vec<ShardHandle> = servers.iter().map(ShardThread::handle).collect();
-        let _ = peers.set(handles.clone());
-        if clients.dns.is_connected() {
-            // The connect hook may have run before the shards were known.
-            for h in &handles {
-                h.post(|s, _| s.core.dns_connected(Instant::now()));
-            }
-        }
-        let udp_addrs: Vec<SocketAddrV4> = servers.iter().map(ShardThread::local_addr).collect();
-        let shared = Arc::new(Shared {
-            handles,
-            counters,
-            dns_addr: config.dns,
-            reporter_addr: config.reporter,
-            dns_stats: clients.dns.stats(),
-            reporter_stats: clients.reporter.stats(),
-            reporter_state: Arc::clone(clients.uplink.reporter_state()),
-            udp_addrs: udp_addrs.clone(),
-        });
-        let http = match config.http.addr {
-            Some(addr) => match StatusServer::start(addr, status::handler(Arc::clone(&shared))) {
-                Ok(s) => Some(s),
-                Err(source) => {
-                    let mut h =
-                        AgentHandle::assemble(servers, clients, writer, None, shared, udp_addrs);
-                    h.stop();
-                    return Err(AgentError::Http { addr, source });
+            Some(p) => match snapshot::Writer::start(p.clone(), restored.clone(), count) {
+                Ok(w) => Some(w),
+                Err(e) => {
+                    links.join();
+                    return Err(e.into());
                 }
             },
             None => None,
         };
-        tracing::info!(udp = ?udp_addrs, dns = %config.dns, reporter = %config.reporter, "lars agent started");
-        Ok(AgentHandle::assemble(
-            servers, clients, writer, http, shared, udp_addrs,
-        ))
+        let senders = links.senders();
+        let now = Instant::now();
+        let mut servers = Vec::with_capacity(count);
+        for (i, b) in builders.into_iter().enumerate() {
+            let Some(shard) = Shard::new(i, count) else {
+                continue; // i < count: never
+            };
+            let mut core = AgentCore::new(
+                CoreConfig::new(config.lb.clone())
+                    .shard(shard)
+                    .report_interval(config.report_interval)
+                    .snapshot_interval(SNAPSHOT_INTERVAL),
+            );
+            core.restore(&restored, now);
+            let shell = ShardShell {
+                index: i,
+                core,
+                senders: senders.clone(),
+                peers: handles.clone(),
+                snapshot: writer.as_ref().map(snapshot::Writer::sender),
+            };
+            match b
+                .name(&format!("lars-agent-udp-{i}"))
+                .spin(SPIN_ROUNDS)
+                .start(shell)
+            {
+                Ok(s) => servers.push(s),
+                Err(e) => {
+                    drop(servers);
+                    links.join();
+                    if let Some(w) = writer {
+                        w.join();
+                    }
+                    return Err(e.into());
+                }
+            }
+        }
+        let shared = Arc::new(Shared {
+            handles,
+            dns_addr: config.dns,
+            reporter_addr: config.reporter,
+            dns_stats: links.dns.stats(),
+            reporter_stats: links.reporter.stats(),
+            udp_addrs: udp_addrs.clone(),
+        });
+        let mut handle = AgentHandle {
+            servers,
+            links: Some(links),
+            writer,
+            http: None,
+            shared,
+            udp_addrs,
+        };
+        if let Some(addr) = config.http.addr {
+            match StatusServer::start(addr, status::handler(Arc::clone(&handle.shared))) {
+                Ok(s) => handle.http = Some(s),
+                Err(source) => {
+                    handle.stop();
+                    return Err(AgentError::Http { addr, source });
+                }
+            }
+        }
+        tracing::info!(udp = ?handle.udp_addrs, dns = %config.dns, reporter = %config.reporter, "lars agent started");
+        Ok(handle)
     }
 }
 
+fn load_snapshot(config: &AgentConfig) -> Vec<(ModKey, Vec<lars_core::HostAddr>)> {
+    let Some(p) = &config.snapshot_path else {
+        return Vec::new();
+    };
+    match snapshot::load(p) {
+        Ok(r) => {
+            if !r.is_empty() {
+                tracing::info!(keys = r.len(), path = %p.display(), "routes restored from snapshot");
+            }
+            r
+        }
+        Err(e) => {
+            tracing::warn!("ignoring the route snapshot: {e}");
+            Vec::new()
+        }
+    }
+}
+
+/// Binds the shards' ports (consecutive) and creates their loops.
 fn bind_shards(
     config: &AgentConfig,
     count: usize,
-    make_shard: impl Fn(usize) -> Shard,
-) -> Result<Vec<ShardThread>, AgentError> {
-    let start = |base: u16| -> Result<Vec<ShardThread>, AgentError> {
-        let mut servers = Vec::with_capacity(count);
-        for i in 0..count {
-            let port = u16::try_from(usize::from(base) + i)
-                .map_err(|_| AgentError::NoPorts(config.port_count))?;
-            let addr = SocketAddrV4::new(config.udp_ip, port);
-            let periodic = Periodic {
-                tick: TICK,
-                report_interval: config.report_interval.max(Duration::from_millis(1)),
-                snapshot_interval: SNAPSHOT_INTERVAL,
-            };
-            let server = ShardThread::start(
-                addr,
-                make_shard(i),
-                periodic,
-                &format!("lars-agent-udp-{i}"),
-            )
-            .map_err(|source| AgentError::Bind {
-                addr: SocketAddr::V4(addr),
-                source,
-            })?;
-            servers.push(server);
-        }
-        Ok(servers)
+) -> Result<Vec<UdpServerBuilder<ShardShell>>, AgentError> {
+    let bind_all = |base: u16| -> Result<Vec<UdpServerBuilder<ShardShell>>, AgentError> {
+        (0..count)
+            .map(|i| {
+                let port = u16::try_from(usize::from(base) + i)
+                    .map_err(|_| AgentError::NoPorts(config.port_count))?;
+                let addr = SocketAddr::V4(SocketAddrV4::new(config.udp_ip, port));
+                UdpServer::bind(addr).map_err(|source| AgentError::Bind { addr, source })
+            })
+            .collect()
     };
     if config.base_port != 0 || count == 1 {
-        return start(config.base_port);
+        return bind_all(config.base_port);
     }
     // Ephemeral and consecutive: probe a free port, try the run after it.
     for _ in 0..EPHEMERAL_ATTEMPTS {
@@ -220,7 +216,7 @@ fn bind_shards(
         if usize::from(base) + count > usize::from(u16::MAX) {
             continue;
         }
-        match start(base) {
+        match bind_all(base) {
             Ok(s) => return Ok(s),
             Err(AgentError::Bind { .. }) => continue,
             Err(e) => return Err(e),
@@ -229,30 +225,44 @@ fn bind_shards(
     Err(AgentError::NoPorts(config.port_count))
 }
 
-/// Sums shard counters (connection fields left false/0).
-pub(crate) fn stats_of(counters: &[Arc<ShardCounters>]) -> AgentStats {
-    let sum = |f: fn(&ShardCounters) -> &std::sync::atomic::AtomicU64| -> u64 {
-        counters.iter().map(|c| f(c).load(Ordering::Relaxed)).sum()
-    };
-    AgentStats {
-        get_host: sum(|c| &c.get_host),
-        get_host_succ: sum(|c| &c.get_host_succ),
-        get_host_overload: sum(|c| &c.get_host_overload),
-        get_host_noexist: sum(|c| &c.get_host_noexist),
-        reports: sum(|c| &c.reports),
-        get_route: sum(|c| &c.get_route),
-        garbage: sum(|c| &c.garbage),
-        forwarded: sum(|c| &c.forwarded),
-        pulls: sum(|c| &c.pulls),
-        routes_applied: sum(|c| &c.routes_applied),
-        report_messages: sum(|c| &c.report_messages),
-        report_keys_dropped: sum(|c| &c.report_keys_dropped),
-        counter_restarts: sum(|c| &c.counter_restarts),
-        transitions: sum(|c| &c.transitions),
-        ..AgentStats::default()
+/// What the dns and reporter clients see, posted to the shards: a dns answer
+/// to the shard owning its key, connection events to every shard.
+fn deliver_to(shards: Vec<UdpHandle<ShardShell>>) -> impl Fn(LinkEvent) + Send + Sync + 'static {
+    move |ev| match ev {
+        LinkEvent::DnsFrame(frame) => {
+            let key = match frame.message::<GetRouteResponse>() {
+                Ok(rsp) => ModKey::from_wire(rsp.modid, rsp.cmdid),
+                Err(e) => return tracing::warn!("bad GetRouteResponse from the dns: {e}"),
+            };
+            if let Some(owner) = shards.get(shard_of(key, shards.len())) {
+                owner.post(move |s, io| {
+                    s.core.handle_dns_frame(&frame, Instant::now());
+                    s.flush(io);
+                });
+            }
+        }
+        ev => {
+            for h in &shards {
+                let ev = ev.clone();
+                h.post(move |s, io| {
+                    let now = Instant::now();
+                    match ev {
+                        LinkEvent::DnsConnected => s.core.on_dns_connected(now),
+                        LinkEvent::DnsDisconnected => s.core.on_dns_disconnected(),
+                        LinkEvent::ReporterConnected { epoch, caller } => {
+                            s.core.on_reporter_connected(epoch, caller, now);
+                        }
+                        LinkEvent::ReporterDisconnected => s.core.on_reporter_disconnected(),
+                        LinkEvent::DnsFrame(_) => {}
+                    }
+                    s.flush(io);
+                });
+            }
+        }
     }
 }
 
+/// The wall clock's unix second (the statistics' `ts`).
 pub(crate) fn unix_now() -> u32 {
     let secs = SystemTime::now()
         .duration_since(UNIX_EPOCH)
@@ -260,169 +270,111 @@ pub(crate) fn unix_now() -> u32 {
     u32::try_from(secs).unwrap_or(u32::MAX)
 }
 
-/// One shard: the loop state of one UDP port.
-pub(crate) struct Shard {
+/// One shard: the I/O shell around its core, the state of one UDP loop.
+pub(crate) struct ShardShell {
     index: usize,
-    count: usize,
-    pub(crate) core: Core,
-    peers: Arc<OnceLock<Vec<ShardHandle>>>,
+    pub(crate) core: AgentCore,
+    senders: Senders,
+    peers: Vec<UdpHandle<ShardShell>>,
     snapshot: Option<Sender<ShardRoutes>>,
 }
 
-impl Shard {
-    /// Sends this shard's routes to the snapshot writer if they changed (or
-    /// always, when `force`).
-    pub(crate) fn send_snapshot(&mut self, force: bool) {
-        if !self.core.take_routes_changed() && !force {
-            return;
+impl UdpService for ShardShell {
+    fn on_datagram(&mut self, io: &mut UdpIo<'_>, from: SocketAddr, data: &[u8]) {
+        self.core.handle_datagram(from, data, Instant::now());
+        self.flush(io);
+    }
+
+    fn poll_timeout(&mut self) -> Option<Instant> {
+        self.core.poll_timeout()
+    }
+
+    fn on_timeout(&mut self, io: &mut UdpIo<'_>, now: Instant) {
+        self.core.handle_timeout(now, unix_now());
+        self.flush(io);
+    }
+}
+
+impl ShardShell {
+    /// Sends everything the core produced.
+    fn flush(&mut self, io: &mut UdpIo<'_>) {
+        while let Some(t) = self.core.poll_transmit() {
+            match t {
+                Transmit::Dns(_) | Transmit::Reporter(_) => self.senders.send(&t),
+                Transmit::App { via, to, reply } if via == self.index => {
+                    send_reply(io, to, &reply);
+                }
+                Transmit::App { via, to, reply } => {
+                    if let Some(origin) = self.peers.get(via) {
+                        origin.post(move |_, io| send_reply(io, to, &reply));
+                    }
+                }
+                Transmit::Shard {
+                    shard,
+                    via,
+                    from,
+                    request,
+                } => {
+                    if let Some(owner) = self.peers.get(shard) {
+                        owner.post(move |s, io| {
+                            s.core.handle_request(via, from, request, Instant::now());
+                            s.flush(io);
+                        });
+                    }
+                }
+            }
         }
+        while let Some(Event::Snapshot(routes)) = self.core.poll_event() {
+            if let Some(tx) = &self.snapshot {
+                let _ = tx.send((self.index, routes));
+            }
+        }
+    }
+
+    /// Hands every route of this shard to the snapshot writer (at stop).
+    fn send_snapshot(&mut self) {
         if let Some(tx) = &self.snapshot {
             let _ = tx.send((self.index, self.core.snapshot_routes()));
         }
     }
+}
 
-    fn answer_get_host(&mut self, seq: u32, key: ModKey, now: Instant) -> GetHostResponse {
-        let (modid, cmdid) = key.to_wire();
-        let (retcode, host) = match self.core.get_host(key, now) {
-            Choice::Idle(h) | Choice::Probe(h) => (RetCode::Succ, Some(h.to_proto())),
-            Choice::Overload => (RetCode::Overload, None),
-            Choice::NoExist => (RetCode::NoExist, None),
-        };
-        GetHostResponse {
-            seq,
-            modid,
-            cmdid,
-            retcode: retcode.into(),
-            host,
-        }
-    }
-
-    fn answer_get_route(&mut self, key: ModKey, now: Instant) -> GetRouteResponse {
-        let (modid, cmdid) = key.to_wire();
-        GetRouteResponse {
-            modid,
-            cmdid,
-            host: self
-                .core
-                .get_route(key, now)
-                .into_iter()
-                .map(HostAddr::to_proto)
-                .collect(),
-        }
-    }
-
-    /// Runs `f` on the owning shard, then sends what it returns (if any) to
-    /// `peer` from this shard's socket (the one the request arrived on).
-    fn forward<M: Message + Send + 'static>(
-        &self,
-        owner: usize,
-        peer: SocketAddr,
-        msgid: MessageId,
-        f: impl FnOnce(&mut Shard) -> Option<M> + Send + 'static,
-    ) {
-        let Some(peers) = self.peers.get() else {
-            return;
-        };
-        inc(&self.core.counters().forwarded);
-        let back = peers[self.index].clone();
-        peers[owner].post(move |s, _| {
-            if let Some(rsp) = f(s) {
-                back.post(move |_, io| io.send(peer, msgid, &rsp));
-            }
-        });
-    }
-
-    pub(crate) fn garbage(&self, peer: SocketAddr) {
-        inc(&self.core.counters().garbage);
-        tracing::debug!("garbage datagram from {peer} dropped");
-    }
-
-    /// Handles one well-formed frame that arrived on this shard's port.
-    pub(crate) fn on_frame(&mut self, io: &ShardIo, msgid: i32, body: &[u8], peer: SocketAddr) {
-        let now = Instant::now();
-        let s = self;
-        match MessageId::from_i32(msgid) {
-            Some(MessageId::GetHostRequest) => {
-                let Ok(req) = GetHostRequest::decode(body) else {
-                    return s.garbage(peer);
-                };
-                let key = ModKey::from_wire(req.modid, req.cmdid);
-                let owner = shard_of(key, s.count);
-                if owner == s.index {
-                    let rsp = s.answer_get_host(req.seq, key, now);
-                    io.send(peer, MessageId::GetHostResponse, &rsp);
-                } else {
-                    s.forward(owner, peer, MessageId::GetHostResponse, move |o| {
-                        Some(o.answer_get_host(req.seq, key, Instant::now()))
-                    });
-                }
-            }
-            Some(MessageId::ReportRequest) => {
-                let Ok(req) = ReportRequest::decode(body) else {
-                    return s.garbage(peer);
-                };
-                let Some(host) = req.host.as_ref().and_then(HostAddr::from_proto) else {
-                    return s.garbage(peer);
-                };
-                let key = ModKey::from_wire(req.modid, req.cmdid);
-                let outcome = Outcome::from_retcode(req.retcode, req.timecost);
-                let owner = shard_of(key, s.count);
-                if owner == s.index {
-                    s.core.report(key, host, outcome, now);
-                } else {
-                    s.forward(owner, peer, MessageId::GetHostResponse, move |o| {
-                        o.core.report(key, host, outcome, Instant::now());
-                        None::<GetHostResponse>
-                    });
-                }
-            }
-            Some(MessageId::ApiGetRouteRequest) => {
-                let Ok(req) = GetRouteRequest::decode(body) else {
-                    return s.garbage(peer);
-                };
-                let key = ModKey::from_wire(req.modid, req.cmdid);
-                let owner = shard_of(key, s.count);
-                if owner == s.index {
-                    let rsp = s.answer_get_route(key, now);
-                    io.send(peer, MessageId::ApiGetRouteResponse, &rsp);
-                } else {
-                    s.forward(owner, peer, MessageId::ApiGetRouteResponse, move |o| {
-                        Some(o.answer_get_route(key, Instant::now()))
-                    });
-                }
-            }
-            _ => s.garbage(peer),
-        }
+fn send_reply(io: &mut UdpIo<'_>, to: SocketAddr, reply: &Reply) {
+    let sent = match reply {
+        Reply::GetHost(m) => io.send(to, MessageId::GetHostResponse, m),
+        Reply::GetRoute(m) => io.send(to, MessageId::ApiGetRouteResponse, m),
+    };
+    if let Err(e) = sent {
+        tracing::debug!("reply to {to}: {e}");
     }
 }
 
 /// What the handle and the status pages share.
 #[derive(Debug)]
 pub(crate) struct Shared {
-    pub handles: Vec<ShardHandle>,
-    pub counters: Vec<Arc<ShardCounters>>,
+    pub handles: Vec<UdpHandle<ShardShell>>,
     pub dns_addr: SocketAddrV4,
     pub reporter_addr: SocketAddrV4,
     pub dns_stats: Arc<lars_net::NetStats>,
     pub reporter_stats: Arc<lars_net::NetStats>,
-    pub reporter_state: Arc<crate::uplink::ReporterState>,
     pub udp_addrs: Vec<SocketAddrV4>,
 }
 
 impl Shared {
+    /// The counters now: every shard's (bounded wait) and the connections'.
     pub(crate) fn stats(&self) -> AgentStats {
-        let mut s = stats_of(&self.counters);
-        s.dns_connected = self.dns_stats.open.load(Ordering::Relaxed) > 0;
-        s.dns_connects = self.dns_stats.accepted.load(Ordering::Relaxed);
-        s.reporter_connected = self.reporter_state.connected.load(Ordering::Acquire);
-        s.reporter_connects = self.reporter_stats.accepted.load(Ordering::Relaxed);
+        let mut s = AgentStats::sum(&self.ask_all(|s| s.core.counters()));
+        s.dns_connected = self.dns_stats.snapshot().open > 0;
+        s.dns_connects = self.dns_stats.snapshot().accepted;
+        s.reporter_connected = self.reporter_stats.snapshot().open > 0;
+        s.reporter_connects = self.reporter_stats.snapshot().accepted;
         s
     }
 
     /// Runs `f` on every shard and collects the answers (bounded wait).
     pub(crate) fn ask_all<T: Send + 'static>(
         &self,
-        f: impl Fn(&mut Shard) -> T + Send + Sync + Clone + 'static,
+        f: impl Fn(&mut ShardShell) -> T + Send + Sync + Clone + 'static,
     ) -> Vec<T> {
         let (tx, rx) = crossbeam_channel::unbounded();
         for h in &self.handles {
@@ -447,10 +399,10 @@ impl Shared {
     pub(crate) fn ask<T: Send + 'static>(
         &self,
         key: ModKey,
-        f: impl FnOnce(&mut Shard) -> T + Send + 'static,
+        f: impl FnOnce(&mut ShardShell) -> T + Send + 'static,
     ) -> Option<T> {
         let (tx, rx) = crossbeam_channel::bounded(1);
-        let h = &self.handles[shard_of(key, self.handles.len())];
+        let h = self.handles.get(shard_of(key, self.handles.len()))?;
         h.post(move |s, _| {
             let _ = tx.send(f(s));
         });
@@ -502,11 +454,35 @@ pub struct AgentStats {
     pub reporter_connects: u64,
 }
 
+impl AgentStats {
+    /// The sum of cores' counters (connection fields left false/0).
+    pub(crate) fn sum(cores: &[CoreCounters]) -> Self {
+        let sum = |f: fn(&CoreCounters) -> u64| -> u64 { cores.iter().map(f).sum() };
+        AgentStats {
+            get_host: sum(|c| c.get_host),
+            get_host_succ: sum(|c| c.get_host_succ),
+            get_host_overload: sum(|c| c.get_host_overload),
+            get_host_noexist: sum(|c| c.get_host_noexist),
+            reports: sum(|c| c.reports),
+            get_route: sum(|c| c.get_route),
+            garbage: sum(|c| c.garbage),
+            forwarded: sum(|c| c.forwarded),
+            pulls: sum(|c| c.pulls),
+            routes_applied: sum(|c| c.routes_applied),
+            report_messages: sum(|c| c.report_messages),
+            report_keys_dropped: sum(|c| c.report_keys_dropped),
+            counter_restarts: sum(|c| c.counter_restarts),
+            transitions: sum(|c| c.transitions),
+            ..AgentStats::default()
+        }
+    }
+}
+
 /// A running agent: its addresses, counters, and `stop()`.
 #[derive(Debug)]
 pub struct AgentHandle {
-    servers: Vec<ShardThread>,
-    clients: Option<Clients>,
+    servers: Vec<UdpServer<ShardShell>>,
+    links: Option<Links>,
     writer: Option<snapshot::Writer>,
     http: Option<StatusServer>,
     shared: Arc<Shared>,
@@ -514,24 +490,6 @@ pub struct AgentHandle {
 }
 
 impl AgentHandle {
-    fn assemble(
-        servers: Vec<ShardThread>,
-        clients: Clients,
-        writer: Option<snapshot::Writer>,
-        http: Option<StatusServer>,
-        shared: Arc<Shared>,
-        udp_addrs: Vec<SocketAddrV4>,
-    ) -> Self {
-        Self {
-            servers,
-            clients: Some(clients),
-            writer,
-            http,
-            shared,
-            udp_addrs,
-        }
-    }
-
     /// The UDP addresses, in shard order (consecutive ports).
     pub fn udp_addrs(&self) -> &[SocketAddrV4] {
         &self.udp_addrs
@@ -560,15 +518,15 @@ impl AgentHandle {
             h.stop();
         }
         if !self.servers.is_empty() {
-            self.shared.ask_all(|s| s.send_snapshot(true));
+            self.shared.ask_all(ShardShell::send_snapshot);
         }
         for s in &mut self.servers {
             s.join();
         }
-        // Shards (and their snapshot senders) are gone once joined.
+        // Shards (and their snapshot senders) are gone once dropped.
         self.servers.clear();
-        if let Some(mut c) = self.clients.take() {
-            c.join();
+        if let Some(mut l) = self.links.take() {
+            l.join();
         }
         if let Some(w) = self.writer.take() {
             w.join();

@@ -1,59 +1,82 @@
-//! The agent inside the application process: the same routes, dns client and
-//! reporter client as the UDP agent, behind the API of `lars_client`, with
-//! no UDP hop.
+//! The agent inside the application process: one [`AgentCore`] (the only
+//! shard) behind a mutex, the same dns and reporter clients as the UDP agent,
+//! the API of `lars_client`, no UDP hop.
+//!
+//! Application calls run on the caller's thread (lock, call the core, send
+//! what it produced). A driver thread owns everything else: it receives the
+//! clients' events on a channel (created before the clients, so nothing is
+//! bound late), sleeps until the core's `poll_timeout`, and feeds the core.
+// An I/O shell: clock, threads and locks are its business (see clippy.toml).
+#![allow(clippy::disallowed_methods, clippy::disallowed_types)]
 
 use std::net::{SocketAddr, SocketAddrV4};
-use std::sync::{Arc, Condvar, Mutex, MutexGuard, OnceLock, PoisonError};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
 use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
 
-use crossbeam_channel::{RecvTimeoutError, Sender};
+use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
 use lars_client::{ApiError, Outcome, REG_INIT_ATTEMPTS, REG_INIT_WAIT};
 use lars_core::config::AgentConfig;
 use lars_core::{HostAddr, ModKey};
 use lars_lb::{Choice, HostView, LoadBalanceConfig};
 
-use crate::agent::{AgentError, AgentStats};
-use crate::core::{Core, DEFAULT_MAX_PENDING_REPORT_KEYS, ShardCounters};
-use crate::uplink::Clients;
+use crate::agent::{AgentError, AgentStats, unix_now};
+use crate::core::{AgentCore, CoreConfig};
+use crate::links::{LinkEvent, Links, Senders};
 
-/// How often the timer thread runs the hosts' timers.
-const TICK: Duration = Duration::from_millis(20);
+/// What the driver thread receives.
+enum Input {
+    /// From the dns or reporter client.
+    Link(LinkEvent),
+    /// An application call moved the core's deadline earlier.
+    Wake,
+    /// Stop the driver.
+    Stop,
+}
 
+/// The core and the deadline the driver sleeps until.
+#[derive(Debug)]
+struct Driven {
+    core: AgentCore,
+    /// What the driver last took from `poll_timeout` (`None`: no deadline).
+    armed: Option<Instant>,
+}
+
+#[derive(Debug)]
 struct Inner {
-    core: Mutex<Core>,
-    /// Signalled after every route applied (for `reg_init`).
+    driven: Mutex<Driven>,
+    /// Signalled after every dns frame applied (for `reg_init`).
     routed: Condvar,
 }
 
 impl Inner {
-    fn lock(&self) -> MutexGuard<'_, Core> {
-        // A panic while holding the lock leaves a consistent RouteLb (its
+    fn lock(&self) -> MutexGuard<'_, Driven> {
+        // A panic while holding the lock leaves a consistent core (its
         // methods do not unwind half-way on our inputs): keep serving.
-        self.core.lock().unwrap_or_else(PoisonError::into_inner)
+        self.driven.lock().unwrap_or_else(PoisonError::into_inner)
     }
 }
 
-/// The lars agent embedded in the application: [`RouteLb`](lars_lb::RouteLb),
-/// the dns client and the reporter client run in this process, and
+/// The lars agent embedded in the application: the agent's core, the dns
+/// client and the reporter client run in this process, and
 /// `get_host`/`report`/`get_route`/`reg_init` are plain calls (one mutex,
 /// no UDP). For applications that do not want a local agent.
 ///
-/// Threads: the dns client, the reporter client and one timer thread (host
-/// timers and statistics batches); all stopped by [`stop`](Self::stop) or
-/// drop.
+/// Threads: the dns client, the reporter client and one driver thread (the
+/// clients' events, host timers, statistics); all stopped by
+/// [`stop`](Self::stop) or drop.
 pub struct EmbeddedAgent {
     inner: Arc<Inner>,
-    clients: Option<Clients>,
-    counters: Arc<ShardCounters>,
-    stop_tx: Option<Sender<()>>,
-    timer: Option<JoinHandle<()>>,
+    senders: Senders,
+    inputs: Sender<Input>,
+    links: Option<Links>,
+    driver: Option<JoinHandle<()>>,
 }
 
 impl std::fmt::Debug for EmbeddedAgent {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("EmbeddedAgent")
-            .field("core", &*self.inner.lock())
+            .field("core", &self.inner.lock().core)
             .finish_non_exhaustive()
     }
 }
@@ -63,79 +86,67 @@ impl EmbeddedAgent {
     /// and `report_interval` of `config` (the UDP, snapshot and `[http]`
     /// settings do not apply).
     pub fn start(config: AgentConfig) -> Result<Self, AgentError> {
-        let slot: Arc<OnceLock<Arc<Inner>>> = Arc::new(OnceLock::new());
-        let (s1, s2) = (Arc::clone(&slot), Arc::clone(&slot));
-        let mut clients = Clients::start(
-            SocketAddr::V4(config.dns),
-            SocketAddr::V4(config.reporter),
-            move |key, hosts| {
-                if let Some(inner) = s1.get() {
-                    inner.lock().apply_route(key, &hosts, Instant::now());
-                    inner.routed.notify_all();
-                }
-            },
-            move || {
-                if let Some(inner) = s2.get() {
-                    inner.lock().dns_connected(Instant::now());
-                }
-            },
-        )?;
-        let counters: Arc<ShardCounters> = Arc::default();
+        let core = AgentCore::new(
+            CoreConfig::new(config.lb.clone()).report_interval(config.report_interval),
+        );
         let inner = Arc::new(Inner {
-            core: Mutex::new(Core::new(
-                config.lb.clone(),
-                clients.uplink.clone(),
-                Arc::clone(&counters),
-                DEFAULT_MAX_PENDING_REPORT_KEYS,
-            )),
+            driven: Mutex::new(Driven { core, armed: None }),
             routed: Condvar::new(),
         });
-        let _ = slot.set(Arc::clone(&inner));
-        let (stop_tx, stop_rx) = crossbeam_channel::bounded::<()>(0);
-        let ti = Arc::clone(&inner);
-        let report_interval = config.report_interval.max(Duration::from_millis(1));
-        let timer = thread::Builder::new()
-            .name("lars-embedded-timer".into())
-            .spawn(move || {
-                let mut next_report = Instant::now() + report_interval;
-                loop {
-                    match stop_rx.recv_timeout(TICK) {
-                        Err(RecvTimeoutError::Timeout) => {}
-                        _ => return,
-                    }
-                    let now = Instant::now();
-                    let mut core = ti.lock();
-                    core.tick(now);
-                    if now >= next_report {
-                        next_report = now + report_interval;
-                        core.report_tick(crate::agent::unix_now());
-                    }
-                }
-            });
-        let timer = match timer {
+        let (inputs, rx) = crossbeam_channel::unbounded();
+        let to_driver = inputs.clone();
+        let mut links = Links::start(
+            SocketAddr::V4(config.dns),
+            SocketAddr::V4(config.reporter),
+            move |ev| {
+                let _ = to_driver.send(Input::Link(ev));
+            },
+        )?;
+        let senders = links.senders();
+        let (i, s) = (Arc::clone(&inner), senders.clone());
+        let driver = thread::Builder::new()
+            .name("lars-embedded".into())
+            .spawn(move || drive(&i, &rx, &s));
+        let driver = match driver {
             Ok(t) => t,
             Err(e) => {
-                clients.join();
+                links.join();
                 return Err(AgentError::Io(e));
             }
         };
         Ok(Self {
             inner,
-            clients: Some(clients),
-            counters,
-            stop_tx: Some(stop_tx),
-            timer: Some(timer),
+            senders,
+            inputs,
+            links: Some(links),
+            driver: Some(driver),
         })
+    }
+
+    /// Runs `f` on the core (locked), see [`call`](Self::call).
+    fn with_core<T>(&self, f: impl FnOnce(&mut AgentCore, Instant) -> T) -> T {
+        self.call(&mut self.inner.lock(), f)
+    }
+
+    /// Runs `f` on the core, sends what it produced, and wakes the driver
+    /// if the core now needs it earlier than it sleeps.
+    fn call<T>(&self, d: &mut Driven, f: impl FnOnce(&mut AgentCore, Instant) -> T) -> T {
+        let out = f(&mut d.core, Instant::now());
+        flush(&mut d.core, &self.senders);
+        if let Some(at) = d.core.poll_timeout() {
+            if d.armed.is_none_or(|armed| at < armed) {
+                d.armed = Some(at);
+                let _ = self.inputs.send(Input::Wake);
+            }
+        }
+        out
     }
 
     /// A host for `(modid, cmdid)`; `NoExist` the first time (the route is
     /// then pulled), `Overload` when every host is overloaded.
     pub fn get_host(&self, modid: u32, cmdid: u32) -> Result<SocketAddrV4, ApiError> {
-        match self
-            .inner
-            .lock()
-            .get_host(ModKey::new(modid, cmdid), Instant::now())
-        {
+        let key = ModKey::new(modid, cmdid);
+        match self.with_core(|c, now| c.get_host(key, now)) {
             Choice::Idle(h) | Choice::Probe(h) => Ok(h.into()),
             Choice::Overload => Err(ApiError::Overload),
             Choice::NoExist => Err(ApiError::NoExist),
@@ -156,21 +167,15 @@ impl EmbeddedAgent {
     ) -> Result<(), ApiError> {
         let outcome =
             lars_lb::Outcome::from_retcode(outcome.retcode(), lars_client::timecost_ms(timecost));
-        self.inner.lock().report(
-            ModKey::new(modid, cmdid),
-            HostAddr::from(host),
-            outcome,
-            Instant::now(),
-        );
+        let key = ModKey::new(modid, cmdid);
+        self.with_core(|c, now| c.report(key, HostAddr::from(host), outcome, now));
         Ok(())
     }
 
     /// Every host of `(modid, cmdid)` (empty the first time; pulled then).
     pub fn get_route(&self, modid: u32, cmdid: u32) -> Result<Vec<SocketAddrV4>, ApiError> {
-        let hosts = self
-            .inner
-            .lock()
-            .get_route(ModKey::new(modid, cmdid), Instant::now());
+        let key = ModKey::new(modid, cmdid);
+        let hosts = self.with_core(|c, now| c.get_route(key, now));
         Ok(hosts.into_iter().map(SocketAddrV4::from).collect())
     }
 
@@ -180,9 +185,9 @@ impl EmbeddedAgent {
     pub fn reg_init(&self, modid: u32, cmdid: u32) -> Result<Vec<SocketAddrV4>, ApiError> {
         let key = ModKey::new(modid, cmdid);
         let deadline = Instant::now() + REG_INIT_WAIT * REG_INIT_ATTEMPTS;
-        let mut core = self.inner.lock();
+        let mut d = self.inner.lock();
         loop {
-            let hosts = core.get_route(key, Instant::now());
+            let hosts = self.call(&mut d, |c, now| c.get_route(key, now));
             if !hosts.is_empty() {
                 return Ok(hosts.into_iter().map(SocketAddrV4::from).collect());
             }
@@ -190,10 +195,11 @@ impl EmbeddedAgent {
             if left.is_zero() {
                 return Err(ApiError::NoExist);
             }
-            core = self
+            // Woken by the next dns frame applied (or after a while anyway).
+            d = self
                 .inner
                 .routed
-                .wait_timeout(core, left.min(REG_INIT_WAIT))
+                .wait_timeout(d, left.min(REG_INIT_WAIT))
                 .unwrap_or_else(PoisonError::into_inner)
                 .0;
         }
@@ -202,15 +208,15 @@ impl EmbeddedAgent {
     /// The `[loadbalance]` configuration the balancers use (policy and
     /// knobs).
     pub fn lb_config(&self) -> LoadBalanceConfig {
-        self.inner.lock().routes().config().clone()
+        self.inner.lock().core.routes().config().clone()
     }
 
     /// The state of every host of `(modid, cmdid)`, sorted by address:
     /// counters and policy state (next probe, latency estimate, weight,
     /// strikes). Empty when the key is unknown; nothing is pulled.
     pub fn hosts(&self, modid: u32, cmdid: u32) -> Vec<HostView> {
-        let core = self.inner.lock();
-        let Some(lb) = core.routes().lb(ModKey::new(modid, cmdid)) else {
+        let d = self.inner.lock();
+        let Some(lb) = d.core.routes().lb(ModKey::new(modid, cmdid)) else {
             return Vec::new();
         };
         let mut v: Vec<HostView> = lb.hosts().filter_map(|h| lb.host(h)).collect();
@@ -220,32 +226,26 @@ impl EmbeddedAgent {
 
     /// The counters now (UDP fields stay 0).
     pub fn stats(&self) -> AgentStats {
-        let mut s = crate::agent::stats_of(std::slice::from_ref(&self.counters));
-        if let Some(c) = &self.clients {
-            s.dns_connected = c.dns.is_connected();
-            s.dns_connects = c
-                .dns
-                .stats()
-                .accepted
-                .load(std::sync::atomic::Ordering::Relaxed);
-            s.reporter_connected = c.reporter.is_connected();
-            s.reporter_connects = c
-                .reporter
-                .stats()
-                .accepted
-                .load(std::sync::atomic::Ordering::Relaxed);
+        let mut s = AgentStats::sum(&[self.inner.lock().core.counters()]);
+        if let Some(l) = &self.links {
+            s.dns_connected = l.dns.is_connected();
+            s.dns_connects = l.dns.stats().snapshot().accepted;
+            s.reporter_connected = l.reporter.is_connected();
+            s.reporter_connects = l.reporter.stats().snapshot().accepted;
         }
         s
     }
 
-    /// Stops the clients and the timer thread and joins them. Idempotent.
+    /// Stops the clients and the driver thread and joins them. Idempotent.
     pub fn stop(&mut self) {
-        self.stop_tx.take();
-        if let Some(t) = self.timer.take() {
-            let _ = t.join();
+        if let Some(mut l) = self.links.take() {
+            l.join();
         }
-        if let Some(mut c) = self.clients.take() {
-            c.join();
+        let _ = self.inputs.send(Input::Stop);
+        if let Some(t) = self.driver.take() {
+            if t.join().is_err() {
+                tracing::error!("the embedded agent's driver thread panicked");
+            }
         }
     }
 }
@@ -253,5 +253,54 @@ impl EmbeddedAgent {
 impl Drop for EmbeddedAgent {
     fn drop(&mut self) {
         self.stop();
+    }
+}
+
+/// The driver thread: the clients' events and the core's deadlines.
+fn drive(inner: &Inner, inputs: &Receiver<Input>, senders: &Senders) {
+    loop {
+        let deadline = {
+            let mut d = inner.lock();
+            d.armed = d.core.poll_timeout();
+            d.armed
+        };
+        let input = match deadline {
+            Some(at) => inputs.recv_deadline(at),
+            None => inputs.recv().map_err(|_| RecvTimeoutError::Disconnected),
+        };
+        let now = Instant::now();
+        let mut d = inner.lock();
+        let mut routed = false;
+        match input {
+            Ok(Input::Link(ev)) => match ev {
+                LinkEvent::DnsConnected => d.core.on_dns_connected(now),
+                LinkEvent::DnsDisconnected => d.core.on_dns_disconnected(),
+                LinkEvent::DnsFrame(frame) => {
+                    d.core.handle_dns_frame(&frame, now);
+                    routed = true;
+                }
+                LinkEvent::ReporterConnected { epoch, caller } => {
+                    d.core.on_reporter_connected(epoch, caller, now);
+                }
+                LinkEvent::ReporterDisconnected => d.core.on_reporter_disconnected(),
+            },
+            Ok(Input::Wake) | Err(RecvTimeoutError::Timeout) => {}
+            Ok(Input::Stop) | Err(RecvTimeoutError::Disconnected) => return,
+        }
+        if d.core.poll_timeout().is_some_and(|at| at <= now) {
+            d.core.handle_timeout(now, unix_now());
+        }
+        flush(&mut d.core, senders);
+        drop(d);
+        if routed {
+            inner.routed.notify_all();
+        }
+    }
+}
+
+/// Sends the core's pulls and statistics (an embedded core has no replies).
+fn flush(core: &mut AgentCore, senders: &Senders) {
+    while let Some(t) = core.poll_transmit() {
+        senders.send(&t);
     }
 }

@@ -6,13 +6,17 @@
 //! [`lars_lb::LoadBalance`] per key, and sends call statistics to the
 //! reporter. Existing C++ and Go clients work unchanged.
 //!
+//! - [`core::AgentCore`] is the agent's logic, sans-IO: datagrams, dns
+//!   frames, connection events and timeouts in; pulls, statistics messages,
+//!   replies and forwarded requests out as values; no sockets, threads,
+//!   locks, atomics or clock.
 //! - [`Agent`] starts the UDP agent and returns an [`AgentHandle`]
-//!   (addresses, [`AgentStats`], `stop()`): `port_count` shards, each a thread
-//!   owning one port and the keys with `(modid + cmdid) % port_count` equal
-//!   to its index, a dns client, a reporter client, a route snapshot writer
-//!   and an optional status server.
-//! - [`EmbeddedAgent`] runs the same machinery inside the application, with
-//!   the `lars_client` API and no UDP hop.
+//!   (addresses, [`AgentStats`], `stop()`): `port_count` shards, each a
+//!   lars-net UDP loop owning one port and one core (the keys with
+//!   `(modid + cmdid) % port_count` equal to its index), a dns client, a
+//!   reporter client, a route snapshot writer and an optional status server.
+//! - [`EmbeddedAgent`] drives one core inside the application, with the
+//!   `lars_client` API and no UDP hop.
 //!
 //! See `docs/agent.md` for the dns client's behaviour, the statistics
 //! semantics and the snapshot format.
@@ -48,12 +52,11 @@
 #![warn(missing_docs)]
 
 mod agent;
-mod core;
+pub mod core;
 mod embedded;
+mod links;
 pub mod snapshot;
 mod status;
-mod udp;
-mod uplink;
 
 pub use agent::{Agent, AgentError, AgentHandle, AgentStats, SNAPSHOT_INTERVAL};
 pub use embedded::EmbeddedAgent;

@@ -1,6 +1,8 @@
 //! End-to-end tests: dns, reporter and agent in-process on ephemeral ports,
 //! SQLite, real UDP clients.
 #![allow(clippy::unwrap_used)]
+// Real sockets, threads and time: these tests run the services.
+#![allow(clippy::disallowed_methods, clippy::disallowed_types)]
 
 mod util;
 
@@ -9,7 +11,7 @@ use std::net::{SocketAddrV4, UdpSocket};
 use std::time::{Duration, Instant};
 
 use lars_agent::{Agent, EmbeddedAgent};
-use lars_client::tools::simulate::{ErrRate, SimOptions, simulate};
+use lars_bench::simulate::{ErrRate, SimOptions, simulate};
 use lars_client::{ApiError, ClientConfig, LarsClient, Outcome};
 use lars_core::config::{LoadBalanceConfig, Policy};
 use lars_core::proto::{GetHostRequest, GetHostResponse};
@@ -414,7 +416,7 @@ fn a_restarted_agent_announces_its_reset_so_no_call_is_lost() {
 
 #[test]
 fn sample_and_original_confs_load() {
-    let root = concat!(env!("CARGO_MANIFEST_DIR"), "/../../conf");
+    let root = concat!(env!("CARGO_MANIFEST_DIR"), "/../conf");
     let c = lars_core::config::AgentConfig::load(format!("{root}/lars_lb_agent.conf")).unwrap();
     assert_eq!((c.base_port, c.port_count), (8888, 3));
     // The sample documents every [loadbalance] key with its default (the

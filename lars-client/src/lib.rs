@@ -15,7 +15,8 @@
 //! - [`ApiError`], why a request produced no host (Overload, NoExist, System,
 //!   Timeout, Io).
 //!
-//! [`tools`] holds the operator tools built on top (`qps`, `simulator`).
+//! The operator tools built on top (`lars qps`, `lars simulator`) live in
+//! the `lars-bench` crate.
 //!
 //! The whole lifecycle against a tiny fake agent that answers one request:
 //!
@@ -59,7 +60,6 @@
 mod client;
 mod config;
 mod error;
-pub mod tools;
 
 pub use client::{LarsClient, Outcome, REG_INIT_ATTEMPTS, REG_INIT_WAIT, timecost_ms};
 pub use config::{ClientConfig, ClientConfigBuilder, ConfigError};

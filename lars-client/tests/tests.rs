@@ -4,4 +4,3 @@
 
 mod client_api;
 mod fake;
-mod tools;

@@ -6,7 +6,8 @@
 //! `Ini` once, at start-up, and every field carries the original's shipped
 //! default. Keys of our own are documented on their fields.
 
-use std::collections::HashMap;
+use std::cell::RefCell;
+use std::collections::{HashMap, HashSet};
 use std::fmt::Display;
 use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
 use std::path::{Path, PathBuf};
@@ -57,6 +58,41 @@ pub enum ConfigError {
 pub struct Ini {
     path: PathBuf,
     sections: HashMap<String, HashMap<String, String>>,
+    /// Every `(section, key)` looked up, and every section asked about, so
+    /// that keys nothing reads can be reported ([`Ini::unread`]).
+    looked_up: RefCell<HashSet<(String, String)>>,
+}
+
+/// A key or a whole section of a config file that nothing reads: a typo
+/// (`prot = 1234`) or a setting of another program. Loading warns about
+/// each one.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UnreadKey {
+    /// The file.
+    pub path: PathBuf,
+    /// The section (`""` before the first section header).
+    pub section: String,
+    /// The key, or `None` when no key of the section is read at all.
+    pub key: Option<String>,
+}
+
+impl Display for UnreadKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match &self.key {
+            Some(k) => write!(
+                f,
+                "{}: [{}] {k}: unknown key, ignored",
+                self.path.display(),
+                self.section
+            ),
+            None => write!(
+                f,
+                "{}: [{}]: unknown section, ignored",
+                self.path.display(),
+                self.section
+            ),
+        }
+    }
 }
 
 impl Ini {
@@ -112,7 +148,56 @@ impl Ini {
                 .or_default()
                 .insert(k.to_owned(), v.trim().to_owned());
         }
-        Ok(Self { path, sections })
+        Ok(Self {
+            path,
+            sections,
+            looked_up: RefCell::default(),
+        })
+    }
+
+    /// The keys (and whole sections) present in the file that nothing has
+    /// looked up so far, sorted. Call it after building the configs that
+    /// read this file.
+    pub fn unread(&self) -> Vec<UnreadKey> {
+        let seen = self.looked_up.borrow();
+        let mut out = Vec::new();
+        for (section, keys) in &self.sections {
+            let section_read = seen.contains(&(section.clone(), String::new()));
+            if !section_read {
+                if !keys.is_empty() || !section.is_empty() {
+                    out.push(UnreadKey {
+                        path: self.path.clone(),
+                        section: section.clone(),
+                        key: None,
+                    });
+                }
+                continue;
+            }
+            for key in keys.keys() {
+                if !seen.contains(&(section.clone(), key.clone())) {
+                    out.push(UnreadKey {
+                        path: self.path.clone(),
+                        section: section.clone(),
+                        key: Some(key.clone()),
+                    });
+                }
+            }
+        }
+        out.sort_by(|a, b| (&a.section, &a.key).cmp(&(&b.section, &b.key)));
+        out
+    }
+
+    /// Logs a warning for every [`unread`](Self::unread) key.
+    pub fn warn_unread(&self) {
+        for w in self.unread() {
+            tracing::warn!("{w}");
+        }
+    }
+
+    fn note(&self, section: &str, key: &str) {
+        let mut seen = self.looked_up.borrow_mut();
+        seen.insert((section.to_owned(), String::new()));
+        seen.insert((section.to_owned(), key.to_owned()));
     }
 
     /// The file this came from.
@@ -122,11 +207,13 @@ impl Ini {
 
     /// Whether the section exists (even empty).
     pub fn has_section(&self, section: &str) -> bool {
+        self.note(section, "");
         self.sections.contains_key(section)
     }
 
     /// The raw value of a key, if present.
     pub fn raw(&self, section: &str, key: &str) -> Option<&str> {
+        self.note(section, key);
         self.sections.get(section)?.get(key).map(String::as_str)
     }
 
@@ -351,9 +438,13 @@ impl DnsConfig {
         })
     }
 
-    /// Loads `path`.
+    /// Loads `path`; every key nothing reads is logged as a warning
+    /// naming the file, section and key.
     pub fn load(path: impl AsRef<Path>) -> Result<Self, ConfigError> {
-        Self::from_ini(&Ini::load(path)?)
+        let ini = Ini::load(path)?;
+        let config = Self::from_ini(&ini)?;
+        ini.warn_unread();
+        Ok(config)
     }
 }
 
@@ -408,9 +499,13 @@ impl ReporterConfig {
         })
     }
 
-    /// Loads `path`.
+    /// Loads `path`; every key nothing reads is logged as a warning
+    /// naming the file, section and key.
     pub fn load(path: impl AsRef<Path>) -> Result<Self, ConfigError> {
-        Self::from_ini(&Ini::load(path)?)
+        let ini = Ini::load(path)?;
+        let config = Self::from_ini(&ini)?;
+        ini.warn_unread();
+        Ok(config)
     }
 }
 
@@ -712,9 +807,13 @@ impl AgentConfig {
         })
     }
 
-    /// Loads `path`.
+    /// Loads `path`; every key nothing reads is logged as a warning
+    /// naming the file, section and key.
     pub fn load(path: impl AsRef<Path>) -> Result<Self, ConfigError> {
-        Self::from_ini(&Ini::load(path)?)
+        let ini = Ini::load(path)?;
+        let config = Self::from_ini(&ini)?;
+        ini.warn_unread();
+        Ok(config)
     }
 }
 
@@ -822,5 +921,49 @@ mod tests {
         let ini = Ini::parse("x", "[http]\nport = 9000\n").unwrap();
         let c = DnsConfig::from_ini(&ini).unwrap();
         assert_eq!(c.http.addr, Some("127.0.0.1:9000".parse().unwrap()));
+    }
+}
+
+#[cfg(test)]
+mod unread_tests {
+    use super::*;
+
+    #[test]
+    fn keys_nothing_reads_are_listed_with_file_section_and_key() {
+        let ini = Ini::parse(
+            "lars_dns.conf",
+            "[reactor]\nprot = 1234\nport = 7778\n[dnserver]\nip = 1.2.3.4\n[dns]\n",
+        )
+        .unwrap();
+        DnsConfig::from_ini(&ini).unwrap();
+        let unread: Vec<String> = ini.unread().iter().map(ToString::to_string).collect();
+        assert_eq!(
+            unread,
+            vec![
+                "lars_dns.conf: [dnserver]: unknown section, ignored".to_owned(),
+                "lars_dns.conf: [reactor] prot: unknown key, ignored".to_owned(),
+            ]
+        );
+    }
+
+    #[test]
+    fn the_shipped_and_original_confs_have_no_unread_keys() {
+        let root = concat!(env!("CARGO_MANIFEST_DIR"), "/../conf");
+        for (file, build) in [
+            ("lars_dns.conf", 0),
+            ("lars_reporter.conf", 1),
+            ("lars_lb_agent.conf", 2),
+            ("original/lars_dns.conf", 0),
+            ("original/lars_reporter.conf", 1),
+            ("original/lars_lb_agent.conf", 2),
+        ] {
+            let ini = Ini::load(format!("{root}/{file}")).unwrap();
+            match build {
+                0 => drop(DnsConfig::from_ini(&ini).unwrap()),
+                1 => drop(ReporterConfig::from_ini(&ini).unwrap()),
+                _ => drop(AgentConfig::from_ini(&ini).unwrap()),
+            }
+            assert_eq!(ini.unread(), vec![], "{file}");
+        }
     }
 }

@@ -15,7 +15,6 @@
 //!   implementing [`RouteRead`](lars_store::RouteRead), normally a
 //!   [`lars_store::Store`]).
 //! - [`DnsHandle`]: the running service: its addresses, [`DnsStats`], stop.
-//! - [`bench`]: the load tool comparing the dns with a raw-socket reference.
 //!
 //! ```
 //! use std::io::{Read, Write};
@@ -47,9 +46,9 @@
 //! ```
 #![warn(missing_docs)]
 
-pub mod bench;
 mod reloader;
 mod service;
+mod shared;
 mod stats;
 
 pub use service::{Dns, DnsError, DnsHandle};

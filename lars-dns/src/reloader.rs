@@ -15,7 +15,7 @@ use lars_lb::RouteTable;
 use lars_net::{ConnId, ServerHandle};
 use lars_store::{RouteRead, StoreError};
 
-use crate::service::{Shared, Snapshot};
+use crate::shared::{Shared, Snapshot};
 
 /// Longest wait between two attempts while the store fails.
 const MAX_BACKOFF: Duration = Duration::from_secs(30);

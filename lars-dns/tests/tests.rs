@@ -241,10 +241,9 @@ fn zero_intervals_are_rejected() {
     ));
 }
 
-
 #[test]
 fn sample_conf_loads() {
-    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../../conf/lars_dns.conf");
+    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../conf/lars_dns.conf");
     let c = DnsConfig::load(path).unwrap();
     assert_eq!(c.reactor.addr.port(), 7778);
     assert_eq!(c.reactor.thread_num, 5);

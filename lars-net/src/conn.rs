@@ -13,11 +13,9 @@ use mio::net::TcpStream;
 use mio::{Interest, Registry, Token};
 use prost::Message;
 
-use crate::tcp_server::ServerHandle;
-
 /// Output a connection may have queued (peer not reading) before it is
 /// closed as a slow consumer.
-pub const MAX_PENDING_WRITE: usize = 64 * 1024 * 1024;
+pub(crate) const MAX_PENDING_WRITE: usize = 64 * 1024 * 1024;
 
 /// A connection's identity: unique for the life of the process, never reused
 /// (unlike a file descriptor).
@@ -32,10 +30,10 @@ impl std::fmt::Display for ConnId {
 
 /// Handles one message id: gets the connection (to reply, or to read and keep
 /// per-connection state) and the frame.
-pub type Handler = Arc<dyn Fn(&mut Conn, Frame) + Send + Sync>;
+pub(crate) type Handler = Arc<dyn Fn(&mut Conn, Frame) + Send + Sync>;
 
 /// A connection hook (on connect, on close).
-pub type ConnHook = Arc<dyn Fn(&mut Conn) + Send + Sync>;
+pub(crate) type ConnHook = Arc<dyn Fn(&mut Conn) + Send + Sync>;
 
 /// Maps message ids to handlers. Frames with an unknown id are logged,
 /// counted and skipped.
@@ -68,14 +66,8 @@ impl Router {
         self
     }
 
-    /// Routes `msgid` to an already shared handler.
-    pub fn route_arc(mut self, msgid: impl Into<i32>, handler: Handler) -> Self {
-        self.routes.insert(msgid.into(), handler);
-        self
-    }
-
     /// The handler for `msgid`.
-    pub fn get(&self, msgid: i32) -> Option<&Handler> {
+    pub(crate) fn get(&self, msgid: i32) -> Option<&Handler> {
         self.routes.get(&msgid)
     }
 }
@@ -159,7 +151,6 @@ pub struct Conn {
     pub(crate) write_interest: bool,
     pub(crate) closing: bool,
     data: Option<Box<dyn Any + Send>>,
-    server: Option<ServerHandle>,
     worker: usize,
     pub(crate) stats: Arc<NetStats>,
 }
@@ -188,7 +179,6 @@ impl Conn {
         stream: TcpStream,
         peer: SocketAddr,
         worker: usize,
-        server: Option<ServerHandle>,
         stats: Arc<NetStats>,
     ) -> Self {
         Self {
@@ -200,7 +190,6 @@ impl Conn {
             write_interest: false,
             closing: false,
             data: None,
-            server,
             worker,
             stats,
         }
@@ -226,12 +215,6 @@ impl Conn {
         self.worker
     }
 
-    /// The server this connection belongs to (`None` for a client's
-    /// connection): to reach other connections or broadcast.
-    pub fn server(&self) -> Option<&ServerHandle> {
-        self.server.as_ref()
-    }
-
     /// Sends `msg` as one frame. Fails only if the body is too large.
     pub fn send<M: Message>(&mut self, msgid: impl Into<i32>, msg: &M) -> Result<(), FrameError> {
         frame::encode(msgid.into(), msg, &mut self.wbuf)?;
@@ -253,11 +236,6 @@ impl Conn {
         NetStats::inc(&self.stats.frames_out);
     }
 
-    /// Bytes queued and not yet written to the socket.
-    pub fn pending_write(&self) -> usize {
-        self.wbuf.len()
-    }
-
     /// Closes the connection after the current handler (pending output is
     /// written first if the socket takes it at once).
     pub fn close(&mut self) {
@@ -277,17 +255,6 @@ impl Conn {
     /// The per-connection state, mutably, if it is a `T`.
     pub fn data_mut<T: Any>(&mut self) -> Option<&mut T> {
         self.data.as_mut()?.downcast_mut()
-    }
-
-    /// Removes and returns the per-connection state if it is a `T`.
-    pub fn take_data<T: Any>(&mut self) -> Option<T> {
-        match self.data.take()?.downcast::<T>() {
-            Ok(b) => Some(*b),
-            Err(other) => {
-                self.data = Some(other);
-                None
-            }
-        }
     }
 
     /// Reads what the socket has into the read buffer (until a short read or

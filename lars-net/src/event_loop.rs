@@ -1,12 +1,20 @@
-//! One event loop per thread: I/O readiness (mio), timers, and a cross-thread
-//! task queue that wakes the loop through a [`mio::Waker`].
+//! One event loop per thread: I/O readiness (mio), timers, a state deadline,
+//! and a cross-thread task queue that wakes the loop through a
+//! [`mio::Waker`].
 //!
-//! The loop owns a state `S` ([`LoopState`]); readiness events, timers and
-//! posted tasks all get `&mut S` plus the loop's [`LoopCtx`], so no locks are
-//! needed for anything that lives on the loop.
+//! The loop owns a state `S` ([`LoopState`]); readiness events, timers,
+//! the state's own deadline (a sans-IO core's `poll_timeout`) and posted tasks
+//! all get `&mut S` plus the loop's [`LoopCtx`], so no locks are needed for
+//! anything that lives on the loop.
+//!
+//! A loop exists before it runs: [`LoopBuilder::new`] creates its poll and
+//! task queue, so its [`LoopHandle`] can be given to other threads (and tasks
+//! posted to it queue up) before the state is built and the thread started.
+//! Loops that talk to each other are wired that way, each complete when it
+//! starts.
 
 use std::cmp::Reverse;
-use std::collections::{BinaryHeap, HashMap, VecDeque};
+use std::collections::{BinaryHeap, HashMap};
 use std::io;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, OnceLock};
@@ -26,28 +34,42 @@ const TASK_BATCH: usize = 1024;
 /// A closure posted to a loop from any thread.
 pub type Task<S> = Box<dyn FnOnce(&mut S, &mut LoopCtx<S>) + Send>;
 
-type LocalTask<S> = Box<dyn FnOnce(&mut S, &mut LoopCtx<S>)>;
-type Periodic<S> = Box<dyn FnMut(&mut S, &mut LoopCtx<S>)>;
+type Timer<S> = Box<dyn FnOnce(&mut S, &mut LoopCtx<S>)>;
 
 /// The state an [`EventLoop`] drives: it receives the readiness events of the
-/// sources it registered through [`LoopCtx::registry`].
+/// sources it registered through [`LoopCtx::registry`], and may ask to be
+/// woken at a deadline of its own.
 pub trait LoopState: Sized + 'static {
     /// Called for every readiness event whose token is not [`WAKER_TOKEN`].
     fn on_ready(&mut self, ctx: &mut LoopCtx<Self>, event: &Event) {
         let _ = (ctx, event);
     }
-}
 
-impl LoopState for () {}
+    /// When [`on_timeout`](Self::on_timeout) should run next (a sans-IO
+    /// core's `poll_timeout`); asked before every sleep. `None`: no deadline.
+    fn poll_timeout(&mut self) -> Option<Instant> {
+        None
+    }
+
+    /// The deadline of [`poll_timeout`](Self::poll_timeout) passed; `now` is
+    /// the loop's clock. Must move the deadline past `now` (or clear it).
+    fn on_timeout(&mut self, ctx: &mut LoopCtx<Self>, now: Instant) {
+        let _ = (ctx, now);
+    }
+
+    /// One round of spinning before the loop would sleep (see
+    /// [`LoopBuilder::spin`]): try to make progress without readiness (e.g.
+    /// one non-blocking receive); true if something was done. The default
+    /// does nothing, so a spinning loop only watches its task queue.
+    fn on_spin(&mut self, ctx: &mut LoopCtx<Self>) -> bool {
+        let _ = ctx;
+        false
+    }
+}
 
 /// Identifies a timer so it can be cancelled.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct TimerId(u64);
-
-enum TimerFn<S> {
-    Once(LocalTask<S>),
-    Every(Duration, Periodic<S>),
-}
 
 struct Shared<S> {
     tx: Sender<Task<S>>,
@@ -79,15 +101,11 @@ impl<S> std::fmt::Debug for LoopHandle<S> {
 }
 
 impl<S> LoopHandle<S> {
-    /// Runs `f` on the loop's thread, soon. Returns `false` if the loop has
-    /// stopped (the task is then dropped without running).
+    /// Runs `f` on the loop's thread, soon (queued until the loop runs, when
+    /// it has not started yet). Returns `false` if the loop has stopped (the
+    /// task is then dropped without running).
     pub fn post(&self, f: impl FnOnce(&mut S, &mut LoopCtx<S>) + Send + 'static) -> bool {
-        self.post_boxed(Box::new(f))
-    }
-
-    /// [`post`](Self::post) for an already boxed task.
-    pub fn post_boxed(&self, task: Task<S>) -> bool {
-        if self.is_stopped() || self.shared.tx.send(task).is_err() {
+        if self.is_stopped() || self.shared.tx.send(Box::new(f)).is_err() {
             return false;
         }
         // On the loop's own thread the task queue is drained before the next
@@ -117,30 +135,21 @@ impl<S> LoopHandle<S> {
     pub fn is_stopped(&self) -> bool {
         self.shared.stopped.load(Ordering::Acquire)
     }
-
-    /// Whether the caller runs on this loop's thread.
-    pub fn is_loop_thread(&self) -> bool {
-        self.shared.thread.get() == Some(&thread::current().id())
-    }
 }
 
-/// What a loop offers its state while running: the mio registry, timers,
-/// deferred tasks, a handle to itself.
+/// What a loop offers its state while running: the mio registry and
+/// one-shot timers.
 pub struct LoopCtx<S> {
     registry: Registry,
-    handle: LoopHandle<S>,
     heap: BinaryHeap<Reverse<(Instant, u64)>>,
-    timers: HashMap<u64, (Instant, TimerFn<S>)>,
+    timers: HashMap<u64, (Instant, Timer<S>)>,
     next_timer: u64,
-    running_timer: Option<(u64, bool)>,
-    deferred: VecDeque<LocalTask<S>>,
 }
 
 impl<S> std::fmt::Debug for LoopCtx<S> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("LoopCtx")
             .field("timers", &self.timers.len())
-            .field("deferred", &self.deferred.len())
             .finish()
     }
 }
@@ -152,59 +161,23 @@ impl<S> LoopCtx<S> {
         &self.registry
     }
 
-    /// A handle to this loop (to give to other threads).
-    pub fn handle(&self) -> &LoopHandle<S> {
-        &self.handle
-    }
-
-    /// Stops the loop after this iteration.
-    pub fn stop(&self) {
-        self.handle.stop();
-    }
-
     /// Runs `f` once, `after` from now.
     pub fn run_after(
         &mut self,
         after: Duration,
         f: impl FnOnce(&mut S, &mut LoopCtx<S>) + 'static,
     ) -> TimerId {
-        self.add_timer(Instant::now() + after, TimerFn::Once(Box::new(f)))
-    }
-
-    /// Runs `f` every `period` (first run one period from now) until
-    /// cancelled. A zero period is raised to one millisecond.
-    pub fn run_every(
-        &mut self,
-        period: Duration,
-        f: impl FnMut(&mut S, &mut LoopCtx<S>) + 'static,
-    ) -> TimerId {
-        let period = period.max(Duration::from_millis(1));
-        self.add_timer(Instant::now() + period, TimerFn::Every(period, Box::new(f)))
-    }
-
-    /// Cancels a timer; a no-op if it already ran (one-shot) or was cancelled.
-    /// A periodic timer may cancel itself from its own callback.
-    pub fn cancel(&mut self, id: TimerId) {
-        if self.timers.remove(&id.0).is_none() {
-            if let Some((running, cancelled)) = &mut self.running_timer {
-                if *running == id.0 {
-                    *cancelled = true;
-                }
-            }
-        }
-    }
-
-    /// Runs `f` on this loop after the current callback, before the next poll.
-    pub fn defer(&mut self, f: impl FnOnce(&mut S, &mut LoopCtx<S>) + 'static) {
-        self.deferred.push_back(Box::new(f));
-    }
-
-    fn add_timer(&mut self, at: Instant, f: TimerFn<S>) -> TimerId {
         self.next_timer += 1;
         let id = self.next_timer;
+        let at = Instant::now() + after;
         self.heap.push(Reverse((at, id)));
-        self.timers.insert(id, (at, f));
+        self.timers.insert(id, (at, Box::new(f)));
         TimerId(id)
+    }
+
+    /// Cancels a timer; a no-op if it already ran or was cancelled.
+    pub fn cancel(&mut self, id: TimerId) {
+        self.timers.remove(&id.0);
     }
 
     fn next_deadline(&mut self) -> Option<Instant> {
@@ -220,53 +193,158 @@ impl<S> LoopCtx<S> {
     }
 }
 
+/// A loop that exists but does not run yet: its [`handle`](Self::handle)
+/// accepts tasks (they queue up) before the state is built, so loops that
+/// post to each other can all be created first and each started complete.
+pub struct LoopBuilder<S> {
+    poll: Poll,
+    registry: Registry,
+    rx: Receiver<Task<S>>,
+    handle: LoopHandle<S>,
+    spin: u32,
+}
+
+impl<S> std::fmt::Debug for LoopBuilder<S> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LoopBuilder")
+            .field("spin", &self.spin)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<S: LoopState> LoopBuilder<S> {
+    /// Creates the loop's poll, waker and task queue.
+    pub fn new() -> io::Result<Self> {
+        let poll = Poll::new()?;
+        let registry = poll.registry().try_clone()?;
+        let waker = Waker::new(poll.registry(), WAKER_TOKEN)?;
+        let (tx, rx) = crossbeam_channel::unbounded();
+        let handle = LoopHandle {
+            shared: Arc::new(Shared {
+                tx,
+                waker,
+                notified: AtomicBool::new(false),
+                stopped: AtomicBool::new(false),
+                thread: OnceLock::new(),
+            }),
+        };
+        Ok(Self {
+            poll,
+            registry,
+            rx,
+            handle,
+            spin: 0,
+        })
+    }
+
+    /// The loop's handle, usable before the loop runs.
+    pub fn handle(&self) -> &LoopHandle<S> {
+        &self.handle
+    }
+
+    /// Before sleeping, the loop spins up to `rounds` times: each round calls
+    /// [`LoopState::on_spin`], checks the task queue and yields the CPU. Work
+    /// found ends the spin (and the next sleep spins again); after `rounds`
+    /// empty rounds it sleeps in `epoll_wait`. Default 0 (never spins): spin
+    /// only where the next event usually follows within microseconds (a
+    /// request/response peer on the same machine).
+    pub fn spin(mut self, rounds: u32) -> Self {
+        self.spin = rounds;
+        self
+    }
+
+    /// Builds the state with `init` (which may register sources and timers)
+    /// and returns the loop, to be run on this thread.
+    pub fn build(
+        self,
+        init: impl FnOnce(&mut LoopCtx<S>) -> io::Result<S>,
+    ) -> io::Result<EventLoop<S>> {
+        let mut ctx = LoopCtx {
+            registry: self.registry,
+            heap: BinaryHeap::new(),
+            timers: HashMap::new(),
+            next_timer: 0,
+        };
+        let state = init(&mut ctx)?;
+        Ok(EventLoop {
+            poll: self.poll,
+            events: Events::with_capacity(1024),
+            rx: self.rx,
+            handle: self.handle,
+            state,
+            ctx,
+            spin: self.spin,
+        })
+    }
+
+    /// Starts a thread named `name` that builds the state with `init` and runs
+    /// the loop until stopped. Returns once `init` has succeeded, or with its
+    /// error.
+    pub fn spawn(
+        self,
+        name: &str,
+        init: impl FnOnce(&mut LoopCtx<S>) -> io::Result<S> + Send + 'static,
+    ) -> io::Result<LoopThread<S>> {
+        let handle = self.handle.clone();
+        let (tx, rx) = crossbeam_channel::bounded(1);
+        let join =
+            thread::Builder::new()
+                .name(name.to_owned())
+                .spawn(move || -> io::Result<()> {
+                    let mut lp = match self.build(init) {
+                        Ok(lp) => lp,
+                        Err(e) => {
+                            let _ = tx.send(Err(e));
+                            return Ok(());
+                        }
+                    };
+                    let _ = tx.send(Ok(()));
+                    lp.run()
+                })?;
+        match rx.recv() {
+            Ok(Ok(())) => Ok(LoopThread {
+                handle,
+                join: Some(join),
+            }),
+            Ok(Err(e)) => {
+                let _ = join.join();
+                Err(e)
+            }
+            Err(_) => {
+                let _ = join.join();
+                Err(io::Error::other("event loop thread died during init"))
+            }
+        }
+    }
+}
+
 /// An event loop: a mio `Poll`, its state `S`, timers and a task queue.
-/// Create it on the thread that runs it (or use [`LoopThread::spawn`]).
+/// Made by a [`LoopBuilder`], run on one thread.
 pub struct EventLoop<S> {
     poll: Poll,
     events: Events,
     rx: Receiver<Task<S>>,
+    handle: LoopHandle<S>,
     state: S,
     ctx: LoopCtx<S>,
+    spin: u32,
 }
 
 impl<S> std::fmt::Debug for EventLoop<S> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("EventLoop").field("ctx", &self.ctx).finish()
+        f.debug_struct("EventLoop")
+            .field("ctx", &self.ctx)
+            .field("spin", &self.spin)
+            .finish_non_exhaustive()
     }
 }
 
 impl<S: LoopState> EventLoop<S> {
-    /// A loop around `state`.
-    pub fn new(state: S) -> io::Result<Self> {
-        Self::with_init(|_| Ok(state))
-    }
-
-    /// A handle to post tasks to this loop and stop it.
-    pub fn handle(&self) -> LoopHandle<S> {
-        self.ctx.handle.clone()
-    }
-
-    /// The loop's state and context, e.g. to register sockets before running.
-    pub fn parts(&mut self) -> (&mut S, &mut LoopCtx<S>) {
-        (&mut self.state, &mut self.ctx)
-    }
-
-    /// The loop's state.
-    pub fn state(&mut self) -> &mut S {
-        &mut self.state
-    }
-
-    /// Gives the state back (after [`run`](Self::run) returned).
-    pub fn into_state(self) -> S {
-        self.state
-    }
-
     /// Runs until [`LoopHandle::stop`]. Tasks still queued at that point are
     /// dropped unrun.
     pub fn run(&mut self) -> io::Result<()> {
-        let _ = self.ctx.handle.shared.thread.set(thread::current().id());
-        while !self.ctx.handle.is_stopped() {
+        let _ = self.handle.shared.thread.set(thread::current().id());
+        while !self.handle.is_stopped() {
             self.turn(None)?;
         }
         // Drop queued tasks now: they may hold handles to this loop.
@@ -274,42 +352,68 @@ impl<S: LoopState> EventLoop<S> {
         Ok(())
     }
 
-    /// One iteration: poll (at most `max_wait`, or until the next timer),
-    /// dispatch events, run due timers and queued tasks.
+    /// One iteration: spin or poll (at most `max_wait`, or until the next
+    /// timer or state deadline), dispatch events, then run the state's
+    /// deadline, due timers and queued tasks.
     pub fn turn(&mut self, max_wait: Option<Duration>) -> io::Result<()> {
-        let now = Instant::now();
-        let mut timeout = self
-            .ctx
-            .next_deadline()
-            .map(|at| at.saturating_duration_since(now));
-        if !self.ctx.deferred.is_empty() || !self.rx.is_empty() {
-            timeout = Some(Duration::ZERO);
+        self.wait(max_wait)?;
+        self.run_state_timeout();
+        self.run_timers();
+        self.run_tasks();
+        Ok(())
+    }
+
+    /// How long the loop may sleep now.
+    fn timeout(&mut self, max_wait: Option<Duration>) -> Option<Duration> {
+        if !self.rx.is_empty() {
+            return Some(Duration::ZERO);
         }
-        if let Some(max) = max_wait {
-            timeout = Some(timeout.map_or(max, |t| t.min(max)));
+        let deadline = match (self.ctx.next_deadline(), self.state.poll_timeout()) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
+        let timeout = deadline.map(|at| at.saturating_duration_since(Instant::now()));
+        match max_wait {
+            Some(max) => Some(timeout.map_or(max, |t| t.min(max))),
+            None => timeout,
         }
+    }
+
+    /// Spins (at most `self.spin` empty rounds) while the loop would sleep,
+    /// then polls and dispatches readiness events.
+    fn wait(&mut self, max_wait: Option<Duration>) -> io::Result<()> {
+        let mut rounds = 0;
+        let timeout = loop {
+            let timeout = self.timeout(max_wait);
+            if rounds >= self.spin || timeout == Some(Duration::ZERO) {
+                break timeout;
+            }
+            if self.state.on_spin(&mut self.ctx) {
+                return Ok(());
+            }
+            rounds += 1;
+            thread::yield_now();
+        };
         match self.poll.poll(&mut self.events, timeout) {
             Ok(()) => {}
             Err(e) if e.kind() == io::ErrorKind::Interrupted => return Ok(()),
             Err(e) => return Err(e),
         }
         for event in self.events.iter() {
-            if event.token() == WAKER_TOKEN {
-                continue;
-            }
-            self.state.on_ready(&mut self.ctx, event);
-            while let Some(f) = self.ctx.deferred.pop_front() {
-                f(&mut self.state, &mut self.ctx);
+            if event.token() != WAKER_TOKEN {
+                self.state.on_ready(&mut self.ctx, event);
             }
         }
-        self.run_timers();
-        self.run_tasks();
         Ok(())
     }
 
-    fn run_deferred(&mut self) {
-        while let Some(f) = self.ctx.deferred.pop_front() {
-            f(&mut self.state, &mut self.ctx);
+    fn run_state_timeout(&mut self) {
+        let Some(at) = self.state.poll_timeout() else {
+            return;
+        };
+        let now = Instant::now();
+        if at <= now {
+            self.state.on_timeout(&mut self.ctx, now);
         }
     }
 
@@ -322,42 +426,17 @@ impl<S: LoopState> EventLoop<S> {
             let Some(Reverse((_, id))) = self.ctx.heap.pop() else {
                 break;
             };
-            let Some((_, f)) = self.ctx.timers.remove(&id) else {
-                continue;
-            };
-            match f {
-                TimerFn::Once(f) => f(&mut self.state, &mut self.ctx),
-                TimerFn::Every(period, mut f) => {
-                    self.ctx.running_timer = Some((id, false));
-                    f(&mut self.state, &mut self.ctx);
-                    let cancelled = matches!(self.ctx.running_timer, Some((_, true)));
-                    self.ctx.running_timer = None;
-                    if !cancelled {
-                        // Keep the cadence, but never schedule in the past.
-                        let next = (at + period).max(now);
-                        self.ctx.heap.push(Reverse((next, id)));
-                        self.ctx
-                            .timers
-                            .insert(id, (next, TimerFn::Every(period, f)));
-                    }
-                }
+            if let Some((_, f)) = self.ctx.timers.remove(&id) {
+                f(&mut self.state, &mut self.ctx);
             }
-            self.run_deferred();
         }
     }
 
     fn run_tasks(&mut self) {
-        self.ctx
-            .handle
-            .shared
-            .notified
-            .store(false, Ordering::Release);
+        self.handle.shared.notified.store(false, Ordering::Release);
         for _ in 0..TASK_BATCH {
             match self.rx.try_recv() {
-                Ok(task) => {
-                    task(&mut self.state, &mut self.ctx);
-                    self.run_deferred();
-                }
+                Ok(task) => task(&mut self.state, &mut self.ctx),
                 Err(_) => break,
             }
         }
@@ -379,44 +458,17 @@ impl<S> std::fmt::Debug for LoopThread<S> {
 }
 
 impl<S: LoopState> LoopThread<S> {
-    /// Starts a thread named `name` that builds its state with `init` (which
-    /// may register sources and timers) and runs the loop until stopped.
-    /// Returns once `init` has succeeded, or with its error.
+    /// [`LoopBuilder::new`] then [`LoopBuilder::spawn`]: a loop thread whose
+    /// handle nobody needed before it started.
     pub fn spawn(
         name: &str,
         init: impl FnOnce(&mut LoopCtx<S>) -> io::Result<S> + Send + 'static,
     ) -> io::Result<Self> {
-        let (tx, rx) = crossbeam_channel::bounded(1);
-        let join =
-            thread::Builder::new()
-                .name(name.to_owned())
-                .spawn(move || -> io::Result<()> {
-                    let mut lp = match EventLoop::<S>::with_init(init) {
-                        Ok(lp) => lp,
-                        Err(e) => {
-                            let _ = tx.send(Err(e));
-                            return Ok(());
-                        }
-                    };
-                    let _ = tx.send(Ok(lp.handle()));
-                    lp.run()
-                })?;
-        match rx.recv() {
-            Ok(Ok(handle)) => Ok(Self {
-                handle,
-                join: Some(join),
-            }),
-            Ok(Err(e)) => {
-                let _ = join.join();
-                Err(e)
-            }
-            Err(_) => {
-                let _ = join.join();
-                Err(io::Error::other("event loop thread died during init"))
-            }
-        }
+        LoopBuilder::new()?.spawn(name, init)
     }
+}
 
+impl<S> LoopThread<S> {
     /// A handle to the loop.
     pub fn handle(&self) -> &LoopHandle<S> {
         &self.handle
@@ -449,40 +501,141 @@ impl<S> Drop for LoopThread<S> {
     }
 }
 
-impl<S: LoopState> EventLoop<S> {
-    /// Builds a loop whose state is made by `init`, which can already use the
-    /// loop's context (registry, timers) — the usual way to create a loop
-    /// whose state owns registered sockets.
-    pub fn with_init(init: impl FnOnce(&mut LoopCtx<S>) -> io::Result<S>) -> io::Result<Self> {
-        let poll = Poll::new()?;
-        let registry = poll.registry().try_clone()?;
-        let waker = Waker::new(poll.registry(), WAKER_TOKEN)?;
-        let (tx, rx) = crossbeam_channel::unbounded();
-        let handle = LoopHandle {
-            shared: Arc::new(Shared {
-                tx,
-                waker,
-                notified: AtomicBool::new(false),
-                stopped: AtomicBool::new(false),
-                thread: OnceLock::new(),
-            }),
-        };
-        let mut ctx = LoopCtx {
-            registry,
-            handle,
-            heap: BinaryHeap::new(),
-            timers: HashMap::new(),
-            next_timer: 0,
-            running_timer: None,
-            deferred: VecDeque::new(),
-        };
-        let state = init(&mut ctx)?;
-        Ok(Self {
-            poll,
-            events: Events::with_capacity(1024),
-            rx,
-            state,
-            ctx,
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use std::sync::mpsc;
+
+    use super::*;
+
+    const WAIT: Duration = Duration::from_secs(5);
+
+    #[derive(Debug, Default)]
+    struct Count(u64);
+    impl LoopState for Count {}
+
+    #[test]
+    fn a_cancelled_timer_never_runs() {
+        let (tx, rx) = mpsc::channel::<u32>();
+        let mut lp = LoopThread::<Count>::spawn("timer-test", move |ctx| {
+            let t = tx.clone();
+            let id = ctx.run_after(Duration::from_millis(1), move |_, _| t.send(1).unwrap());
+            ctx.cancel(id);
+            ctx.run_after(Duration::from_millis(3), move |_, _| tx.send(2).unwrap());
+            Ok(Count(0))
         })
+        .unwrap();
+        assert_eq!(rx.recv_timeout(WAIT).unwrap(), 2);
+        lp.join();
+        assert!(rx.try_recv().is_err());
+    }
+
+    #[test]
+    fn posted_tasks_run_on_the_loop_from_many_threads() {
+        let mut lp = LoopThread::<Count>::spawn("post-test", |_| Ok(Count(0))).unwrap();
+        let (tx, rx) = mpsc::channel();
+        let threads: Vec<_> = (0..4)
+            .map(|_| {
+                let h = lp.handle().clone();
+                let tx = tx.clone();
+                std::thread::spawn(move || {
+                    for _ in 0..1000 {
+                        let tx = tx.clone();
+                        h.post(move |n, _| {
+                            n.0 += 1;
+                            if n.0 == 4000 {
+                                tx.send(()).unwrap();
+                            }
+                        });
+                    }
+                })
+            })
+            .collect();
+        for t in threads {
+            t.join().unwrap();
+        }
+        rx.recv_timeout(WAIT).unwrap();
+        lp.join();
+        assert!(!lp.handle().post(|_, _| {}));
+    }
+
+    #[test]
+    fn tasks_posted_before_the_loop_runs_wait_for_it() {
+        let b = LoopBuilder::<Count>::new().unwrap();
+        let (tx, rx) = mpsc::channel();
+        assert!(b.handle().post(move |n, _| tx.send(n.0).unwrap()));
+        // The state does not exist yet; the task runs once it does.
+        let mut lp = b.spawn("early-post", |_| Ok(Count(7))).unwrap();
+        assert_eq!(rx.recv_timeout(WAIT).unwrap(), 7);
+        lp.join();
+    }
+
+    /// A state with a deadline of its own and a spin that counts its rounds.
+    #[derive(Debug)]
+    struct Deadline {
+        at: Option<Instant>,
+        fired: Vec<Instant>,
+        spins: u32,
+    }
+
+    impl LoopState for Deadline {
+        fn poll_timeout(&mut self) -> Option<Instant> {
+            self.at
+        }
+
+        fn on_timeout(&mut self, _ctx: &mut LoopCtx<Self>, now: Instant) {
+            self.fired.push(now);
+            self.at = None;
+        }
+
+        fn on_spin(&mut self, _ctx: &mut LoopCtx<Self>) -> bool {
+            self.spins += 1;
+            false
+        }
+    }
+
+    #[test]
+    fn the_state_deadline_runs_on_time_and_spinning_is_bounded_per_sleep() {
+        let start = Instant::now();
+        let at = start + Duration::from_millis(30);
+        let mut lp = LoopBuilder::new()
+            .unwrap()
+            .spin(5)
+            .build(|_| {
+                Ok(Deadline {
+                    at: Some(at),
+                    fired: Vec::new(),
+                    spins: 0,
+                })
+            })
+            .unwrap();
+        // One turn: 5 empty spins, then a sleep until the deadline.
+        lp.turn(Some(WAIT)).unwrap();
+        assert_eq!(lp.state.spins, 5);
+        assert_eq!(lp.state.fired.len(), 1);
+        assert!(lp.state.fired[0] >= at);
+        // No deadline left: the next turn spins 5 times again and sleeps
+        // the full max_wait, without firing.
+        lp.turn(Some(Duration::from_millis(20))).unwrap();
+        assert_eq!(lp.state.spins, 10);
+        assert_eq!(lp.state.fired.len(), 1);
+        assert!(start.elapsed() >= Duration::from_millis(50));
+    }
+
+    #[test]
+    fn pool_loops_get_their_index() {
+        let mut pool =
+            crate::pool::ThreadPool::<Count>::start("pool-test", 3, |i, _| Ok(Count(i as u64)))
+                .unwrap();
+        let (tx, rx) = mpsc::channel();
+        for h in pool.handles() {
+            let tx = tx.clone();
+            h.post(move |n, _| tx.send(n.0).unwrap());
+        }
+        let mut got: Vec<u64> = (0..3).map(|_| rx.recv_timeout(WAIT).unwrap()).collect();
+        got.sort();
+        assert_eq!(got, vec![0, 1, 2]);
+        pool.join();
     }
 }

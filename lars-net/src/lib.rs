@@ -1,16 +1,17 @@
-//! The lars reactor: event loops on mio, framed TCP and UDP servers and
-//! clients, a loop thread pool, a batch task queue, and a tiny HTTP status
-//! server. Every lars service runs on it.
+//! The lars reactor: one mio event loop per thread (I/O readiness, timers,
+//! a state's own deadline, closures posted from other threads), under a
+//! framed TCP server and client, a UDP server and a tiny HTTP status server.
+//! Every lars service runs on it. State lives on its loop, so nothing on a
+//! loop needs a lock.
 //!
-//! - [`EventLoop`] — one per thread: I/O readiness, timers, and closures
-//!   posted from other threads through a [`LoopHandle`]. Its state `S` is
-//!   owned by the loop, so nothing on a loop needs a lock.
 //! - [`TcpServer`] — an acceptor and `threads` worker loops; connections are
 //!   [`Conn`]s identified by a [`ConnId`], frames go to a [`Router`];
 //!   [`ServerHandle`] reaches any connection or every worker from any thread.
 //!   [`TcpClient`] stays connected for its whole life (reconnect with backoff).
-//! - [`UdpServer`] — one loop owning a user state and its sockets; handlers,
-//!   timers and posted tasks get `&mut S`.
+//! - [`UdpServer`] — one loop owning one socket and a [`UdpService`]:
+//!   datagrams, its deadline (`poll_timeout`) and posted tasks get `&mut S`;
+//!   an optional bounded spin before sleeping.
+//! - [`StatusServer`] — `/status`-style HTTP on one thread.
 //!
 //! Frames are `lars_core::frame` frames. Everything started can be stopped and
 //! joined (`stop()`, `join()`, or drop).
@@ -52,21 +53,17 @@
 
 mod conn;
 mod error;
-pub mod event_loop;
+mod event_loop;
 pub mod http;
 mod pool;
 mod tcp_client;
 mod tcp_server;
-pub mod udp;
+mod udp;
 
-pub use conn::{
-    Conn, ConnHook, ConnId, Handler, MAX_PENDING_WRITE, NetStats, NetStatsSnapshot, Router,
-};
+pub use conn::{Conn, ConnId, NetStats, NetStatsSnapshot, Router};
 pub use error::{NetError, Result};
-pub use event_loop::{EventLoop, LoopCtx, LoopHandle, LoopState, LoopThread, Task, TimerId};
-pub use http::{HttpRequest, HttpResponse, StatusServer};
+pub use http::{HttpHandler, HttpRequest, HttpResponse, StatusServer};
 pub use lars_core::frame::Frame;
-pub use pool::{TaskQueue, ThreadPool};
 pub use tcp_client::{ClientBuilder, ClientSender, DisconnectedPolicy, TcpClient};
-pub use tcp_server::{ServerBuilder, ServerHandle, TcpServer, WorkerCtx};
-pub use udp::{UdpClient, UdpCtx, UdpHandle, UdpServer, UdpServerBuilder, UdpStats};
+pub use tcp_server::{ServerBuilder, ServerHandle, TcpServer};
+pub use udp::{UdpHandle, UdpIo, UdpServer, UdpServerBuilder, UdpService};

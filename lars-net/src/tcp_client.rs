@@ -8,7 +8,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 use lars_core::frame::{self, FrameError};
 use mio::event::Event;
 use mio::net::TcpStream;
@@ -245,18 +245,6 @@ impl ClientSender {
         Ok(())
     }
 
-    /// Sends an already encoded body as one frame.
-    pub fn send_raw(
-        &self,
-        msgid: impl Into<i32>,
-        body: &[u8],
-    ) -> std::result::Result<(), FrameError> {
-        let mut out = BytesMut::with_capacity(frame::HEADER_LEN + body.len());
-        frame::encode_raw(msgid.into(), body, &mut out)?;
-        self.send_frames(out.freeze());
-        Ok(())
-    }
-
     /// Sends bytes holding one or more whole frames.
     pub fn send_frames(&self, frames: Bytes) {
         let first = {
@@ -377,7 +365,6 @@ impl ClientLoop {
             stream,
             peer,
             0,
-            None,
             Arc::clone(&self.stats),
         ));
         // Registered READABLE|WRITABLE for the connect; flush() below sets

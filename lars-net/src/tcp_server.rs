@@ -7,7 +7,6 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::Duration;
 
-use bytes::Bytes;
 use lars_core::config::ReactorConfig;
 use mio::event::Event;
 use mio::net::{TcpListener, TcpStream};
@@ -108,7 +107,6 @@ impl ServerBuilder {
             on_connect: self.on_connect,
             on_close: self.on_close,
             stats: Arc::clone(&stats),
-            handle: std::sync::OnceLock::new(),
         });
         let sh = Arc::clone(&shared);
         let workers = ThreadPool::start(&self.name, self.threads, move |index, _ctx| {
@@ -126,8 +124,6 @@ impl ServerBuilder {
                 local_addr,
             }),
         };
-        // Set once, right here, before any connection exists.
-        let _ = shared.handle.set(handle.clone());
         let acceptor_handle = handle.clone();
         let max_conn = self.max_conn;
         let acceptor = LoopThread::spawn(&format!("{}-accept", self.name), move |ctx| {
@@ -240,7 +236,7 @@ struct HandleInner {
 }
 
 /// A cloneable, `Send` handle to a running server: reach a connection by id
-/// (the task hops to the owning worker loop), or run a task on every worker.
+/// (the task hops to the owning worker loop).
 #[derive(Clone)]
 pub struct ServerHandle {
     inner: Arc<HandleInner>,
@@ -260,16 +256,6 @@ impl ServerHandle {
         self.inner.local_addr
     }
 
-    /// Number of worker loops.
-    pub fn worker_count(&self) -> usize {
-        self.inner.workers.len()
-    }
-
-    /// The server's counters.
-    pub fn stats(&self) -> &Arc<NetStats> {
-        &self.inner.stats
-    }
-
     /// Runs `f` with connection `id` on its worker loop, then flushes it. If
     /// the connection is gone by then, `f` is dropped unrun. Returns false if
     /// the id names no worker or the server stopped.
@@ -284,88 +270,10 @@ impl ServerHandle {
             w.after_io(ctx, id.0);
         })
     }
-
-    /// Sends one frame (`msgid`, encoded `body`) to connection `id`.
-    pub fn send_to(&self, id: ConnId, msgid: i32, body: Bytes) -> bool {
-        self.with_conn(id, move |c| {
-            if let Err(e) = c.send_raw(msgid, &body) {
-                tracing::warn!("{id}: cannot send: {e}");
-            }
-        })
-    }
-
-    /// Runs `f` once on every worker loop (e.g. to push to every subscribed
-    /// connection). Connections written to are flushed afterwards.
-    pub fn broadcast(&self, f: impl Fn(&mut WorkerCtx<'_>) + Send + Sync + 'static) {
-        let f = Arc::new(f);
-        for w in &self.inner.workers {
-            let f = Arc::clone(&f);
-            w.post(move |w, ctx| {
-                f(&mut WorkerCtx { worker: w });
-                let ids: Vec<u64> = w
-                    .conns
-                    .iter()
-                    .filter(|(_, c)| !c.wbuf.is_empty() || c.closing)
-                    .map(|(id, _)| *id)
-                    .collect();
-                for id in ids {
-                    w.after_io(ctx, id);
-                }
-            });
-        }
-    }
 }
 
 fn worker_of(id: ConnId) -> usize {
     (id.0 & ((1 << WORKER_BITS) - 1)) as usize
-}
-
-/// What a [`ServerHandle::broadcast`] task sees of one worker loop.
-pub struct WorkerCtx<'a> {
-    worker: &'a mut Worker,
-}
-
-impl std::fmt::Debug for WorkerCtx<'_> {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("WorkerCtx")
-            .field("index", &self.worker.index)
-            .field("conns", &self.worker.conns.len())
-            .finish()
-    }
-}
-
-impl WorkerCtx<'_> {
-    /// This worker's index.
-    pub fn index(&self) -> usize {
-        self.worker.index
-    }
-
-    /// Connection `id`, if this worker owns it.
-    pub fn conn(&mut self, id: ConnId) -> Option<&mut Conn> {
-        self.worker.conns.get_mut(&id.0)
-    }
-
-    /// Ids of this worker's connections.
-    pub fn conn_ids(&self) -> Vec<ConnId> {
-        self.worker.conns.keys().map(|k| ConnId(*k)).collect()
-    }
-
-    /// Runs `f` on each of this worker's connections.
-    pub fn for_each_conn(&mut self, mut f: impl FnMut(&mut Conn)) {
-        for c in self.worker.conns.values_mut() {
-            f(c);
-        }
-    }
-
-    /// Connections on this worker.
-    pub fn len(&self) -> usize {
-        self.worker.conns.len()
-    }
-
-    /// Whether this worker has no connection.
-    pub fn is_empty(&self) -> bool {
-        self.worker.conns.is_empty()
-    }
 }
 
 struct WorkerShared {
@@ -373,7 +281,6 @@ struct WorkerShared {
     on_connect: Option<ConnHook>,
     on_close: Option<ConnHook>,
     stats: Arc<NetStats>,
-    handle: std::sync::OnceLock<ServerHandle>,
 }
 
 /// One worker loop's state: its connections by id.
@@ -411,7 +318,6 @@ impl Worker {
             stream,
             peer,
             self.index,
-            self.shared.handle.get().cloned(),
             Arc::clone(&self.shared.stats),
         );
         if let Some(hook) = &self.shared.on_connect {

@@ -8,11 +8,13 @@
 //! Principal types:
 //! - [`Reporter`] / [`ReporterHandle`]: start the service in-process, read its
 //!   [`StatsSnapshot`], stop it gracefully (everything accepted is flushed).
-//! - The pure parts, no clock and no I/O: [`delta::DeltaTracker`] (reported
-//!   counters to deltas, reset detection), [`aggregate::DoubleBuffer`] and
-//!   [`aggregate::Pending`] (batching, bounded buffering while the database
-//!   is down), [`windows::Windows`] (live windows).
-//! - [`bench`]: the load tool behind `lars bench reporter`.
+//! - The policy lives in [`lars_stats`] (pure, no clock, no I/O): the
+//!   [`lars_stats::Receiver`] (reported counters to deltas, reset detection,
+//!   timestamp rules, batching), the live [`lars_stats::Windows`] (their
+//!   [`HostView`] is what [`ReporterHandle::hosts`] returns) and the writer's
+//!   [`lars_stats::Flusher`] (chunks, the chunk in doubt, retry, give-up,
+//!   pruning). This crate moves reports from the network to them and their
+//!   rows to the store.
 //!
 //! ```
 //! use std::io::Write;
@@ -48,15 +50,11 @@
 //! ```
 #![warn(missing_docs)]
 
-pub mod aggregate;
-pub mod bench;
-pub mod delta;
 mod service;
 mod stats;
-pub mod windows;
 
-pub use service::{
-    LATE_AFTER, QUEUE_CAPACITY, Reporter, ReporterError, ReporterHandle, STOP_FLUSH_TIMEOUT,
-    WRITE_CHUNK,
+pub use lars_stats::{
+    CallerView, HostView, LATE_AFTER, STOP_FLUSH_TIMEOUT, WRITE_CHUNK, Window, WindowCounts,
 };
+pub use service::{QUEUE_CAPACITY, Reporter, ReporterError, ReporterHandle};
 pub use stats::{Stats, StatsSnapshot};

@@ -4,9 +4,12 @@
 //! Threads: the lars-net acceptor and `[reactor] threadNum` loops decode
 //! frames and hand each request to the worker its key hashes to on the ring;
 //! each of the `db_thread_cnt` workers turns counters into deltas, updates its
-//! windows and the active side of its double buffer, and every
-//! `flush_interval` swaps sides into its pending buffer; its writer thread
-//! writes the pending rows and keeps them on failure.
+//! windows and the active side of its double buffer (a
+//! [`lars_stats::Receiver`]), and every `flush_interval` pushes the filled
+//! side into its [`lars_stats::Flusher`]; its writer thread performs the
+//! flusher's actions against the store and reports their results. The policy
+//! (deltas, time rules, chunking, the chunk in doubt, retry, give-up, prune
+//! schedule) is lars-stats'; this file only moves data and reads the clock.
 
 use std::net::SocketAddr;
 use std::sync::atomic::Ordering;
@@ -14,38 +17,23 @@ use std::sync::{Arc, Condvar, Mutex, MutexGuard, OnceLock};
 use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use crossbeam_channel::{Receiver, RecvTimeoutError, Sender, TrySendError};
+use crossbeam_channel::{RecvTimeoutError, Sender, TrySendError};
 use lars_core::config::ReporterConfig;
 use lars_core::proto::ReportStatusRequest;
 use lars_core::ring::HashRing;
-use lars_core::{HostAddr, MessageId, ModKey};
+use lars_core::{MessageId, ModKey};
 use lars_net::{HttpRequest, HttpResponse, NetStats, Router, StatusServer, TcpServer};
-use lars_store::{CallStatusRow, HistoryRow, StatsStore, Store};
+use lars_stats::{
+    Action, BoundOutcome, Flusher, GiveUp, HostView, Progress, Prune, Receiver, ReportTime,
+    Windows, WriteError,
+};
+use lars_store::{StatsStore, Store, StoreError};
 
-use crate::aggregate::{Batch, BoundOutcome, DoubleBuffer, Pending};
-use crate::delta::DeltaTracker;
 use crate::stats::{Stats, StatsSnapshot, add};
-use crate::windows::{EXPIRE_AFTER, HostView, Windows};
 
-/// Reports whose `ts` is more than this many seconds behind the reporter's
-/// clock are ignored (and counted).
-pub const LATE_AFTER: i64 = 3600;
 /// Reports queued per worker before the network threads wait (backpressure
 /// onto the agents' TCP connections instead of unbounded memory).
 pub const QUEUE_CAPACITY: usize = 65_536;
-/// How long a graceful stop keeps retrying the database before giving up on
-/// the rows still pending (logged and counted).
-pub const STOP_FLUSH_TIMEOUT: Duration = Duration::from_secs(30);
-/// Rows per store call (each call is one transaction).
-pub const WRITE_CHUNK: usize = 5_000;
-/// Failed writes with a statement error (not an outage) after which the rows
-/// are dropped, loudly.
-const MAX_QUERY_FAILURES: u32 = 5;
-const RETRY_MIN: Duration = Duration::from_millis(100);
-const RETRY_MAX: Duration = Duration::from_secs(2);
-/// How long the store remembers which history chunks it applied (a chunk
-/// in doubt is retried within this time or not at all).
-const BATCH_MARKS_KEPT: i64 = 2 * 86_400;
 
 /// Why the reporter could not start.
 #[derive(Debug, thiserror::Error)]
@@ -64,14 +52,11 @@ enum Msg {
     Stop,
 }
 
-struct WriterState {
-    pending: Pending,
-    stop: bool,
-}
-
 struct WorkerShared {
     windows: Mutex<Windows>,
-    writer: Mutex<WriterState>,
+    /// The writer's state machine; the worker pushes rows and the stop into
+    /// it, the writer thread drives it.
+    writer: Mutex<Flusher>,
     wake: Condvar,
 }
 
@@ -110,7 +95,7 @@ impl Shared {
         s.pending_rows = self
             .workers
             .iter()
-            .map(|w| lock(&w.writer).pending.len() as u64)
+            .map(|w| lock(&w.writer).pending_rows() as u64)
             .sum();
         if let Some(net) = self.net.get() {
             let n = net.snapshot();
@@ -192,13 +177,15 @@ impl Reporter {
             receivers.push(rx);
         }
         let workers: Vec<Arc<WorkerShared>> = (0..n)
-            .map(|_| {
+            .map(|i| {
+                let mut flusher = Flusher::new(config.max_pending_rows, first_chunk_id(i));
+                if i == 0 {
+                    // One writer prunes for all.
+                    flusher = flusher.with_prune(config.history_retention_days);
+                }
                 Arc::new(WorkerShared {
                     windows: Mutex::new(Windows::new()),
-                    writer: Mutex::new(WriterState {
-                        pending: Pending::new(config.max_pending_rows),
-                        stop: false,
-                    }),
+                    writer: Mutex::new(flusher),
                     wake: Condvar::new(),
                 })
             })
@@ -218,11 +205,10 @@ impl Reporter {
         for (i, rx) in receivers.into_iter().enumerate() {
             let sh = Arc::clone(&shared);
             let st = store.clone();
-            let retention = config.history_retention_days;
             joins.push(
                 thread::Builder::new()
                     .name(format!("reporter-w{i}"))
-                    .spawn(move || worker_main(i, sh, st, rx, flush, retention))?,
+                    .spawn(move || worker_main(i, sh, st, rx, flush))?,
             );
         }
         let mut handle = ReporterHandle {
@@ -284,8 +270,8 @@ impl ReporterHandle {
     }
 
     /// Stops accepting, processes every queued report, flushes everything to
-    /// the store (retrying up to [`STOP_FLUSH_TIMEOUT`] while it is down) and
-    /// joins every thread. Idempotent.
+    /// the store (retrying up to [`STOP_FLUSH_TIMEOUT`](crate::STOP_FLUSH_TIMEOUT)
+    /// while it is down) and joins every thread. Idempotent.
     pub fn stop(&mut self) {
         if let Some(mut server) = self.server.take() {
             server.stop();
@@ -342,14 +328,14 @@ fn json<T: serde::Serialize>(v: &T) -> HttpResponse {
     }
 }
 
-/// The delta tracker of worker `index`, resumed from the `ServerCallStatus`
-/// rows of its keys (the last counters persisted per `(key, host, caller)`,
-/// at most [`EXPIRE_AFTER`] old). Without it a restarted reporter would take
-/// the first report of every cumulative stream as new calls and count the
+/// The receiver of worker `index`, resumed from the `ServerCallStatus` rows
+/// of its keys (the last counters persisted per `(key, host, caller)`; see
+/// [`Receiver::resume`]). Without it a restarted reporter would take the
+/// first report of every cumulative stream as new calls and count the
 /// sender's history twice. A store that cannot be read is logged and counted
 /// (`resume_failures`), and the worker starts empty.
-fn resume_tracker(index: usize, shared: &Shared, store: &Store, now: i64) -> DeltaTracker {
-    let mut tracker = DeltaTracker::new();
+fn resume_receiver(index: usize, shared: &Shared, store: &Store, now: i64) -> Receiver {
+    let mut receiver = Receiver::new();
     let rows = match store.call_status(None) {
         Ok(rows) => rows,
         Err(e) => {
@@ -358,20 +344,13 @@ fn resume_tracker(index: usize, shared: &Shared, store: &Store, now: i64) -> Del
                 "reporter worker {index}: cannot read the persisted counters ({e}); \
                  the first report of each stream counts in full"
             );
-            return tracker;
+            return receiver;
         }
     };
-    let mut resumed = 0u64;
-    for r in rows {
-        if r.ts < now - EXPIRE_AFTER || shared.ring.worker(r.key) != index {
-            continue;
-        }
-        let (Ok(succ), Ok(err)) = (u32::try_from(r.succ_cnt), u32::try_from(r.err_cnt)) else {
-            continue;
-        };
-        tracker.seed((r.key, r.host, r.caller), succ, err, r.ts);
-        resumed += 1;
-    }
+    let mine = rows
+        .into_iter()
+        .filter(|r| shared.ring.worker(r.key) == index);
+    let resumed = receiver.resume(mine, now);
     add(&shared.stats.resumed_streams, resumed);
     if resumed > 0 {
         tracing::info!(
@@ -380,7 +359,7 @@ fn resume_tracker(index: usize, shared: &Shared, store: &Store, now: i64) -> Del
             "resumed the persisted counters"
         );
     }
-    tracker
+    receiver
 }
 
 /// What one worker owns outright.
@@ -388,8 +367,7 @@ struct Worker {
     index: usize,
     shared: Arc<Shared>,
     ws: Arc<WorkerShared>,
-    tracker: DeltaTracker,
-    buffer: DoubleBuffer,
+    receiver: Receiver,
     last_expire: i64,
 }
 
@@ -397,9 +375,8 @@ fn worker_main(
     index: usize,
     shared: Arc<Shared>,
     store: Store,
-    rx: Receiver<Msg>,
+    rx: crossbeam_channel::Receiver<Msg>,
     flush: Duration,
-    retention_days: u32,
 ) {
     let Some(ws) = shared.workers.get(index).cloned() else {
         return;
@@ -410,7 +387,7 @@ fn worker_main(
         let ws = Arc::clone(&ws);
         thread::Builder::new()
             .name(format!("reporter-db{index}"))
-            .spawn(move || writer_main(index, sh, ws, store, flush, retention_days))
+            .spawn(move || writer_main(index, sh, ws, store))
     };
     let writer = match writer {
         Ok(j) => Some(j),
@@ -419,13 +396,12 @@ fn worker_main(
             None
         }
     };
-    let tracker = resume_tracker(index, &shared, &seed_store, unix_now());
+    let receiver = resume_receiver(index, &shared, &seed_store, unix_now());
     let mut w = Worker {
         index,
         shared,
         ws,
-        tracker,
-        buffer: DoubleBuffer::new(),
+        receiver,
         last_expire: unix_now(),
     };
     let mut next_flush = Instant::now() + flush;
@@ -464,7 +440,7 @@ fn worker_main(
         }
     }
     w.flush_tick();
-    lock(&w.ws.writer).stop = true;
+    lock(&w.ws.writer).stop(Instant::now());
     w.ws.wake.notify_all();
     if let Some(j) = writer {
         if j.join().is_err() {
@@ -476,58 +452,23 @@ fn worker_main(
 impl Worker {
     fn handle(&mut self, windows: &mut Windows, req: ReportStatusRequest, now: i64) {
         let stats = &self.shared.stats;
-        let key = ModKey::from_wire(req.modid, req.cmdid);
-        let caller = req.caller as u32;
-        let ts = if req.ts == 0 {
-            add(&stats.zero_ts, 1);
-            now
-        } else {
-            i64::from(req.ts)
-        };
-        if ts < now - LATE_AFTER {
-            add(&stats.late_ignored, 1);
-            return;
+        let got = self.receiver.receive(&req, now, windows);
+        match got.time {
+            ReportTime::AsSent(_) => {}
+            ReportTime::Zero(_) => add(&stats.zero_ts, 1),
+            ReportTime::Future(_) => add(&stats.future_clamped, 1),
+            ReportTime::Late => add(&stats.late_ignored, 1),
         }
-        let ts = if ts > now {
-            add(&stats.future_clamped, 1);
-            now
-        } else {
-            ts
-        };
-        let side = self.buffer.active();
-        for r in &req.results {
-            let Some(host) = HostAddr::from_wire(r.ip, r.port) else {
-                add(&stats.bad_results, 1);
-                continue;
-            };
-            let d = self
-                .tracker
-                .observe((key, host, caller), r.succ, r.err, now);
-            if d.reset {
-                add(&stats.resets, 1);
-            }
-            add(&stats.succ_in, d.succ);
-            add(&stats.err_in, d.err);
-            windows.record((key, host, caller), ts, d.succ, d.err, r.overload);
-            if d.succ > 0 || d.err > 0 {
-                side.add_history(key, host, ts, d.succ, d.err);
-            }
-            side.set_status(CallStatusRow {
-                key,
-                host,
-                caller,
-                succ_cnt: u64::from(r.succ),
-                err_cnt: u64::from(r.err),
-                ts,
-                overload: r.overload,
-            });
-        }
+        add(&stats.bad_results, got.bad_results);
+        add(&stats.resets, got.resets);
+        add(&stats.succ_in, got.succ);
+        add(&stats.err_in, got.err);
     }
 
     fn flush_tick(&mut self) {
-        let side = self.buffer.swap();
+        let side = self.receiver.take_batch();
         if !side.is_empty() {
-            let outcome = lock(&self.ws.writer).pending.push_newer(side);
+            let outcome = lock(&self.ws.writer).push(side);
             report_bound(self.index, &self.shared.stats, outcome);
             self.ws.wake.notify_all();
         }
@@ -535,7 +476,7 @@ impl Worker {
         if now - self.last_expire >= 60 {
             self.last_expire = now;
             let hosts = lock(&self.ws.windows).expire(now);
-            let streams = self.tracker.expire(now - EXPIRE_AFTER);
+            let streams = self.receiver.expire(now);
             add(&self.shared.stats.expired_hosts, hosts as u64);
             add(&self.shared.stats.expired_streams, streams as u64);
         }
@@ -566,227 +507,153 @@ fn report_bound(worker: usize, stats: &Stats, o: BoundOutcome) {
     }
 }
 
-/// A chunk of history rows and the id that makes its write idempotent. A
-/// chunk whose write failed is kept exactly as it is, under the same id, until
-/// the store confirms it: the failure may have hit after the commit (the
-/// acknowledgement lost with the connection), and
-/// [`StatsStore::append_history_once`] then skips it instead of adding it
-/// twice.
-#[derive(Debug)]
-struct HistoryChunk {
-    id: u64,
-    rows: Vec<HistoryRow>,
+/// A random start for the chunk ids of writer `index` (then consecutive), so
+/// two writers or two runs never reuse an id the store still remembers.
+fn first_chunk_id(index: usize) -> u64 {
+    use std::hash::{BuildHasher as _, Hasher as _};
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_usize(index);
+    h.write_u128(
+        SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos()),
+    );
+    h.finish()
 }
 
-/// Chunk ids: a random start per writer, then consecutive.
-#[derive(Debug)]
-struct ChunkIds(u64);
-
-impl ChunkIds {
-    fn new(index: usize) -> Self {
-        use std::hash::{BuildHasher as _, Hasher as _};
-        let mut h = std::collections::hash_map::RandomState::new().build_hasher();
-        h.write_usize(index);
-        h.write_u128(
-            SystemTime::now()
-                .duration_since(UNIX_EPOCH)
-                .map_or(0, |d| d.as_nanos()),
-        );
-        Self(h.finish())
-    }
-
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(1);
-        self.0
+fn classify(e: &StoreError) -> WriteError {
+    if e.is_unavailable() {
+        WriteError::Unavailable
+    } else {
+        WriteError::Rejected
     }
 }
 
-fn write_chunk(
-    store: &Store,
-    chunk: &HistoryChunk,
-    stats: &Stats,
-) -> Result<(), lars_store::StoreError> {
-    if !store.append_history_once(chunk.id, unix_now(), &chunk.rows)? {
-        add(&stats.chunks_already_applied, 1);
-    }
-    add(&stats.history_rows_written, chunk.rows.len() as u64);
-    let (s, er) = chunk
-        .rows
-        .iter()
-        .fold((0, 0), |(s, e), r| (s + r.succ, e + r.err));
-    add(&stats.succ_written, s);
-    add(&stats.err_written, er);
-    Ok(())
-}
-
-/// Writes `batch` (after the chunk in doubt, if any); on failure returns the
-/// rows not attempted, the failed chunk staying in `in_doubt`.
-fn write_batch(
-    store: &Store,
-    batch: Batch,
-    in_doubt: &mut Option<HistoryChunk>,
-    ids: &mut ChunkIds,
-    stats: &Stats,
-) -> Result<(), Box<(Batch, lars_store::StoreError)>> {
-    // The chunk in doubt first, under its own id; until it is confirmed
-    // nothing else is written.
-    if let Some(chunk) = in_doubt.take() {
-        if let Err(e) = write_chunk(store, &chunk, stats) {
-            *in_doubt = Some(chunk);
-            return Err(Box::new((batch, e)));
-        }
-    }
-    let (status, history) = batch.into_rows();
-    // History first: it is additive, so every chunk is written at most once.
-    // Status rows are idempotent.
-    for (i, rows) in history.chunks(WRITE_CHUNK).enumerate() {
-        let chunk = HistoryChunk {
-            id: ids.next(),
-            rows: rows.to_vec(),
-        };
-        if let Err(e) = write_chunk(store, &chunk, stats) {
-            *in_doubt = Some(chunk);
-            let rest = history
-                .get((i + 1) * WRITE_CHUNK..)
-                .map(<[HistoryRow]>::to_vec)
-                .unwrap_or_default();
-            return Err(Box::new((Batch::from_rows(status, rest), e)));
-        }
-    }
-    for (i, chunk) in status.chunks(WRITE_CHUNK).enumerate() {
-        if let Err(e) = store.upsert_call_status(chunk) {
-            let rest = status[i * WRITE_CHUNK..].to_vec();
-            return Err(Box::new((Batch::from_rows(rest, Vec::new()), e)));
-        }
-        add(&stats.status_rows_written, chunk.len() as u64);
-    }
-    Ok(())
-}
-
-fn writer_main(
-    index: usize,
-    shared: Arc<Shared>,
-    ws: Arc<WorkerShared>,
-    store: Store,
-    flush: Duration,
-    retention_days: u32,
-) {
+/// The writer thread of worker `index`: waits for the [`Flusher`]'s next
+/// action (new rows, the stop, or its deadline wake it), performs it against
+/// the store with the lock released, and hands the result back.
+fn writer_main(index: usize, shared: Arc<Shared>, ws: Arc<WorkerShared>, store: Store) {
     let stats = &shared.stats;
-    let mut retry: Option<Duration> = None;
-    let mut query_failures = 0u32;
-    let mut stop_deadline: Option<Instant> = None;
-    let mut last_prune: Option<Instant> = None;
-    let mut in_doubt: Option<HistoryChunk> = None;
-    let mut ids = ChunkIds::new(index);
     loop {
-        let batch = {
-            let mut st = lock(&ws.writer);
-            let wait = retry.unwrap_or(flush);
-            if st.pending.is_empty() && !st.stop {
-                st = ws
-                    .wake
-                    .wait_timeout(st, wait)
-                    .map(|(g, _)| g)
-                    .unwrap_or_else(|p| p.into_inner().0);
-            } else if retry.is_some() && !st.stop {
-                st = ws
-                    .wake
-                    .wait_timeout_while(st, wait, |s| !s.stop)
-                    .map(|(g, _)| g)
-                    .unwrap_or_else(|p| p.into_inner().0);
-            }
-            if st.stop && stop_deadline.is_none() {
-                stop_deadline = Some(Instant::now() + STOP_FLUSH_TIMEOUT);
-            }
-            let b = st.pending.take();
-            if b.is_empty() && in_doubt.is_none() && st.stop {
-                return;
-            }
-            b
-        };
-        if index == 0 && last_prune.is_none_or(|t| t.elapsed() >= Duration::from_secs(3600)) {
-            last_prune = Some(Instant::now());
-            let now = unix_now();
-            if retention_days > 0 {
-                let cutoff = now - i64::from(retention_days) * 86_400;
-                match store.prune_history(cutoff) {
-                    Ok(n) if n > 0 => {
-                        tracing::info!(rows = n, "pruned history older than {retention_days} days")
+        let action = {
+            let mut f = lock(&ws.writer);
+            loop {
+                if f.is_done() {
+                    return;
+                }
+                let now = Instant::now();
+                if let Some(action) = f.poll_action(now) {
+                    break action;
+                }
+                f = match f.next_deadline() {
+                    Some(at) => {
+                        ws.wake
+                            .wait_timeout(f, at.saturating_duration_since(now))
+                            .unwrap_or_else(|p| p.into_inner())
+                            .0
                     }
-                    Ok(_) => {}
-                    Err(e) => {
-                        tracing::warn!("history prune failed: {e}");
-                        last_prune = None;
-                    }
-                }
-            }
-            if let Err(e) = store.prune_batches(now - BATCH_MARKS_KEPT) {
-                tracing::warn!("pruning the applied-chunk marks failed: {e}");
-                last_prune = None;
-            }
-        }
-        if batch.is_empty() && in_doubt.is_none() {
-            continue;
-        }
-        let started = Instant::now();
-        match write_batch(&store, batch, &mut in_doubt, &mut ids, stats) {
-            Ok(()) => {
-                add(&stats.flushes, 1);
-                stats.last_flush_unix_ms.store(unix_ms(), Ordering::Relaxed);
-                stats.last_flush_duration_us.store(
-                    u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX),
-                    Ordering::Relaxed,
-                );
-                if !stats.db_healthy.swap(true, Ordering::Relaxed) {
-                    tracing::info!(worker = index, "database is back; pending rows written");
-                }
-                retry = None;
-                query_failures = 0;
-            }
-            Err(failed) => {
-                let (rest, e) = *failed;
-                add(&stats.flush_failures, 1);
-                if stats.db_healthy.swap(false, Ordering::Relaxed) {
-                    tracing::error!(
-                        worker = index,
-                        "database write failed, keeping rows in memory: {e}"
-                    );
-                }
-                *lock(&stats.last_db_error) = Some(e.to_string());
-                let give_up_query = if e.is_unavailable() {
-                    query_failures = 0;
-                    false
-                } else {
-                    query_failures += 1;
-                    query_failures >= MAX_QUERY_FAILURES
+                    None => ws.wake.wait(f).unwrap_or_else(|p| p.into_inner()),
                 };
-                let past_deadline = stop_deadline.is_some_and(|d| Instant::now() >= d);
-                if give_up_query || past_deadline {
-                    let doubtful = in_doubt.take().map_or(0, |c| c.rows.len());
-                    let n = (rest.len() + doubtful) as u64;
-                    add(&stats.rows_rejected, n);
-                    tracing::error!(
-                        worker = index,
-                        rows = n,
-                        "DROPPING rows that could not be written ({}): {e}",
-                        if past_deadline {
-                            "stop timeout"
-                        } else {
-                            "repeated statement errors"
-                        }
-                    );
-                    query_failures = 0;
-                } else {
-                    let outcome = lock(&ws.writer).pending.put_back(rest);
-                    report_bound(index, stats, outcome);
+            }
+        };
+        match action {
+            Action::WriteHistory { id, rows } => {
+                let result = store.append_history_once(id, unix_now(), &rows);
+                if let Ok(applied) = result {
+                    if !applied {
+                        add(&stats.chunks_already_applied, 1);
+                    }
+                    add(&stats.history_rows_written, rows.len() as u64);
+                    let (s, e) = rows
+                        .iter()
+                        .fold((0, 0), |(s, e), r| (s + r.succ, e + r.err));
+                    add(&stats.succ_written, s);
+                    add(&stats.err_written, e);
                 }
-                let next = retry.map_or(RETRY_MIN, |r| (r * 2).min(RETRY_MAX));
-                retry = Some(next);
-                if stop_deadline.is_some() {
-                    // Stopping: no more wake-ups will come; pace the retries.
-                    thread::sleep(next);
+                written(index, stats, &ws, result.map(drop));
+            }
+            Action::WriteStatus { rows } => {
+                let result = store.upsert_call_status(&rows);
+                if result.is_ok() {
+                    add(&stats.status_rows_written, rows.len() as u64);
                 }
+                written(index, stats, &ws, result);
+            }
+            Action::Prune(p) => {
+                let ok = prune(&store, p);
+                lock(&ws.writer).on_pruned(Instant::now(), ok);
             }
         }
     }
+}
+
+/// Hands a write's result to the flusher and logs and counts what it led to.
+fn written(index: usize, stats: &Stats, ws: &WorkerShared, result: Result<(), StoreError>) {
+    let progress =
+        lock(&ws.writer).on_written(Instant::now(), result.as_ref().map_err(classify).copied());
+    let e = match (progress, result) {
+        (Progress::Flushed { started }, _) => {
+            add(&stats.flushes, 1);
+            stats.last_flush_unix_ms.store(unix_ms(), Ordering::Relaxed);
+            stats.last_flush_duration_us.store(
+                u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX),
+                Ordering::Relaxed,
+            );
+            if !stats.db_healthy.swap(true, Ordering::Relaxed) {
+                tracing::info!(worker = index, "database is back; pending rows written");
+            }
+            return;
+        }
+        (Progress::Continue | Progress::Unexpected, _) | (_, Ok(())) => return,
+        (_, Err(e)) => e,
+    };
+    add(&stats.flush_failures, 1);
+    if stats.db_healthy.swap(false, Ordering::Relaxed) {
+        tracing::error!(
+            worker = index,
+            "database write failed, keeping rows in memory: {e}"
+        );
+    }
+    *lock(&stats.last_db_error) = Some(e.to_string());
+    match progress {
+        Progress::Retry { bound, .. } => report_bound(index, stats, bound),
+        Progress::GaveUp { rows, reason, .. } => {
+            add(&stats.rows_rejected, rows);
+            tracing::error!(
+                worker = index,
+                rows,
+                "DROPPING rows that could not be written ({}): {e}",
+                match reason {
+                    GiveUp::StopTimeout => "stop timeout",
+                    GiveUp::Rejected => "repeated statement errors",
+                }
+            );
+        }
+        _ => {}
+    }
+}
+
+/// Prunes old history and old chunk marks; whether both went through.
+fn prune(store: &Store, p: Prune) -> bool {
+    let now = unix_now();
+    let mut ok = true;
+    if let Some(cutoff) = p.history_before(now) {
+        match store.prune_history(cutoff) {
+            Ok(n) if n > 0 => tracing::info!(
+                rows = n,
+                "pruned history older than {} days",
+                p.retention_days.unwrap_or(0)
+            ),
+            Ok(_) => {}
+            Err(e) => {
+                tracing::warn!("history prune failed: {e}");
+                ok = false;
+            }
+        }
+    }
+    if let Err(e) = store.prune_batches(p.marks_before(now)) {
+        tracing::warn!("pruning the applied-chunk marks failed: {e}");
+        ok = false;
+    }
+    ok
 }

@@ -38,6 +38,7 @@
 mod balancer;
 mod engine;
 mod envoy;
+mod kind;
 mod metrics;
 mod p2c;
 mod plot;
@@ -45,9 +46,10 @@ mod rng;
 mod run;
 mod scenario;
 
-pub use balancer::{Balancer, BalancerKind, CallResult, LarsBalancer, Pick, RoundRobin};
+pub use balancer::{Balancer, CallResult, LarsBalancer, Pick, RoundRobin};
 pub use engine::{CallRecord, RotationChange, Trace, simulate};
 pub use envoy::{EnvoyConfig, EnvoyOutlier};
+pub use kind::BalancerKind;
 pub use metrics::{FULL_SHARE, Metrics, measure};
 pub use p2c::{P2cConfig, P2cPeakEwma};
 pub use plot::{ShareSeries, svg};

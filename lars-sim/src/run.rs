@@ -5,8 +5,9 @@ use std::time::{Duration, Instant};
 
 use lars_lb::LbConfig;
 
-use crate::balancer::{Balancer, BalancerKind};
+use crate::balancer::Balancer;
 use crate::engine::simulate;
+use crate::kind::BalancerKind;
 use crate::metrics::{Metrics, measure};
 use crate::plot::ShareSeries;
 use crate::scenario::Scenario;

@@ -207,6 +207,10 @@ impl RouteAdmin for Store {
         }
         dispatch!(self, s => s.mutate_routes(key, RouteOp::Set(&list)))
     }
+    fn replace_host(&self, key: ModKey, old: HostAddr, new: HostAddr) -> Result<u64> {
+        check_host(new)?;
+        dispatch!(self, s => s.mutate_routes(key, RouteOp::Replace { old, new }))
+    }
     fn delete_key(&self, key: ModKey) -> Result<u64> {
         dispatch!(self, s => s.mutate_routes(key, RouteOp::DeleteKey))
     }
@@ -289,7 +293,32 @@ pub(crate) enum RouteOp<'a> {
     Add(HostAddr),
     Remove(HostAddr),
     Set(&'a [HostAddr]),
+    /// Reads the key's rows inside the transaction: see
+    /// [`RouteAdmin::replace_host`].
+    Replace {
+        old: HostAddr,
+        new: HostAddr,
+    },
     DeleteKey,
+}
+
+/// What a [`RouteOp::Replace`] does to a key's rows `(row id, host)`, read in
+/// id order inside the version transaction: the row to update in place and
+/// the rows duplicating `old` to delete, or why nothing may be written.
+pub(crate) fn plan_replace(
+    key: ModKey,
+    rows: &[(i64, HostAddr)],
+    old: HostAddr,
+    new: HostAddr,
+) -> Result<(i64, Vec<i64>)> {
+    let mut at_old = rows.iter().filter(|(_, h)| *h == old).map(|(id, _)| *id);
+    let Some(first) = at_old.next() else {
+        return Err(StoreError::NotFound(format!("route {key} -> {old}")));
+    };
+    if old != new && rows.iter().any(|(_, h)| *h == new) {
+        return Err(StoreError::AlreadyExists(format!("route {key} -> {new}")));
+    }
+    Ok((first, at_old.collect()))
 }
 
 /// The version rule: strictly increasing, and a plausible unix timestamp like
@@ -368,16 +397,19 @@ pub(crate) fn valid_route(
     }
 }
 
-/// Removes the password from a URL for error messages and logs.
-pub(crate) fn redact(url: &str) -> String {
-    if let Some((scheme, rest)) = url.split_once("://") {
-        if let Some((auth, host)) = rest.rsplit_once('@') {
-            if let Some((user, _)) = auth.split_once(':') {
-                return format!("{scheme}://{user}:***@{host}");
-            }
-        }
+/// `url` with its password (if any) replaced by `***`, for error messages
+/// and logs: `mysql://root:secret@db/lars` -> `mysql://root:***@db/lars`.
+pub fn redact(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return url.to_owned();
+    };
+    let Some((auth, host)) = rest.rsplit_once('@') else {
+        return url.to_owned();
+    };
+    match auth.split_once(':') {
+        Some((user, _)) => format!("{scheme}://{user}:***@{host}"),
+        None => url.to_owned(),
     }
-    url.to_owned()
 }
 
 #[cfg(test)]
@@ -412,6 +444,27 @@ mod tests {
         assert!(valid_route("RouteData", 3, 1, 1, 1, 0).is_none());
         assert!(valid_route("RouteData", 4, 1, 1, 1, 65_536).is_none());
         assert!(valid_route("RouteData", 5, -1, 1, 1, 80).is_none());
+    }
+
+    #[test]
+    fn replace_plans_update_the_first_row_and_drop_duplicates() {
+        let key = ModKey::new(1, 1);
+        let (a, b, c) = (
+            HostAddr::new(1, 1),
+            HostAddr::new(2, 2),
+            HostAddr::new(3, 3),
+        );
+        let rows = [(10, a), (11, b), (12, a)];
+        assert_eq!(plan_replace(key, &rows, a, c).ok(), Some((10, vec![12])));
+        assert_eq!(plan_replace(key, &rows, b, b).ok(), Some((11, vec![])));
+        assert!(matches!(
+            plan_replace(key, &rows, c, b),
+            Err(StoreError::NotFound(_))
+        ));
+        assert!(matches!(
+            plan_replace(key, &rows, a, b),
+            Err(StoreError::AlreadyExists(_))
+        ));
     }
 
     #[test]

@@ -83,42 +83,9 @@ pub struct User {
     pub created_at: i64,
 }
 
-/// Latest call counters of one `(modid, cmdid, ip, port, caller)`, a row of
-/// `ServerCallStatus`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct CallStatusRow {
-    /// Called key.
-    pub key: ModKey,
-    /// Called host.
-    pub host: HostAddr,
-    /// The caller's id (the agent's ip as in the original).
-    pub caller: u32,
-    /// Successful calls in the reported period.
-    pub succ_cnt: u64,
-    /// Failed calls in the reported period.
-    pub err_cnt: u64,
-    /// Report time, unix seconds.
-    pub ts: i64,
-    /// Whether the host was overloaded.
-    pub overload: bool,
-}
-
-/// Per-minute call totals of one `(modid, cmdid, ip, port)`, a row of
-/// `lars_call_history`. Appending the same key and minute again adds up.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct HistoryRow {
-    /// Called key.
-    pub key: ModKey,
-    /// Called host.
-    pub host: HostAddr,
-    /// Start of the minute, unix seconds (the store floors it to a multiple
-    /// of 60).
-    pub minute: i64,
-    /// Successful calls in that minute.
-    pub succ: u64,
-    /// Failed calls in that minute.
-    pub err: u64,
-}
+// The statistics rows are lars-stats' types: the store persists what the
+// statistics contract defines (`ServerCallStatus`, `lars_call_history`).
+pub use lars_stats::{CallStatusRow, HistoryRow};
 
 /// Route reading, as the dns service needs it.
 pub trait RouteRead {
@@ -148,6 +115,15 @@ pub trait RouteAdmin {
     /// Replaces the host list of `key` (duplicates collapsed; an empty list
     /// deletes the key).
     fn set_hosts(&self, key: ModKey, hosts: &[HostAddr]) -> Result<u64>;
+    /// Changes host `old` of `key` into `new` in place (the row keeps its id,
+    /// so the host keeps its place in the list). The key's rows are read and
+    /// written inside the version transaction, so concurrent edits of one
+    /// key never overwrite each other. [`StoreError::NotFound`] when `old`
+    /// is not a route of `key`, [`StoreError::AlreadyExists`] when `new`
+    /// already is (and differs from `old`), [`StoreError::Invalid`] when
+    /// `new` cannot be routed to; nothing is written then. Rows that
+    /// duplicate `old` are removed with it.
+    fn replace_host(&self, key: ModKey, old: HostAddr, new: HostAddr) -> Result<u64>;
     /// Deletes every route of `key`; [`StoreError::NotFound`] when it has
     /// none.
     fn delete_key(&self, key: ModKey) -> Result<u64>;

@@ -6,7 +6,7 @@ use std::fmt;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use lars_core::ModKey;
+use lars_core::{HostAddr, ModKey};
 use mysql::prelude::Queryable;
 use mysql::{
     Conn, Opts, OptsBuilder, Params, Pool, PoolConstraints, PoolOpts, PooledConn, TxOpts, Value,
@@ -15,7 +15,7 @@ use mysql::{
 use crate::{
     CallStatusRow, DEFAULT_MYSQL_DB, DescKind, Description, HistoryRow, Result, RouteChange,
     RouteFilter, RouteOp, RouteRow, RouteSnapshot, StoreError, User, floor_minute, next_version,
-    now_secs, redact, valid_route,
+    now_secs, plan_replace, redact, valid_route,
 };
 
 /// Rows per multi-row statement: 2,000 rows x 9 columns stays far below the
@@ -479,6 +479,35 @@ impl MysqlStore {
                             vals.extend([m.into(), cm.into(), h.ip.into(), h.port.into()]);
                         }
                         tx.exec_drop(sql, params(vals)).ctx("insert RouteData")?;
+                    }
+                }
+                RouteOp::Replace { old, new } => {
+                    // A locking read: the latest committed rows, whatever
+                    // the isolation level's snapshot says.
+                    let rows: Vec<(i64, i64, i64)> = tx
+                        .exec(
+                            "SELECT id, serverip, serverport FROM RouteData \
+                             WHERE modid = ? AND cmdid = ? ORDER BY id FOR UPDATE",
+                            (m, cm),
+                        )
+                        .ctx("read the key's RouteData")?;
+                    let rows: Vec<(i64, HostAddr)> = rows
+                        .into_iter()
+                        .filter_map(|(id, ip, port)| {
+                            let host =
+                                HostAddr::new(u32::try_from(ip).ok()?, u16::try_from(port).ok()?);
+                            Some((id, host))
+                        })
+                        .collect();
+                    let (at, duplicates) = plan_replace(key, &rows, old, new)?;
+                    tx.exec_drop(
+                        "UPDATE RouteData SET serverip = ?, serverport = ? WHERE id = ?",
+                        (new.ip, new.port, at),
+                    )
+                    .ctx("update RouteData")?;
+                    for id in duplicates {
+                        tx.exec_drop("DELETE FROM RouteData WHERE id = ?", (id,))
+                            .ctx("delete RouteData")?;
                     }
                 }
                 RouteOp::DeleteKey => {

@@ -11,7 +11,8 @@ use rusqlite::{Connection, ErrorCode, OptionalExtension, TransactionBehavior, pa
 
 use crate::{
     CallStatusRow, DescKind, Description, HistoryRow, Result, RouteChange, RouteFilter, RouteOp,
-    RouteRow, RouteSnapshot, StoreError, User, floor_minute, next_version, now_secs, valid_route,
+    RouteRow, RouteSnapshot, StoreError, User, floor_minute, next_version, now_secs, plan_replace,
+    valid_route,
 };
 
 const SCHEMA: &str = "
@@ -125,6 +126,35 @@ fn to_i64(v: u64) -> i64 {
 
 fn to_u64(v: i64) -> u64 {
     u64::try_from(v).unwrap_or(0)
+}
+
+/// The `(row id, host)` rows of key `(m, c)` in id order, read inside the
+/// route transaction `tx`; rows that cannot hold a host are left out.
+fn key_rows(tx: &rusqlite::Transaction<'_>, m: i64, c: i64) -> Result<Vec<(i64, HostAddr)>> {
+    let purpose = "read the key's RouteData";
+    let mut stmt = tx
+        .prepare_cached(
+            "SELECT id, serverip, serverport FROM RouteData \
+             WHERE modid = ?1 AND cmdid = ?2 ORDER BY id",
+        )
+        .map_err(err(purpose))?;
+    let rows = stmt
+        .query_map(params![m, c], |r| {
+            Ok((
+                r.get::<_, i64>(0)?,
+                r.get::<_, i64>(1)?,
+                r.get::<_, i64>(2)?,
+            ))
+        })
+        .map_err(err(purpose))?;
+    let mut out = Vec::new();
+    for r in rows {
+        let (id, ip, port) = r.map_err(err(purpose))?;
+        if let (Ok(ip), Ok(port)) = (u32::try_from(ip), u16::try_from(port)) {
+            out.push((id, HostAddr::new(ip, port)));
+        }
+    }
+    Ok(out)
 }
 
 fn desc_table(kind: DescKind) -> (&'static str, &'static str) {
@@ -322,6 +352,19 @@ impl SqliteStore {
                 .map_err(err("delete RouteData"))?;
                 for &h in hosts {
                     insert(&tx, h)?;
+                }
+            }
+            RouteOp::Replace { old, new } => {
+                let rows = key_rows(&tx, m, c)?;
+                let (at, duplicates) = plan_replace(key, &rows, old, new)?;
+                tx.execute(
+                    "UPDATE RouteData SET serverip = ?2, serverport = ?3 WHERE id = ?1",
+                    params![at, i64::from(new.ip), i64::from(new.port)],
+                )
+                .map_err(err("update RouteData"))?;
+                for id in duplicates {
+                    tx.execute("DELETE FROM RouteData WHERE id = ?1", [id])
+                        .map_err(err("delete RouteData"))?;
                 }
             }
             RouteOp::DeleteKey => {

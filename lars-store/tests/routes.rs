@@ -122,6 +122,7 @@ both!(failure_in_the_middle_leaves_nothing_behind, |db| {
         s.add_host(k, h(3)),
         s.remove_host(k, h(1)),
         s.set_hosts(k, &[h(7)]),
+        s.replace_host(k, h(1), h(8)),
         s.delete_key(k),
     ];
     for r in attempts {
@@ -138,6 +139,80 @@ both!(failure_in_the_middle_leaves_nothing_behind, |db| {
     let v2 = s.add_host(k, h(3)).unwrap();
     assert!(v2 > v);
     assert_eq!(changes(&s), vec![(k, v2)]);
+});
+
+both!(replace_host_changes_one_host_in_place, |db| {
+    let s = db.open();
+    let k = ModKey::new(12, 1);
+    let v0 = s.set_hosts(k, &[h(1), h(2), h(3)]).unwrap();
+    let ids = |s: &Store| -> Vec<u64> {
+        s.list_routes(RouteFilter {
+            modid: Some(12),
+            cmdid: Some(1),
+        })
+        .unwrap()
+        .into_iter()
+        .map(|r| r.id)
+        .collect()
+    };
+    let ids0 = ids(&s);
+
+    let v1 = s.replace_host(k, h(2), h(9)).unwrap();
+    assert!(v1 > v0);
+    assert_eq!(hosts(&s, k), vec![h(1), h(9), h(3)], "kept its place");
+    assert_eq!(ids(&s), ids0, "the row was updated, not re-inserted");
+    assert_eq!(changes(&s).last(), Some(&(k, v1)));
+
+    // Refusals write nothing.
+    let err = s.replace_host(k, h(2), h(4)).unwrap_err();
+    assert!(err.is_not_found(), "{err}");
+    let err = s.replace_host(k, h(1), h(3)).unwrap_err();
+    assert!(err.is_already_exists(), "{err}");
+    let err = s.replace_host(k, h(1), h(0)).unwrap_err();
+    assert!(matches!(err, StoreError::Invalid(_)), "{err}");
+    let err = s.replace_host(ModKey::new(12, 2), h(1), h(4)).unwrap_err();
+    assert!(err.is_not_found(), "{err}");
+    assert_eq!(s.version().unwrap(), v1);
+    assert_eq!(hosts(&s, k), vec![h(1), h(9), h(3)]);
+
+    // Saving a host unchanged is still a write.
+    let v2 = s.replace_host(k, h(1), h(1)).unwrap();
+    assert!(v2 > v1);
+    assert_eq!(hosts(&s, k), vec![h(1), h(9), h(3)]);
+
+    // Rows duplicating the old host (written by hand) go with it.
+    db.exec(&[
+        "INSERT INTO RouteData(modid, cmdid, serverip, serverport) VALUES (12, 1, 2130706433, 1)",
+    ]);
+    assert_eq!(hosts(&s, k), vec![h(1), h(9), h(3), h(1)]);
+    s.replace_host(k, h(1), h(7)).unwrap();
+    assert_eq!(hosts(&s, k), vec![h(7), h(9), h(3)]);
+});
+
+both!(concurrent_host_edits_of_one_key_lose_nothing, |db| {
+    let s = db.open();
+    let k = ModKey::new(13, 1);
+    const PER_THREAD: u16 = 20;
+    let all: Vec<HostAddr> = (1..=2 * PER_THREAD).map(h).collect();
+    s.set_hosts(k, &all).unwrap();
+    let barrier = std::sync::Arc::new(std::sync::Barrier::new(2));
+    let threads: Vec<_> = (0..2u16)
+        .map(|t| {
+            let (s, barrier) = (s.clone(), barrier.clone());
+            std::thread::spawn(move || {
+                barrier.wait();
+                for p in t * PER_THREAD + 1..=(t + 1) * PER_THREAD {
+                    s.replace_host(k, h(p), h(p + 1000)).unwrap();
+                }
+            })
+        })
+        .collect();
+    for t in threads {
+        t.join().unwrap();
+    }
+    let edited: Vec<HostAddr> = (1..=2 * PER_THREAD).map(|p| h(p + 1000)).collect();
+    assert_eq!(hosts(&s, k), edited, "every edit kept, in place");
+    assert_eq!(changes(&s).len(), 1 + 2 * usize::from(PER_THREAD));
 });
 
 both!(versions_strictly_increase_in_a_tight_loop, |db| {

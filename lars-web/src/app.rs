@@ -1,151 +1,90 @@
-//! The router, shared state, and the guard every request passes: session
-//! lookup, login requirement, CSRF check, security headers.
-
-use std::sync::Arc;
+//! The router (every page and API path, by area) and the guard every
+//! request passes: session lookup, login requirement, CSRF check, security
+//! headers.
 
 use axum::Router;
 use axum::body::{Body, Bytes};
 use axum::extract::{Request, State};
-use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
+use axum::http::{HeaderMap, HeaderValue, Method, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Redirect, Response};
-use axum::routing::{get, post, put};
-use lars_store::{Store, StoreError};
+use axum::routing::{delete, get, post, put};
 
-use crate::WebConfig;
-use crate::auth::Throttle;
-use crate::session::{SessionInfo, Sessions, same_token};
-use crate::{api, auth, pages};
+use crate::error::{ConsoleError, Surface};
+use crate::extract::form_fields;
+use crate::session::{SessionInfo, same_token};
+use crate::state::{AppState, COOKIE};
+use crate::{api, pages};
 
-/// The session cookie's name.
-pub(crate) const COOKIE: &str = "lars_session";
 /// The header cookie-authenticated API writes carry the CSRF token in.
-pub(crate) const CSRF_HEADER: &str = "x-csrf-token";
+const CSRF_HEADER: &str = "x-csrf-token";
 /// The form field carrying the CSRF token.
-pub(crate) const CSRF_FIELD: &str = "csrf";
+const CSRF_FIELD: &str = "csrf";
 /// Largest accepted form body.
 const MAX_FORM: usize = 1 << 20;
 
-/// State shared by every handler.
-#[derive(Debug, Clone)]
-pub(crate) struct AppState {
-    inner: Arc<Shared>,
-}
-
-#[derive(Debug)]
-struct Shared {
-    store: Store,
-    sessions: Sessions,
-    throttle: Throttle,
-    config: WebConfig,
-}
-
-impl AppState {
-    pub(crate) fn new(config: WebConfig, store: Store) -> Self {
-        Self {
-            inner: Arc::new(Shared {
-                store,
-                sessions: Sessions::new(config.session_idle, config.max_sessions),
-                throttle: Throttle::default(),
-                config,
-            }),
-        }
-    }
-
-    pub(crate) fn sessions(&self) -> &Sessions {
-        &self.inner.sessions
-    }
-
-    pub(crate) fn throttle(&self) -> &Throttle {
-        &self.inner.throttle
-    }
-
-    /// Runs a blocking store call on tokio's blocking pool.
-    pub(crate) async fn store<T, F>(&self, f: F) -> Result<T, AppError>
-    where
-        T: Send + 'static,
-        F: FnOnce(&Store) -> Result<T, StoreError> + Send + 'static,
-    {
-        let store = self.inner.store.clone();
-        match tokio::task::spawn_blocking(move || f(&store)).await {
-            Ok(r) => r.map_err(AppError::Store),
-            Err(e) => Err(AppError::Internal(format!("store task failed: {e}"))),
-        }
-    }
-
-    /// The `Set-Cookie` value carrying session `id`.
-    pub(crate) fn session_cookie(&self, id: &str) -> String {
-        let secure = if self.inner.config.secure_cookies {
-            "; Secure"
-        } else {
-            ""
-        };
-        format!("{COOKIE}={id}; Path=/; HttpOnly; SameSite=Strict{secure}")
-    }
-
-    /// The `Set-Cookie` value removing the session cookie.
-    pub(crate) fn clear_cookie(&self) -> String {
-        let secure = if self.inner.config.secure_cookies {
-            "; Secure"
-        } else {
-            ""
-        };
-        format!("{COOKIE}=; Path=/; HttpOnly; SameSite=Strict; Max-Age=0{secure}")
-    }
-}
-
-/// A failed store call.
-#[derive(Debug)]
-pub(crate) enum AppError {
-    /// The store said no.
-    Store(StoreError),
-    /// Something on our side broke.
-    Internal(String),
-}
-
-/// The whole application.
+/// The whole application. The pages and the API are listed by area; each
+/// area's handlers live in `pages::<area>` and `api::<area>`.
 pub(crate) fn router(state: AppState) -> Router {
     let pages = Router::new()
-        .route("/", get(pages::overview))
-        .route("/login", get(auth::login_form).post(auth::login))
-        .route("/logout", post(auth::logout))
-        .route("/mods", get(pages::mods).post(pages::mods_save))
-        .route("/mods/{code}/delete", post(pages::mods_delete))
-        .route("/cmds", get(pages::cmds).post(pages::cmds_save))
-        .route("/cmds/{code}/delete", post(pages::cmds_delete))
-        .route("/routes", get(pages::routes).post(pages::routes_add))
-        .route("/routes/{modid}/{cmdid}", get(pages::key_page))
-        .route("/routes/{modid}/{cmdid}/add", post(pages::key_add))
-        .route("/routes/{modid}/{cmdid}/edit", post(pages::key_edit))
-        .route("/routes/{modid}/{cmdid}/remove", post(pages::key_remove))
-        .route("/routes/{modid}/{cmdid}/replace", post(pages::key_replace))
-        .route("/routes/{modid}/{cmdid}/delete", post(pages::key_delete))
-        .route("/versions", get(pages::versions))
-        .route("/status", get(pages::status))
-        .route("/status/{modid}/{cmdid}", get(pages::status_key));
+        .route("/", get(pages::overview::overview))
+        .route(
+            "/login",
+            get(pages::auth::login_form).post(pages::auth::login),
+        )
+        .route("/logout", post(pages::auth::logout))
+        .route(
+            "/mods",
+            get(pages::descriptions::mods).post(pages::descriptions::mods_save),
+        )
+        .route("/mods/{modid}/delete", post(pages::descriptions::delete))
+        .route(
+            "/cmds",
+            get(pages::descriptions::cmds).post(pages::descriptions::cmds_save),
+        )
+        .route("/cmds/{cmdid}/delete", post(pages::descriptions::delete))
+        .route(
+            "/routes",
+            get(pages::routes::routes).post(pages::routes::add),
+        )
+        .route("/routes/{modid}/{cmdid}", get(pages::key::key))
+        .route("/routes/{modid}/{cmdid}/add", post(pages::key::add))
+        .route("/routes/{modid}/{cmdid}/edit", post(pages::key::edit))
+        .route("/routes/{modid}/{cmdid}/remove", post(pages::key::remove))
+        .route("/routes/{modid}/{cmdid}/replace", post(pages::key::replace))
+        .route("/routes/{modid}/{cmdid}/delete", post(pages::key::delete))
+        .route("/versions", get(pages::versions::versions))
+        .route("/status", get(pages::status::status))
+        .route("/status/{modid}/{cmdid}", get(pages::status::key_status));
     let api = Router::new()
-        .route("/api/login", post(auth::api_login))
-        .route("/api/logout", post(auth::api_logout))
-        .route("/api/session", get(auth::api_session))
-        .route("/api/version", get(api::version))
-        .route("/api/changes", get(api::changes))
-        .route("/api/mods", get(api::mods).post(api::mods_save))
-        .route("/api/mods/{code}", axum::routing::delete(api::mods_delete))
-        .route("/api/cmds", get(api::cmds).post(api::cmds_save))
-        .route("/api/cmds/{code}", axum::routing::delete(api::cmds_delete))
-        .route("/api/routes", get(api::routes).post(api::routes_add))
+        .route("/api/login", post(api::auth::login))
+        .route("/api/logout", post(api::auth::logout))
+        .route("/api/session", get(api::auth::session))
+        .route("/api/version", get(api::versions::version))
+        .route("/api/changes", get(api::versions::changes))
+        .route(
+            "/api/mods",
+            get(api::descriptions::mods).post(api::descriptions::mods_save),
+        )
+        .route("/api/mods/{modid}", delete(api::descriptions::delete))
+        .route(
+            "/api/cmds",
+            get(api::descriptions::cmds).post(api::descriptions::cmds_save),
+        )
+        .route("/api/cmds/{cmdid}", delete(api::descriptions::delete))
+        .route("/api/routes", get(api::routes::list).post(api::routes::add))
         .route(
             "/api/routes/{modid}/{cmdid}",
-            get(api::key_hosts)
-                .put(api::key_replace)
-                .delete(api::key_delete),
+            get(api::routes::key)
+                .put(api::routes::replace)
+                .delete(api::routes::delete_key),
         )
         .route(
             "/api/routes/{modid}/{cmdid}/hosts/{host}",
-            put(api::host_edit).delete(api::host_remove),
+            put(api::routes::edit_host).delete(api::routes::remove_host),
         )
-        .route("/api/status", get(api::status))
-        .route("/api/status/{modid}/{cmdid}", get(api::status_key));
+        .route("/api/status", get(api::status::status))
+        .route("/api/status/{modid}/{cmdid}", get(api::status::key_status));
     Router::new()
         .merge(pages)
         .merge(api)
@@ -156,11 +95,12 @@ pub(crate) fn router(state: AppState) -> Router {
 
 /// 404 as JSON under `/api`, as a page elsewhere.
 async fn not_found(req: Request) -> Response {
-    if req.uri().path().starts_with("/api/") {
-        api::error(StatusCode::NOT_FOUND, "not_found", "no such API endpoint")
-    } else {
-        pages::error_page(StatusCode::NOT_FOUND, "No such page.")
-    }
+    let surface = Surface::of(req.uri().path());
+    let msg = match surface {
+        Surface::Api => "no such API endpoint",
+        Surface::Page => "No such page.",
+    };
+    ConsoleError::NotFound(msg.into()).render(surface)
 }
 
 /// How the request proved who it is.
@@ -186,7 +126,7 @@ fn resolve(state: &AppState, headers: &HeaderMap) -> Option<(SessionInfo, Via)> 
 }
 
 /// The value of cookie `name` in the request's `Cookie` headers.
-pub(crate) fn cookie_value(headers: &HeaderMap, name: &str) -> Option<String> {
+fn cookie_value(headers: &HeaderMap, name: &str) -> Option<String> {
     headers
         .get_all(header::COOKIE)
         .iter()
@@ -201,7 +141,15 @@ pub(crate) fn cookie_value(headers: &HeaderMap, name: &str) -> Option<String> {
 /// a login (401 for the API, a redirect to `/login` for pages), checks the
 /// CSRF token of every write, and adds security headers to the answer.
 async fn guard(State(state): State<AppState>, req: Request, next: Next) -> Response {
-    let mut resp = check(&state, req, next).await;
+    let mut resp = match check(&state, req).await {
+        Ok((mut req, session)) => {
+            if let Some(s) = session {
+                req.extensions_mut().insert(s);
+            }
+            next.run(req).await
+        }
+        Err(resp) => resp,
+    };
     let h = resp.headers_mut();
     h.insert(
         header::CONTENT_SECURITY_POLICY,
@@ -223,83 +171,56 @@ async fn guard(State(state): State<AppState>, req: Request, next: Next) -> Respo
     resp
 }
 
-async fn check(state: &AppState, req: Request, next: Next) -> Response {
+/// The request (its form body re-attached) and its session when it may go
+/// on; the answer when it may not.
+async fn check(state: &AppState, req: Request) -> Result<(Request, Option<SessionInfo>), Response> {
     let path = req.uri().path().to_owned();
-    let is_api = path == "/api" || path.starts_with("/api/");
+    let surface = Surface::of(&path);
     let public = path == "/login" || path == "/api/login";
     let writes = !matches!(*req.method(), Method::GET | Method::HEAD | Method::OPTIONS);
     let session = resolve(state, req.headers());
     let logged_in = session.as_ref().is_some_and(|(s, _)| s.user.is_some());
 
     if !public && !logged_in {
-        return if is_api {
-            api::error(
-                StatusCode::UNAUTHORIZED,
-                "unauthorized",
+        return Err(match surface {
+            Surface::Api => ConsoleError::Unauthorized(
                 "log in first: POST /api/login, then send the token as \
                  `Authorization: Bearer <token>` (or the session cookie)",
             )
-        } else {
-            Redirect::to("/login").into_response()
-        };
+            .render(surface),
+            Surface::Page => Redirect::to("/login").into_response(),
+        });
     }
+    let session_info = session.as_ref().map(|(s, _)| s.clone());
     if !writes {
-        return with_session(req, session, next).await;
+        return Ok((req, session_info));
     }
-    if is_api {
-        if path != "/api/login" {
-            if let Some((s, Via::Cookie)) = &session {
-                let ok = req
+    if surface == Surface::Api {
+        if let Some((s, Via::Cookie)) = &session {
+            let ok = path == "/api/login"
+                || req
                     .headers()
                     .get(CSRF_HEADER)
                     .and_then(|v| v.to_str().ok())
                     .is_some_and(|t| same_token(t.trim(), &s.csrf));
-                if !ok {
-                    return api::error(
-                        StatusCode::FORBIDDEN,
-                        "csrf",
-                        "cookie-authenticated writes need the session's X-CSRF-Token header \
-                         (GET /api/session shows it)",
-                    );
-                }
+            if !ok {
+                return Err(ConsoleError::Csrf.render(surface));
             }
         }
-        return with_session(req, session, next).await;
+        return Ok((req, session_info));
     }
     // A form: the body must carry the session's token.
     let (parts, body) = req.into_parts();
-    let bytes: Bytes = match axum::body::to_bytes(body, MAX_FORM).await {
-        Ok(b) => b,
-        Err(_) => {
-            return pages::error_page(StatusCode::PAYLOAD_TOO_LARGE, "The form is too large.");
-        }
-    };
-    let token = serde_urlencoded::from_bytes::<Vec<(String, String)>>(&bytes)
-        .ok()
-        .and_then(|pairs| pairs.into_iter().find(|(k, _)| k == CSRF_FIELD))
-        .map(|(_, v)| v);
-    let ok = match (&session, token) {
-        (Some((s, _)), Some(t)) => same_token(&t, &s.csrf),
+    let bytes: Bytes = axum::body::to_bytes(body, MAX_FORM)
+        .await
+        .map_err(|_| ConsoleError::TooLarge.render(surface))?;
+    let token = form_fields(&bytes).remove(CSRF_FIELD);
+    let ok = match (&session_info, token) {
+        (Some(s), Some(t)) => same_token(&t, &s.csrf),
         _ => false,
     };
     if !ok {
-        return pages::error_page(
-            StatusCode::FORBIDDEN,
-            "This form is stale or did not come from the console (CSRF check failed). \
-             Reload the page and try again.",
-        );
+        return Err(ConsoleError::Csrf.render(surface));
     }
-    let req = Request::from_parts(parts, Body::from(bytes));
-    with_session(req, session, next).await
-}
-
-async fn with_session(
-    mut req: Request,
-    session: Option<(SessionInfo, Via)>,
-    next: Next,
-) -> Response {
-    if let Some((s, _)) = session {
-        req.extensions_mut().insert(s);
-    }
-    next.run(req).await
+    Ok((Request::from_parts(parts, Body::from(bytes)), session_info))
 }

@@ -202,7 +202,8 @@ fn hhmm(ts: i64) -> String {
     format!("{:02}:{:02}", s / 3600, s % 3600 / 60)
 }
 
-/// An SVG line chart of successes (green) and errors (red) per minute.
+/// An SVG line chart of successes (green) and errors (red) per minute:
+/// `(minute, successes, errors)` points, oldest first.
 pub(crate) fn chart(points: &[(i64, u64, u64)]) -> Markup {
     const W: f64 = 1000.0;
     const H: f64 = 260.0;

@@ -766,3 +766,88 @@ fn a_busy_port_is_an_error_and_stop_ends_idle_connections() {
         "no longer listening"
     );
 }
+
+#[test]
+fn key_page_and_api_errors_are_answered_in_place() {
+    let c = Console::start();
+    let key = ModKey::new(6, 1);
+    let (a, b): (HostAddr, HostAddr) = (
+        "10.6.0.1:80".parse().unwrap(),
+        "10.6.0.2:80".parse().unwrap(),
+    );
+    let v = c.store.set_hosts(key, &[a, b]).unwrap();
+    let (cookie, csrf) = c.form_login();
+    let fh = [("Cookie", cookie.as_str()), FORM];
+    let post = |path: &str, body: String| c.req("POST", path, &fh, &format!("csrf={csrf}&{body}"));
+
+    // Editing a host into one the key has: 409, the message next to the
+    // edited host's ip field, the typed value kept.
+    let r = post(
+        "/routes/6/1/edit",
+        format!("old={}&ip=10.6.0.2&port=80", enc("10.6.0.1:80")),
+    );
+    assert_eq!(r.status, 409, "{}", r.text());
+    let t = r.text();
+    assert!(
+        t.contains(r#"data-field="ip">10.6.0.2:80 is already a route of 6/1"#),
+        "{t}"
+    );
+    // Editing or removing a host that is gone: 404 with a note.
+    let r = post(
+        "/routes/6/1/edit",
+        format!("old={}&ip=10.6.0.9&port=80", enc("10.6.0.7:80")),
+    );
+    assert_eq!(r.status, 404);
+    assert!(
+        r.text()
+            .contains(r#"id="alert">10.6.0.7:80 is not a route of 6/1"#)
+    );
+    let r = post("/routes/6/1/remove", format!("host={}", enc("10.6.0.7:80")));
+    assert_eq!(r.status, 404);
+    // A bad new host stays next to its field; a bad hidden host is 422.
+    let r = post(
+        "/routes/6/1/edit",
+        format!("old={}&ip=10.6.0&port=80", enc("10.6.0.1:80")),
+    );
+    assert_eq!(r.status, 422);
+    assert!(r.text().contains(r#"value="10.6.0""#));
+    let r = post("/routes/6/1/edit", "old=nope&ip=10.6.0.3&port=80".into());
+    assert_eq!(r.status, 422);
+    assert!(r.text().contains("no valid host to change"));
+    // A duplicate add: 409 next to the add form's ip.
+    let r = post("/routes/6/1/add", "ip=10.6.0.1&port=80".into());
+    assert_eq!(r.status, 409);
+    assert!(r.text().contains(r#"data-field="ip""#));
+    // A path naming no key is no page; in the API it is a field error.
+    let r = c.req("GET", "/routes/0/1", &[("Cookie", &cookie)], "");
+    assert_eq!(r.status, 404);
+    let r = c.req("GET", "/status/1/x", &[("Cookie", &cookie)], "");
+    assert_eq!(r.status, 404);
+    let (token, _, _) = c.api_login();
+    let auth = format!("Bearer {token}");
+    let h = [("Authorization", auth.as_str()), JSON];
+    let r = c.req("GET", "/api/routes/0/1", &h, "");
+    assert_eq!(r.status, 422);
+    assert!(r.json()["fields"]["modid"].is_string());
+    let r = c.req("DELETE", "/api/routes/6/1/hosts/10.6.0.1", &h, "");
+    assert_eq!(r.status, 422);
+    assert!(r.json()["fields"]["host"].is_string());
+    let r = c.req("DELETE", "/api/mods/x", &h, "");
+    assert_eq!(r.status, 422);
+    assert!(r.json()["fields"]["modid"].is_string());
+    let r = c.req(
+        "PUT",
+        "/api/routes/6/1/hosts/10.6.0.1:80",
+        &h,
+        r#"{"ip":"10.6.0.2","port":80}"#,
+    );
+    assert_eq!(r.status, 409);
+    assert_eq!(r.json()["error"], "conflict");
+    let r = c.req("GET", "/api/nothing", &h, "");
+    assert_eq!(
+        (r.status, r.json()["error"].as_str()),
+        (404, Some("not_found"))
+    );
+    assert_eq!(c.store.version().unwrap(), v, "nothing written");
+    assert_eq!(c.store.load_routes().unwrap().routes[&key], vec![a, b]);
+}

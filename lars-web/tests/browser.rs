@@ -210,7 +210,7 @@ fn artifacts_dir() -> PathBuf {
         let t = if t.is_absolute() {
             t
         } else {
-            Path::new(env!("CARGO_MANIFEST_DIR")).join("../..").join(t)
+            Path::new(env!("CARGO_MANIFEST_DIR")).join("..").join(t)
         };
         return t.join("e2e");
     }
@@ -222,7 +222,7 @@ fn artifacts_dir() -> PathBuf {
             return t.join("e2e");
         }
     }
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../target/e2e")
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/e2e")
 }
 
 /// A dns client subscribed to one key.
@@ -425,7 +425,7 @@ fn browser_end_to_end() {
     dns.stop();
 
     if std::env::var_os("LARS_UPDATE_SCREENSHOTS").is_some() {
-        let docs = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../docs");
+        let docs = Path::new(env!("CARGO_MANIFEST_DIR")).join("../docs");
         std::fs::copy(out.join("routes.png"), docs.join("console-routes.png")).unwrap();
         std::fs::copy(out.join("call-status.png"), docs.join("console-status.png")).unwrap();
     }

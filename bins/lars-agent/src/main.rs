@@ -2,14 +2,13 @@
 
 use std::path::PathBuf;
 use std::process::ExitCode;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::Duration;
 
 use anyhow::Context;
 use clap::Parser;
 use lars_agent::Agent;
 use lars_core::config::AgentConfig;
+use signal_hook::consts::{SIGINT, SIGTERM};
+use signal_hook::iterator::Signals;
 
 /// The lars load-balance agent: answers applications on UDP, pulls routes
 /// from the dns, sends call statistics to the reporter.
@@ -43,16 +42,11 @@ fn run(args: Args) -> anyhow::Result<ExitCode> {
         Some(p) => AgentConfig::load(p)?,
         None => AgentConfig::default(),
     };
-    let stop = Arc::new(AtomicBool::new(false));
-    for sig in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
-        signal_hook::flag::register(sig, Arc::clone(&stop))
-            .context("installing signal handlers")?;
-    }
+    let mut signals = Signals::new([SIGINT, SIGTERM]).context("installing signal handlers")?;
     let mut agent = Agent::start(config).context("starting the agent")?;
-    while !stop.load(Ordering::Relaxed) {
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    tracing::info!("signal received; stopping");
+    // Blocks without waking up until a signal arrives (an idle agent sleeps).
+    let signal = signals.forever().next();
+    tracing::info!(?signal, "signal received; stopping");
     agent.stop();
     Ok(ExitCode::SUCCESS)
 }

@@ -43,8 +43,12 @@ fn run(args: Args) -> anyhow::Result<ExitCode> {
         tracing::warn!("{} not found; using defaults", args.config.display());
         ReporterConfig::default()
     };
-    let store = lars_store::open(&config.store_url)
-        .with_context(|| format!("opening the store {}", redact(&config.store_url)))?;
+    let store = lars_store::open(&config.store_url).with_context(|| {
+        format!(
+            "opening the store {}",
+            lars_store::redact(&config.store_url)
+        )
+    })?;
     let stop = Arc::new(AtomicBool::new(false));
     for sig in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
         signal_hook::flag::register(sig, Arc::clone(&stop)).context("installing signal handler")?;
@@ -68,17 +72,4 @@ fn run(args: Args) -> anyhow::Result<ExitCode> {
     } else {
         ExitCode::FAILURE
     })
-}
-
-fn redact(url: &str) -> String {
-    match url
-        .split_once("://")
-        .and_then(|(s, r)| Some((s, r.rsplit_once('@')?)))
-    {
-        Some((scheme, (auth, host))) => {
-            let user = auth.split_once(':').map_or(auth, |(u, _)| u);
-            format!("{scheme}://{user}:***@{host}")
-        }
-        None => url.to_owned(),
-    }
 }

@@ -133,3 +133,17 @@ pub fn addr(s: &str) -> SocketAddrV4 {
 pub const GET_HOST: i32 = MessageId::GetHostRequest as i32;
 pub const REPORT: i32 = MessageId::ReportRequest as i32;
 pub const GET_ROUTE: i32 = MessageId::ApiGetRouteRequest as i32;
+
+/// A fake that answers every GetRouteRequest and GetHostRequest with
+/// 10.0.0.1:80 (the load tools' tests use it).
+#[allow(dead_code)]
+pub fn serving_agent() -> FakeAgent {
+    FakeAgent::start(|f| match f.msgid {
+        GET_ROUTE => {
+            let req: proto::GetRouteRequest = f.message().unwrap();
+            vec![route_reply(req.modid, req.cmdid, &["10.0.0.1:80"])]
+        }
+        GET_HOST => vec![answer(f, 0, Some("10.0.0.1:80"))],
+        _ => vec![],
+    })
+}

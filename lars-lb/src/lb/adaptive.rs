@@ -219,6 +219,14 @@ fn decay(value: f64, from: Instant, now: Instant, half_life: Duration) -> f64 {
     }
 }
 
+/// The slow-start factor of a host whose ramp of length `slow_start` ends
+/// at `end` (> `now`): linear from `RAMP_FLOOR` to 1.
+fn ramp(end: Instant, now: Instant, slow_start: Duration) -> f64 {
+    let left = end.saturating_duration_since(now).as_secs_f64();
+    let total = slow_start.as_secs_f64().max(f64::MIN_POSITIVE);
+    (1.0 - left / total).max(RAMP_FLOOR)
+}
+
 /// Kullback-Leibler divergence of Bernoulli(q) from Bernoulli(p), 0 < p < 1.
 fn kl(q: f64, p: f64) -> f64 {
     let term = |a: f64, b: f64| if a <= 0.0 { 0.0 } else { a * (a / b).ln() };
@@ -272,14 +280,7 @@ impl LoadBalance {
                 if now >= end {
                     s.a.ramp_until = None;
                 } else {
-                    let left = end.duration_since(now).as_secs_f64();
-                    let total = self
-                        .cfg
-                        .adaptive
-                        .slow_start
-                        .as_secs_f64()
-                        .max(f64::MIN_POSITIVE);
-                    w *= (1.0 - left / total).max(RAMP_FLOOR);
+                    w *= ramp(end, now, self.cfg.adaptive.slow_start);
                 }
             }
             let n = u64::from(self.idle.len);
@@ -322,9 +323,11 @@ impl LoadBalance {
         self.schedule_probe(i, now + delay);
     }
 
-    /// The delay before the next probe of ejected host `i`: its learned
-    /// outage length for the first probe of an ejection (when known), else
-    /// `probe_interval * 2^(strikes + failed probes)`, capped, with jitter.
+    /// The delay before the next probe of ejected host `i`: for the first
+    /// probe of a failure-streak ejection its learned outage length (when
+    /// known), then a fine search (`probe_interval / 2`, doubling); else
+    /// `probe_interval * 3^(strikes + failed probes)`; capped at
+    /// `probe_interval_max`, with 10% jitter.
     fn probe_delay(&mut self, i: u32, first: bool, streak: bool) -> Duration {
         let cfg = self.cfg.adaptive;
         let a = self.slots[i as usize].a;
@@ -699,19 +702,11 @@ impl LoadBalance {
         if s.state == HostState::Overload {
             return 0.0;
         }
-        let mut w = s.a.latency_weight;
-        if let Some(end) = s.a.ramp_until
-            && now < end
-        {
-            let left = end.duration_since(now).as_secs_f64();
-            let total = self
-                .cfg
-                .adaptive
-                .slow_start
-                .as_secs_f64()
-                .max(f64::MIN_POSITIVE);
-            w *= (1.0 - left / total).max(RAMP_FLOOR);
+        match s.a.ramp_until {
+            Some(end) if now < end => {
+                s.a.latency_weight * ramp(end, now, self.cfg.adaptive.slow_start)
+            }
+            _ => s.a.latency_weight,
         }
-        w
     }
 }

@@ -33,6 +33,13 @@ pub fn header(msgid: i32, len: i32) -> Vec<u8> {
     v
 }
 
+/// One whole frame (header and `body`).
+pub fn frame_bytes(msgid: i32, body: &[u8]) -> bytes::Bytes {
+    let mut v = header(msgid, body.len() as i32);
+    v.extend_from_slice(body);
+    v.into()
+}
+
 pub fn write_frame(s: &mut TcpStream, msgid: i32, body: &[u8]) {
     let mut v = header(msgid, body.len() as i32);
     v.extend_from_slice(body);

@@ -41,7 +41,7 @@ fn client_reconnects_after_server_restart_and_reruns_on_connect() {
     assert_eq!(connects.load(Ordering::SeqCst), 2);
     // And the sender works across threads after the reconnect.
     let sender = client.sender();
-    std::thread::spawn(move || sender.send_raw(1, b"from thread").unwrap())
+    std::thread::spawn(move || sender.send_frames(frame_bytes(1, b"from thread")))
         .join()
         .unwrap();
     assert_eq!(rx.recv_timeout(WAIT).unwrap(), b"from thread");
@@ -76,7 +76,7 @@ fn frames_sent_while_disconnected_are_queued_up_to_the_bound() {
         .start()
         .unwrap();
     for i in 0..3u8 {
-        client.sender().send_raw(1, &[i]).unwrap();
+        client.sender().send_frames(frame_bytes(1, &[i]));
     }
     assert!(wait_until(|| client.stats().snapshot().dropped == 1));
     assert!(client.stats().snapshot().connect_failures >= 1);

@@ -3,7 +3,6 @@ use std::io::Write;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, mpsc};
 
-use bytes::Bytes;
 use lars_net::ConnId;
 
 use super::common::*;
@@ -77,31 +76,6 @@ fn connections_are_spread_over_all_workers() {
 }
 
 #[test]
-fn broadcast_reaches_every_worker() {
-    let mut server = builder().threads(3).start().unwrap();
-    let mut conns: Vec<_> = (0..3).map(|_| connect(server.local_addr())).collect();
-    for c in &mut conns {
-        round_trip(c, b"up");
-    }
-    let ran = Arc::new(Mutex::new(BTreeSet::new()));
-    let r = Arc::clone(&ran);
-    server.handle().broadcast(move |w| {
-        r.lock().unwrap().insert(w.index());
-        let idx = w.index() as u8;
-        w.for_each_conn(|c| c.send_raw(9, &[idx]).unwrap());
-    });
-    let mut got = BTreeSet::new();
-    for c in &mut conns {
-        let (id, body) = read_frame(c);
-        assert_eq!(id, 9);
-        got.insert(body[0]);
-    }
-    assert_eq!(got, BTreeSet::from([0, 1, 2]));
-    assert_eq!(*ran.lock().unwrap(), BTreeSet::from([0, 1, 2]));
-    server.join();
-}
-
-#[test]
 fn a_connection_is_reached_by_id_from_another_thread() {
     let (tx, rx) = mpsc::channel::<ConnId>();
     let tx = Mutex::new(tx);
@@ -126,7 +100,7 @@ fn a_connection_is_reached_by_id_from_another_thread() {
     assert_ne!(id1, id2);
     let handle = server.handle();
     std::thread::spawn(move || {
-        assert!(handle.send_to(id2, 7, Bytes::from_static(b"to two")));
+        assert!(handle.with_conn(id2, |c| c.send_raw(7, b"to two").unwrap()));
         assert!(handle.with_conn(id1, |c| c.send_raw(7, b"to one").unwrap()));
     })
     .join()

@@ -1,136 +1,152 @@
+use std::net::{SocketAddr, UdpSocket};
 use std::sync::mpsc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
+use lars_core::frame;
 use lars_core::proto::{GetHostRequest, GetHostResponse};
-use lars_net::{UdpClient, UdpServer};
+use lars_net::{UdpIo, UdpServer, UdpService};
 
-use super::common::WAIT;
+use super::common::{WAIT, thread_names};
 
-/// State: how many requests this loop answered.
-fn start_counter() -> UdpServer<u32> {
-    UdpServer::start("127.0.0.1:0".parse().unwrap(), 0u32, |n, ctx, f, _peer| {
-        if f.msgid == 4 {
-            let req: GetHostRequest = f.message().unwrap();
-            *n += 1;
-            let resp = GetHostResponse {
-                seq: req.seq,
-                modid: req.modid,
-                cmdid: req.cmdid,
-                retcode: *n as i32,
-                host: None,
-            };
-            ctx.reply(5, &resp).unwrap();
-        }
-    })
-    .unwrap()
+/// Answers every GetHostRequest (msgid 4) with a GetHostResponse (5) whose
+/// retcode counts the requests answered; other datagrams are counted as bad.
+/// `tick` fires its deadline once, `after` its arming.
+#[derive(Debug, Default)]
+struct Counter {
+    answered: u32,
+    bad: u32,
+    deadline: Option<Instant>,
+    fired: Option<mpsc::Sender<u32>>,
 }
 
-#[test]
-fn bad_datagram_dropped_good_ones_answered() {
-    let mut server = start_counter();
-    let mut c = UdpClient::connect(server.local_addr()).unwrap();
-    // Header says 10 bytes of body, 2 present.
-    let mut bad = 4i32.to_le_bytes().to_vec();
-    bad.extend_from_slice(&10i32.to_le_bytes());
-    bad.extend_from_slice(&[1, 2]);
-    c.send_bytes(&bad).unwrap();
-    c.send_bytes(&[1, 2, 3]).unwrap();
-    for seq in 1..=3u32 {
-        c.send(
-            4,
-            &GetHostRequest {
-                seq,
-                modid: 1,
-                cmdid: 2,
-            },
-        )
-        .unwrap();
-        let f = c.recv(WAIT).unwrap();
-        assert_eq!(f.msgid, 5);
-        let resp: GetHostResponse = f.message().unwrap();
-        assert_eq!((resp.seq, resp.retcode), (seq, seq as i32));
+impl UdpService for Counter {
+    fn on_datagram(&mut self, io: &mut UdpIo<'_>, from: SocketAddr, data: &[u8]) {
+        let req = frame::decode_datagram(data)
+            .ok()
+            .filter(|f| f.msgid == 4)
+            .and_then(|f| f.message::<GetHostRequest>().ok());
+        let Some(req) = req else {
+            self.bad += 1;
+            return;
+        };
+        self.answered += 1;
+        let resp = GetHostResponse {
+            seq: req.seq,
+            modid: req.modid,
+            cmdid: req.cmdid,
+            retcode: self.answered as i32,
+            host: None,
+        };
+        io.send(from, 5, &resp).unwrap();
     }
-    assert_eq!(
-        server
-            .stats()
-            .bad_datagrams
-            .load(std::sync::atomic::Ordering::Relaxed),
-        2
-    );
-    server.join();
+
+    fn poll_timeout(&mut self) -> Option<Instant> {
+        self.deadline
+    }
+
+    fn on_timeout(&mut self, _io: &mut UdpIo<'_>, _now: Instant) {
+        self.deadline = None;
+        if let Some(tx) = &self.fired {
+            tx.send(self.answered).unwrap();
+        }
+    }
+}
+
+fn client(server: SocketAddr) -> UdpSocket {
+    let s = UdpSocket::bind("127.0.0.1:0").unwrap();
+    s.connect(server).unwrap();
+    s.set_read_timeout(Some(WAIT)).unwrap();
+    s
+}
+
+fn ask(c: &UdpSocket, seq: u32) -> GetHostResponse {
+    let req = GetHostRequest {
+        seq,
+        modid: 1,
+        cmdid: 2,
+    };
+    c.send(&frame::to_bytes(4, &req).unwrap()).unwrap();
+    let mut buf = [0u8; 1500];
+    let n = c.recv(&mut buf).unwrap();
+    let f = frame::decode_datagram(&buf[..n]).unwrap();
+    assert_eq!(f.msgid, 5);
+    f.message().unwrap()
 }
 
 #[test]
-fn posted_tasks_and_timers_get_the_loop_state() {
-    let mut server = start_counter();
-    let mut c = UdpClient::connect(server.local_addr()).unwrap();
-    c.send(
-        4,
-        &GetHostRequest {
-            seq: 1,
-            modid: 1,
-            cmdid: 1,
-        },
-    )
-    .unwrap();
-    c.recv(WAIT).unwrap();
-
+fn datagrams_reach_the_service_and_replies_come_from_its_socket() {
+    let mut server = UdpServer::bind("127.0.0.1:0".parse().unwrap())
+        .unwrap()
+        .start(Counter::default())
+        .unwrap();
+    let c = client(server.local_addr());
+    c.send(&[1, 2, 3]).unwrap();
+    for seq in 1..=3u32 {
+        let r = ask(&c, seq);
+        assert_eq!((r.seq, r.retcode), (seq, seq as i32));
+    }
     let (tx, rx) = mpsc::channel();
-    let h = server.handle();
-    assert!(h.post(move |n, _| {
-        *n += 100;
-        tx.send(*n).unwrap();
-    }));
-    assert_eq!(rx.recv_timeout(WAIT).unwrap(), 101);
-
-    // A timer that can also send: pushes the count to our client.
-    let to = c.local_addr().unwrap();
-    h.run_after(Duration::from_millis(5), move |n, ctx| {
-        ctx.send_raw_to(to, 9, &n.to_le_bytes()).unwrap();
-    });
-    let f = c.recv(WAIT).unwrap();
-    assert_eq!((f.msgid, &f.body[..]), (9, &101u32.to_le_bytes()[..]));
+    assert!(server.handle().post(move |s, _| tx.send(s.bad).unwrap()));
+    assert_eq!(rx.recv_timeout(WAIT).unwrap(), 1);
     server.join();
     assert!(!server.handle().post(|_, _| {}));
 }
 
 #[test]
-fn several_sockets_share_one_loop_and_its_state() {
-    let (tx, rx) = mpsc::channel::<u32>();
-    let tx = std::sync::Mutex::new(tx);
-    let handler = |n: &mut u32, ctx: &mut lars_net::UdpCtx<'_>, _f: lars_core::Frame, _p| {
-        *n += 1;
-        let idx = ctx.socket_index() as u8;
-        ctx.reply(
-            6,
-            &GetHostRequest {
-                seq: *n,
-                modid: i32::from(idx),
-                cmdid: 0,
-            },
-        )
+fn the_handle_works_before_start_and_posted_tasks_can_send() {
+    let b = UdpServer::bind("127.0.0.1:0".parse().unwrap()).unwrap();
+    let addr = b.local_addr();
+    let h = b.handle();
+    let c = client(addr);
+    // Posted before the service exists: runs once it does.
+    let to = c.local_addr().unwrap();
+    assert!(h.post(move |s: &mut Counter, io| {
+        s.answered += 100;
+        let msg = GetHostResponse {
+            seq: 9,
+            retcode: s.answered as i32,
+            ..GetHostResponse::default()
+        };
+        io.send(to, 5, &msg).unwrap();
+    }));
+    let mut server = b.name("udp-early").start(Counter::default()).unwrap();
+    let mut buf = [0u8; 1500];
+    let n = c.recv(&mut buf).unwrap();
+    let r: GetHostResponse = frame::decode_datagram(&buf[..n])
+        .unwrap()
+        .message()
         .unwrap();
+    assert_eq!((r.seq, r.retcode), (9, 100));
+    assert_eq!(ask(&c, 1).retcode, 101);
+    server.join();
+    assert!(!thread_names().iter().any(|n| n == "udp-early"));
+}
+
+#[test]
+fn the_service_deadline_fires_and_a_spinning_server_still_answers() {
+    let (tx, rx) = mpsc::channel();
+    let start = Instant::now();
+    let service = Counter {
+        deadline: Some(start + Duration::from_millis(50)),
+        fired: Some(tx),
+        ..Counter::default()
     };
-    let mut server = UdpServer::builder(0u32)
-        .bind("127.0.0.1:0".parse().unwrap(), handler)
-        .bind("127.0.0.1:0".parse().unwrap(), handler)
-        .every(Duration::from_millis(10), move |n, _| {
-            let _ = tx.lock().unwrap().send(*n);
-        })
-        .start()
+    let mut server = UdpServer::bind("127.0.0.1:0".parse().unwrap())
+        .unwrap()
+        .spin(20)
+        .start(service)
         .unwrap();
-    let addrs = server.local_addrs().to_vec();
-    assert_eq!(addrs.len(), 2);
-    let mut got = Vec::new();
-    for (i, a) in addrs.iter().enumerate() {
-        let mut c = UdpClient::connect(*a).unwrap();
-        c.send_raw(4, b"").unwrap();
-        let r: GetHostRequest = c.recv(WAIT).unwrap().message().unwrap();
-        assert_eq!(r.modid, i as i32);
-        got.push(r.seq);
+    let c = client(server.local_addr());
+    for seq in 1..=100u32 {
+        assert_eq!(ask(&c, seq).retcode, seq as i32);
     }
-    assert_eq!(got, vec![1, 2], "one state shared by both sockets");
-    // The periodic timer eventually observes both requests.
-    while rx.recv_timeout(WAIT).unwrap() != 2 {}
+    // The deadline fires once, not before it is due, whatever the traffic.
+    let answered = rx.recv_timeout(WAIT).unwrap();
+    assert!(start.elapsed() >= Duration::from_millis(50));
+    assert!(answered <= 100);
+    // A new deadline, armed from another thread, wakes the sleeping loop.
+    let h = server.handle();
+    assert!(h.post(|s, _| s.deadline = Some(Instant::now() + Duration::from_millis(10))));
+    assert_eq!(rx.recv_timeout(WAIT).unwrap(), 100);
     server.join();
 }

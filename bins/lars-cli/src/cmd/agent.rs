@@ -8,8 +8,8 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use anyhow::Context as _;
 use clap::Args;
-use lars_client::tools::qps::{self, QpsSummary, Second};
-use lars_client::tools::simulate::{
+use lars_bench::qps::{self, QpsSummary, Second};
+use lars_bench::simulate::{
     ErrRate, LatencyModel, SimCall, SimEvent, SimOptions, SimReport, simulate,
 };
 use lars_client::{ApiError, ClientConfig, LarsClient, Outcome};
@@ -422,10 +422,8 @@ mod tests {
     fn the_summary_names_hosts_and_transitions() {
         let mut r = SimReport::default();
         let h: SocketAddrV4 = "10.0.0.1:80".parse().unwrap();
-        r.hosts.insert(
-            h,
-            lars_client::tools::simulate::HostTally { succ: 3, err: 1 },
-        );
+        r.hosts
+            .insert(h, lars_bench::simulate::HostTally { succ: 3, err: 1 });
         r.overload = 2;
         r.latency_ms = (1..=200).collect();
         r.events.push(SimEvent::OverloadBegan { at: 4 });

@@ -95,7 +95,7 @@ pub fn run(args: &BenchArgs) -> anyhow::Result<()> {
 }
 
 fn dns(a: &DnsBenchArgs) -> anyhow::Result<()> {
-    let report = lars_dns::bench::run(lars_dns::bench::BenchOptions {
+    let report = lars_bench::dns::run(lars_bench::dns::BenchOptions {
         conns: a.conns as usize,
         window: a.window as usize,
         duration: Duration::from_secs(a.duration),
@@ -143,7 +143,7 @@ fn reporter(a: &ReporterBenchArgs) -> anyhow::Result<()> {
         a.hosts,
         super::redact(&store_url)
     );
-    let result = lars_reporter::bench::run(&lars_reporter::bench::BenchOptions {
+    let result = lars_bench::reporter::run(&lars_bench::reporter::BenchOptions {
         addr,
         store_url: store_url.clone(),
         conns: a.conns as usize,
@@ -151,7 +151,7 @@ fn reporter(a: &ReporterBenchArgs) -> anyhow::Result<()> {
         hosts: a.hosts,
         rate: a.rate,
         duration: Duration::from_secs(a.duration),
-        ..lars_reporter::bench::BenchOptions::default()
+        ..lars_bench::reporter::BenchOptions::default()
     });
     if let Some(mut r) = in_process {
         r.stop();

@@ -1,0 +1,450 @@
+//! The dns load tool: `conns` client connections each keep `window`
+//! `GetRouteRequest`s in flight for `duration`; the same run then measures a
+//! raw-socket reference (a minimal blocking std server, one thread per
+//! connection, answering every request with the very same response bytes)
+//! and reports both rates and their ratio.
+//!
+//! Used by `lars bench dns` and `examples/bench_dns.rs`.
+
+use std::fmt;
+use std::io::{self, Read, Write};
+use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4, TcpListener, TcpStream};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::thread::{self, JoinHandle};
+use std::time::{Duration, Instant};
+
+use lars_core::config::DnsConfig;
+use lars_core::frame::HEADER_LEN;
+use lars_core::proto::GetRouteRequest;
+use lars_core::{MessageId, ModKey, frame};
+use lars_dns::{Dns, DnsError};
+
+/// What to measure.
+#[derive(Debug, Clone)]
+pub struct BenchOptions {
+    /// Client connections (one client thread each).
+    pub conns: usize,
+    /// Requests in flight per connection (1 = ping-pong).
+    pub window: usize,
+    /// How long each of the two measurements runs.
+    pub duration: Duration,
+    /// The key asked for.
+    pub key: ModKey,
+    /// An external dns to measure; `None` starts one in-process over a
+    /// temporary SQLite store holding the demo routes.
+    pub dns: Option<SocketAddr>,
+    /// Worker loops of the in-process dns (`threadNum`).
+    pub threads: usize,
+}
+
+impl Default for BenchOptions {
+    fn default() -> Self {
+        Self {
+            conns: 1,
+            window: 1,
+            duration: Duration::from_secs(5),
+            key: ModKey::new(1, 1),
+            dns: None,
+            threads: 2,
+        }
+    }
+}
+
+/// One measurement.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Measurement {
+    /// Replies received.
+    pub replies: u64,
+    /// Seconds measured.
+    pub secs: f64,
+}
+
+impl Measurement {
+    /// Replies per second.
+    pub fn per_sec(&self) -> f64 {
+        if self.secs > 0.0 {
+            self.replies as f64 / self.secs
+        } else {
+            0.0
+        }
+    }
+}
+
+/// The result of [`run`].
+#[derive(Debug, Clone)]
+pub struct BenchReport {
+    /// The options measured.
+    pub options: BenchOptions,
+    /// Bytes of one reply frame.
+    pub reply_bytes: usize,
+    /// The dns.
+    pub dns: Measurement,
+    /// The raw-socket reference, same run, same reply bytes.
+    pub raw: Measurement,
+}
+
+impl BenchReport {
+    /// `dns / raw`.
+    pub fn ratio(&self) -> f64 {
+        let raw = self.raw.per_sec();
+        if raw > 0.0 {
+            self.dns.per_sec() / raw
+        } else {
+            0.0
+        }
+    }
+}
+
+impl fmt::Display for BenchReport {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let o = &self.options;
+        writeln!(
+            f,
+            "conns={} window={} duration={:?} key={} reply={} bytes",
+            o.conns, o.window, o.duration, o.key, self.reply_bytes
+        )?;
+        writeln!(
+            f,
+            "dns: {:>12.0} replies/s ({} replies in {:.2} s)",
+            self.dns.per_sec(),
+            self.dns.replies,
+            self.dns.secs
+        )?;
+        writeln!(
+            f,
+            "raw: {:>12.0} replies/s ({} replies in {:.2} s)",
+            self.raw.per_sec(),
+            self.raw.replies,
+            self.raw.secs
+        )?;
+        write!(f, "ratio dns/raw: {:.3}", self.ratio())
+    }
+}
+
+/// Why a benchmark could not run.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum BenchError {
+    /// A socket operation failed.
+    #[error("i/o error: {0}")]
+    Io(#[from] io::Error),
+    /// The in-process dns could not start.
+    #[error("cannot start the dns: {0}")]
+    Dns(#[from] DnsError),
+    /// The temporary store could not be prepared.
+    #[error("cannot prepare the store: {0}")]
+    Store(#[from] lars_store::StoreError),
+    /// The options cannot be measured.
+    #[error("invalid options: {0}")]
+    Invalid(String),
+}
+
+/// Measures the dns, then the raw reference, with the same options.
+pub fn run(options: BenchOptions) -> Result<BenchReport, BenchError> {
+    if options.conns == 0 || options.window == 0 || options.duration.is_zero() {
+        return Err(BenchError::Invalid(
+            "conns, window and duration must be positive".into(),
+        ));
+    }
+    let request = request_frame(options.key)?;
+    let (dns, reply) = match options.dns {
+        Some(addr) => {
+            let reply = fetch_reply(addr, &request)?;
+            (load(addr, &options, &request, None)?, reply)
+        }
+        None => {
+            let tmp = TempDb::new()?;
+            let store = lars_store::open(&tmp.url())?;
+            store.seed_demo()?;
+            let mut config = DnsConfig::default();
+            config.reactor.addr = SocketAddrV4::new(Ipv4Addr::LOCALHOST, 0);
+            config.reactor.thread_num = options.threads.max(1);
+            config.reactor.max_conn = options.conns.saturating_add(16);
+            let mut handle = Dns::start(config, store)?;
+            let addr = handle.local_addr();
+            let reply = fetch_reply(addr, &request)?;
+            let m = load(addr, &options, &request, None);
+            handle.stop();
+            (m?, reply)
+        }
+    };
+    let raw = RawServer::start(reply.clone())?;
+    let raw_m = load(raw.addr, &options, &request, None);
+    raw.stop();
+    Ok(BenchReport {
+        options,
+        reply_bytes: reply.len(),
+        dns,
+        raw: raw_m?,
+    })
+}
+
+fn request_frame(key: ModKey) -> Result<Vec<u8>, BenchError> {
+    let (modid, cmdid) = key.to_wire();
+    frame::to_bytes(
+        MessageId::GetRouteRequest.into(),
+        &GetRouteRequest { modid, cmdid },
+    )
+    .map(|b| b.to_vec())
+    .map_err(|e| BenchError::Invalid(e.to_string()))
+}
+
+/// Asks once and returns the whole reply frame.
+fn fetch_reply(addr: SocketAddr, request: &[u8]) -> Result<Vec<u8>, BenchError> {
+    let mut s = TcpStream::connect(addr)?;
+    s.set_read_timeout(Some(Duration::from_secs(5)))?;
+    s.write_all(request)?;
+    let mut head = [0u8; HEADER_LEN];
+    s.read_exact(&mut head)?;
+    let len = body_len(&head).ok_or_else(|| BenchError::Invalid("bad reply header".into()))?;
+    let mut reply = head.to_vec();
+    reply.resize(HEADER_LEN + len, 0);
+    s.read_exact(&mut reply[HEADER_LEN..])?;
+    Ok(reply)
+}
+
+fn body_len(head: &[u8]) -> Option<usize> {
+    let len = i32::from_le_bytes(head.get(4..8)?.try_into().ok()?);
+    usize::try_from(len).ok()
+}
+
+/// Runs the clients against `addr` and counts replies. `Some(stop)` ends
+/// early (tests).
+fn load(
+    addr: SocketAddr,
+    o: &BenchOptions,
+    request: &[u8],
+    stop: Option<Arc<AtomicBool>>,
+) -> Result<Measurement, BenchError> {
+    let stop = stop.unwrap_or_default();
+    let mut streams = Vec::with_capacity(o.conns);
+    for _ in 0..o.conns {
+        let s = TcpStream::connect(addr)?;
+        s.set_nodelay(true)?;
+        s.set_read_timeout(Some(Duration::from_millis(200)))?;
+        streams.push(s);
+    }
+    let burst: Arc<Vec<u8>> = Arc::new(request.repeat(o.window));
+    let req_len = request.len();
+    let start = Instant::now();
+    let deadline = start
+        .checked_add(o.duration)
+        .ok_or_else(|| BenchError::Invalid("duration too long".into()))?;
+    let mut threads: Vec<JoinHandle<io::Result<u64>>> = Vec::with_capacity(o.conns);
+    for s in streams {
+        let (burst, stop) = (Arc::clone(&burst), Arc::clone(&stop));
+        threads.push(
+            thread::Builder::new()
+                .name("bench-client".into())
+                .spawn(move || client(s, &burst, req_len, &stop))?,
+        );
+    }
+    while Instant::now() < deadline && !stop.load(Ordering::Relaxed) {
+        thread::sleep((deadline - Instant::now()).min(Duration::from_millis(20)));
+    }
+    stop.store(true, Ordering::Relaxed);
+    let secs = start.elapsed().as_secs_f64();
+    let mut replies = 0;
+    let mut first_err = None;
+    for t in threads {
+        match t.join() {
+            Ok(Ok(n)) => replies += n,
+            Ok(Err(e)) => first_err = first_err.or(Some(e)),
+            Err(_) => first_err = first_err.or(Some(io::Error::other("client thread panicked"))),
+        }
+    }
+    match first_err {
+        Some(e) => Err(e.into()),
+        None => Ok(Measurement { replies, secs }),
+    }
+}
+
+/// One client connection: keeps `burst.len() / req_len` requests in flight
+/// and counts whole reply frames until `stop`.
+fn client(mut s: TcpStream, burst: &[u8], req_len: usize, stop: &AtomicBool) -> io::Result<u64> {
+    s.write_all(burst)?;
+    let mut buf = vec![0u8; 256 * 1024];
+    let mut filled = 0;
+    let mut replies = 0u64;
+    while !stop.load(Ordering::Relaxed) {
+        let n = match s.read(&mut buf[filled..]) {
+            Ok(0) => {
+                return Err(io::Error::new(
+                    io::ErrorKind::UnexpectedEof,
+                    "server closed",
+                ));
+            }
+            Ok(n) => n,
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
+                ) =>
+            {
+                continue;
+            }
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(e),
+        };
+        filled += n;
+        let mut pos = 0;
+        let mut got = 0usize;
+        while filled - pos >= HEADER_LEN {
+            let len = body_len(&buf[pos..pos + HEADER_LEN])
+                .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidData, "bad reply"))?;
+            if filled - pos < HEADER_LEN + len {
+                break;
+            }
+            pos += HEADER_LEN + len;
+            got += 1;
+        }
+        buf.copy_within(pos..filled, 0);
+        filled -= pos;
+        replies += got as u64;
+        if got > 0 {
+            s.write_all(&burst[..got * req_len])?;
+        }
+    }
+    Ok(replies)
+}
+
+/// The raw-socket reference: blocking std sockets, one thread per
+/// connection, every complete request answered with `reply`.
+struct RawServer {
+    addr: SocketAddr,
+    stop: Arc<AtomicBool>,
+    acceptor: JoinHandle<()>,
+}
+
+impl RawServer {
+    fn start(reply: Vec<u8>) -> io::Result<Self> {
+        let listener = TcpListener::bind((Ipv4Addr::LOCALHOST, 0))?;
+        listener.set_nonblocking(true)?;
+        let addr = listener.local_addr()?;
+        let stop = Arc::new(AtomicBool::new(false));
+        let st = Arc::clone(&stop);
+        let reply = Arc::new(reply);
+        let acceptor = thread::Builder::new()
+            .name("bench-raw".into())
+            .spawn(move || {
+                let mut conns = Vec::new();
+                while !st.load(Ordering::Relaxed) {
+                    match listener.accept() {
+                        Ok((s, _)) => {
+                            let reply = Arc::clone(&reply);
+                            conns.push(thread::spawn(move || raw_conn(s, &reply)));
+                        }
+                        Err(_) => thread::sleep(Duration::from_millis(5)),
+                    }
+                }
+                for c in conns {
+                    let _ = c.join();
+                }
+            })?;
+        Ok(Self {
+            addr,
+            stop,
+            acceptor,
+        })
+    }
+
+    /// Stops accepting; the connection threads end when their clients close.
+    fn stop(self) {
+        self.stop.store(true, Ordering::Relaxed);
+        let _ = self.acceptor.join();
+    }
+}
+
+fn raw_conn(mut s: TcpStream, reply: &[u8]) -> io::Result<()> {
+    s.set_nonblocking(false)?;
+    s.set_nodelay(true)?;
+    let mut buf = vec![0u8; 256 * 1024];
+    let mut out = Vec::with_capacity(256 * 1024);
+    let mut filled = 0;
+    loop {
+        let n = s.read(&mut buf[filled..])?;
+        if n == 0 {
+            return Ok(());
+        }
+        filled += n;
+        let mut pos = 0;
+        while filled - pos >= HEADER_LEN {
+            let Some(len) = body_len(&buf[pos..pos + HEADER_LEN]) else {
+                return Ok(());
+            };
+            if filled - pos < HEADER_LEN + len {
+                break;
+            }
+            pos += HEADER_LEN + len;
+            out.extend_from_slice(reply);
+        }
+        buf.copy_within(pos..filled, 0);
+        filled -= pos;
+        s.write_all(&out)?;
+        out.clear();
+    }
+}
+
+/// A SQLite file under the system temp dir, removed on drop.
+struct TempDb {
+    path: PathBuf,
+}
+
+impl TempDb {
+    fn new() -> io::Result<Self> {
+        static NEXT: AtomicU64 = AtomicU64::new(0);
+        let dir = std::env::temp_dir().join(format!(
+            "lars-bench-dns-{}-{}",
+            std::process::id(),
+            NEXT.fetch_add(1, Ordering::Relaxed)
+        ));
+        std::fs::create_dir_all(&dir)?;
+        Ok(Self {
+            path: dir.join("lars.db"),
+        })
+    }
+
+    fn url(&self) -> String {
+        format!("sqlite://{}", self.path.display())
+    }
+}
+
+impl Drop for TempDb {
+    fn drop(&mut self) {
+        if let Some(dir) = self.path.parent() {
+            let _ = std::fs::remove_dir_all(dir);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn measures_both_servers_briefly() {
+        let report = run(BenchOptions {
+            conns: 2,
+            window: 4,
+            duration: Duration::from_millis(200),
+            ..BenchOptions::default()
+        })
+        .unwrap();
+        assert!(report.dns.replies > 0, "{report}");
+        assert!(report.raw.replies > 0, "{report}");
+        // The demo key 1/1 has three hosts: 8-byte header + 3 HostInfo.
+        assert!(report.reply_bytes > HEADER_LEN + 3 * 4, "{report}");
+        assert!(report.to_string().contains("ratio dns/raw"));
+    }
+
+    #[test]
+    fn rejects_empty_options() {
+        let o = BenchOptions {
+            window: 0,
+            ..BenchOptions::default()
+        };
+        assert!(matches!(run(o), Err(BenchError::Invalid(_))));
+    }
+}

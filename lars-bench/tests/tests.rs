@@ -1,0 +1,13 @@
+//! Integration tests of the load tools: qps and simulate against fake agents
+//! made of real UDP sockets on 127.0.0.1, the reporter tool against an
+//! in-process reporter over SQLite. (The dns tool's tests are unit tests in
+//! `src/dns.rs`.)
+#![allow(clippy::unwrap_used)]
+
+// The fake agent of lars-client's tests, shared by path.
+#[path = "../../lars-client/tests/fake/mod.rs"]
+#[allow(dead_code)]
+mod fake;
+mod qps;
+mod reporter;
+mod simulate;
