@@ -9,17 +9,18 @@
 
 use std::net::{SocketAddr, SocketAddrV4, UdpSocket};
 use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
+use crate::config::AgentConfig;
 use crossbeam_channel::Sender;
-use lars_core::config::AgentConfig;
 use lars_core::proto::GetRouteResponse;
 use lars_core::{MessageId, ModKey};
 use lars_net::{NetError, StatusServer, UdpHandle, UdpIo, UdpServer, UdpServerBuilder, UdpService};
 
-use crate::core::{AgentCore, CoreConfig, CoreCounters, Event, Reply, Shard, Transmit};
+use crate::core::{AgentCore, CoreConfig, Event, Reply, Shard, Transmit};
 use crate::links::{LinkEvent, Links, Senders};
 use crate::snapshot::{self, ShardRoutes};
+use crate::stats::AgentStats;
 use crate::{shard_of, status};
 
 /// How often a shard hands its changed routes to the snapshot writer.
@@ -264,10 +265,7 @@ fn deliver_to(shards: Vec<UdpHandle<ShardShell>>) -> impl Fn(LinkEvent) + Send +
 
 /// The wall clock's unix second (the statistics' `ts`).
 pub(crate) fn unix_now() -> u32 {
-    let secs = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs());
-    u32::try_from(secs).unwrap_or(u32::MAX)
+    u32::try_from(lars_core::time::unix_now()).unwrap_or(u32::MAX)
 }
 
 /// One shard: the I/O shell around its core, the state of one UDP loop.
@@ -362,8 +360,8 @@ pub(crate) struct Shared {
 
 impl Shared {
     /// The counters now: every shard's (bounded wait) and the connections'.
-    pub(crate) fn stats(&self) -> AgentStats {
-        let mut s = AgentStats::sum(&self.ask_all(|s| s.core.counters()));
+    fn stats(&self) -> AgentStats {
+        let mut s = AgentStats::sum(&self.ask_all_shells(|s| s.core.counters()));
         s.dns_connected = self.dns_stats.snapshot().open > 0;
         s.dns_connects = self.dns_stats.snapshot().accepted;
         s.reporter_connected = self.reporter_stats.snapshot().open > 0;
@@ -372,7 +370,7 @@ impl Shared {
     }
 
     /// Runs `f` on every shard and collects the answers (bounded wait).
-    pub(crate) fn ask_all<T: Send + 'static>(
+    fn ask_all_shells<T: Send + 'static>(
         &self,
         f: impl Fn(&mut ShardShell) -> T + Send + Sync + Clone + 'static,
     ) -> Vec<T> {
@@ -396,7 +394,7 @@ impl Shared {
     }
 
     /// Runs `f` on the shard owning `key` (bounded wait).
-    pub(crate) fn ask<T: Send + 'static>(
+    fn ask_shell<T: Send + 'static>(
         &self,
         key: ModKey,
         f: impl FnOnce(&mut ShardShell) -> T + Send + 'static,
@@ -410,70 +408,32 @@ impl Shared {
     }
 }
 
-/// Counters of a running agent (see [`AgentHandle::stats`]).
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-#[non_exhaustive]
-pub struct AgentStats {
-    /// GetHostRequests answered.
-    pub get_host: u64,
-    /// ... with a host (`RET_SUCC`).
-    pub get_host_succ: u64,
-    /// ... with `RET_OVERLOAD`.
-    pub get_host_overload: u64,
-    /// ... with `RET_NOEXIST`.
-    pub get_host_noexist: u64,
-    /// ReportRequests applied.
-    pub reports: u64,
-    /// API GetRouteRequests answered.
-    pub get_route: u64,
-    /// Datagrams dropped: bad size, unknown msgid, malformed body.
-    pub garbage: u64,
-    /// Requests that arrived on a port not owning their key (handled by the
-    /// owning shard, answered from the arrival port).
-    pub forwarded: u64,
-    /// GetRouteRequests sent to the dns.
-    pub pulls: u64,
-    /// GetRouteResponses from the dns applied.
-    pub routes_applied: u64,
-    /// ReportStatusRequests sent to the reporter.
-    pub report_messages: u64,
-    /// Times a key could not join the bounded pending-report set.
-    pub report_keys_dropped: u64,
-    /// Host counters restarted from zero before passing 2^31 (each announced
-    /// to the reporter by a `(0, 0)` report).
-    pub counter_restarts: u64,
-    /// Host state changes.
-    pub transitions: u64,
-    /// Whether the dns is connected.
-    pub dns_connected: bool,
-    /// Successful connects to the dns.
-    pub dns_connects: u64,
-    /// Whether the reporter is connected.
-    pub reporter_connected: bool,
-    /// Successful connects to the reporter.
-    pub reporter_connects: u64,
-}
+impl status::Shards for Shared {
+    fn stats(&self) -> AgentStats {
+        Shared::stats(self)
+    }
 
-impl AgentStats {
-    /// The sum of cores' counters (connection fields left false/0).
-    pub(crate) fn sum(cores: &[CoreCounters]) -> Self {
-        let sum = |f: fn(&CoreCounters) -> u64| -> u64 { cores.iter().map(f).sum() };
-        AgentStats {
-            get_host: sum(|c| c.get_host),
-            get_host_succ: sum(|c| c.get_host_succ),
-            get_host_overload: sum(|c| c.get_host_overload),
-            get_host_noexist: sum(|c| c.get_host_noexist),
-            reports: sum(|c| c.reports),
-            get_route: sum(|c| c.get_route),
-            garbage: sum(|c| c.garbage),
-            forwarded: sum(|c| c.forwarded),
-            pulls: sum(|c| c.pulls),
-            routes_applied: sum(|c| c.routes_applied),
-            report_messages: sum(|c| c.report_messages),
-            report_keys_dropped: sum(|c| c.report_keys_dropped),
-            counter_restarts: sum(|c| c.counter_restarts),
-            transitions: sum(|c| c.transitions),
-            ..AgentStats::default()
+    fn ask_all<T: Send + 'static>(
+        &self,
+        f: impl Fn(&AgentCore) -> T + Send + Sync + Clone + 'static,
+    ) -> Vec<T> {
+        self.ask_all_shells(move |s| f(&s.core))
+    }
+
+    fn ask<T: Send + 'static>(
+        &self,
+        key: ModKey,
+        f: impl FnOnce(&AgentCore) -> T + Send + 'static,
+    ) -> Option<T> {
+        self.ask_shell(key, move |s| f(&s.core))
+    }
+
+    fn addrs(&self) -> status::Addrs {
+        status::Addrs {
+            udp: self.udp_addrs.clone(),
+            shards: self.handles.len(),
+            dns: self.dns_addr,
+            reporter: self.reporter_addr,
         }
     }
 }
@@ -518,7 +478,7 @@ impl AgentHandle {
             h.stop();
         }
         if !self.servers.is_empty() {
-            self.shared.ask_all(ShardShell::send_snapshot);
+            self.shared.ask_all_shells(ShardShell::send_snapshot);
         }
         for s in &mut self.servers {
             s.join();

@@ -14,15 +14,16 @@ use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
 use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
 
+use crate::config::AgentConfig;
 use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
 use lars_client::{ApiError, Outcome, REG_INIT_ATTEMPTS, REG_INIT_WAIT};
-use lars_core::config::AgentConfig;
 use lars_core::{HostAddr, ModKey};
 use lars_lb::{Choice, HostView, LoadBalanceConfig};
 
-use crate::agent::{AgentError, AgentStats, unix_now};
+use crate::agent::{AgentError, unix_now};
 use crate::core::{AgentCore, CoreConfig};
 use crate::links::{LinkEvent, Links, Senders};
+use crate::stats::AgentStats;
 
 /// What the driver thread receives.
 enum Input {

@@ -25,7 +25,7 @@
 //! use std::time::Duration;
 //! use lars_agent::Agent;
 //! use lars_client::{ApiError, ClientConfig, LarsClient};
-//! use lars_core::config::AgentConfig;
+//! use lars_agent::AgentConfig;
 //!
 //! // An agent on free ports; no dns runs, so keys stay unknown.
 //! let mut config = AgentConfig::default();
@@ -52,14 +52,18 @@
 #![warn(missing_docs)]
 
 mod agent;
+pub mod config;
 pub mod core;
 mod embedded;
 mod links;
 pub mod snapshot;
+mod stats;
 mod status;
 
-pub use agent::{Agent, AgentError, AgentHandle, AgentStats, SNAPSHOT_INTERVAL};
+pub use agent::{Agent, AgentError, AgentHandle, SNAPSHOT_INTERVAL};
+pub use config::AgentConfig;
 pub use embedded::EmbeddedAgent;
+pub use stats::AgentStats;
 
 use lars_core::ModKey;
 

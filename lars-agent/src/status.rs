@@ -3,17 +3,49 @@
 // An I/O shell: clock, threads and locks are its business (see clippy.toml).
 #![allow(clippy::disallowed_methods, clippy::disallowed_types)]
 
-use std::fmt::Write as _;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use lars_core::ModKey;
 use lars_lb::{HostState, HostView, LoadBalanceConfig, Policy, RouteStatus};
 use lars_net::http::HttpHandler;
+use lars_net::http::PromText;
 use lars_net::{HttpRequest, HttpResponse};
 use serde_json::{Value, json};
 
-use crate::agent::Shared;
+use crate::core::AgentCore;
+use crate::stats::AgentStats;
+
+/// Where the pages read from: the shards' cores, the counters, the
+/// addresses. The agent's shared state implements it; this module knows
+/// nothing of shards' loops.
+pub(crate) trait Shards: Send + Sync + 'static {
+    /// The counters now.
+    fn stats(&self) -> AgentStats;
+    /// `f` on every shard's core (bounded wait).
+    fn ask_all<T: Send + 'static>(
+        &self,
+        f: impl Fn(&AgentCore) -> T + Send + Sync + Clone + 'static,
+    ) -> Vec<T>;
+    /// `f` on the core of the shard owning `key` (bounded wait); `None` when
+    /// the shard did not answer.
+    fn ask<T: Send + 'static>(
+        &self,
+        key: ModKey,
+        f: impl FnOnce(&AgentCore) -> T + Send + 'static,
+    ) -> Option<T>;
+    /// The agent's addresses.
+    fn addrs(&self) -> Addrs;
+}
+
+/// The addresses an agent listens on and talks to.
+#[derive(Debug, Clone)]
+pub(crate) struct Addrs {
+    pub(crate) udp: Vec<std::net::SocketAddrV4>,
+    pub(crate) shards: usize,
+    pub(crate) dns: std::net::SocketAddrV4,
+    pub(crate) reporter: std::net::SocketAddrV4,
+}
 
 /// Per-shard gauges, computed on the shard's loop.
 #[derive(Debug, Clone, Copy, Default)]
@@ -24,13 +56,13 @@ struct Gauges {
     pending_report_keys: usize,
 }
 
-fn gauges(shared: &Shared) -> Gauges {
+fn gauges(shared: &impl Shards) -> Gauges {
     shared
-        .ask_all(|s| {
-            let r = s.core.routes();
+        .ask_all(|core| {
+            let r = core.routes();
             let mut g = Gauges {
                 keys: r.len(),
-                pending_report_keys: s.core.pending_report_keys(),
+                pending_report_keys: core.pending_report_keys(),
                 ..Gauges::default()
             };
             for k in r.keys() {
@@ -50,33 +82,34 @@ fn gauges(shared: &Shared) -> Gauges {
         })
 }
 
-pub(crate) fn handler(shared: Arc<Shared>) -> HttpHandler {
+pub(crate) fn handler(shared: Arc<impl Shards>) -> HttpHandler {
     Arc::new(move |req: &HttpRequest| {
         if req.method != "GET" {
             return HttpResponse::text("GET only\n").status(405);
         }
         match req.path.as_str() {
-            "/status" => status(&shared),
-            "/routes" => routes(&shared, req),
-            "/metrics" => metrics(&shared),
+            "/status" => status(shared.as_ref()),
+            "/routes" => routes(shared.as_ref(), req),
+            "/metrics" => metrics(shared.as_ref()),
             _ => HttpResponse::not_found(),
         }
     })
 }
 
-fn status(shared: &Shared) -> HttpResponse {
+fn status(shared: &impl Shards) -> HttpResponse {
     let s = shared.stats();
     let g = gauges(shared);
     // What the shards' balancers were built with (every shard has the same).
     let lb = shared
-        .ask_all(|s| s.core.routes().config().clone())
+        .ask_all(|core| core.routes().config().clone())
         .into_iter()
         .next();
+    let addrs = shared.addrs();
     let body = json!({
         "policy": lb.as_ref().map(|c| c.policy.to_string()),
         "loadbalance": lb.as_ref().map(loadbalance_section),
-        "udp": shared.udp_addrs.iter().map(ToString::to_string).collect::<Vec<_>>(),
-        "shards": shared.handles.len(),
+        "udp": addrs.udp.iter().map(ToString::to_string).collect::<Vec<_>>(),
+        "shards": addrs.shards,
         "keys": g.keys,
         "hosts": { "idle": g.idle, "overload": g.overload },
         "requests": {
@@ -91,14 +124,14 @@ fn status(shared: &Shared) -> HttpResponse {
         "reports": s.reports,
         "transitions": s.transitions,
         "dns": {
-            "addr": shared.dns_addr.to_string(),
+            "addr": addrs.dns.to_string(),
             "connected": s.dns_connected,
             "connects": s.dns_connects,
             "pulls": s.pulls,
             "routes_applied": s.routes_applied,
         },
         "reporter": {
-            "addr": shared.reporter_addr.to_string(),
+            "addr": addrs.reporter.to_string(),
             "connected": s.reporter_connected,
             "connects": s.reporter_connects,
             "messages": s.report_messages,
@@ -179,22 +212,22 @@ fn host_json(v: &HostView, cfg: &LoadBalanceConfig, totals: (u32, u32), now: Ins
     })
 }
 
-fn routes(shared: &Shared, req: &HttpRequest) -> HttpResponse {
+fn routes(shared: &impl Shards, req: &HttpRequest) -> HttpResponse {
     let id = |name: &str| req.query(name).and_then(|v| v.parse::<u32>().ok());
     let (Some(modid), Some(cmdid)) = (id("modid"), id("cmdid")) else {
         return HttpResponse::bad_request("modid and cmdid (unsigned integers) are required\n");
     };
     let key = ModKey::new(modid, cmdid);
-    let answer = shared.ask(key, move |s| -> Option<Value> {
+    let answer = shared.ask(key, move |core| -> Option<Value> {
         let now = Instant::now();
-        let r = s.core.routes();
+        let r = core.routes();
         let cfg = r.config();
         let lb = r.lb(key)?;
         let mut hosts: Vec<_> = lb.hosts().filter_map(|h| lb.host(h)).collect();
         hosts.sort_unstable_by_key(|v| v.addr);
         let hosts: Vec<Value> = hosts
             .iter()
-            .map(|v| host_json(v, cfg, s.core.cumulative(key, v.addr), now))
+            .map(|v| host_json(v, cfg, core.cumulative(key, v.addr), now))
             .collect();
         let status = match r.status(key) {
             Some(RouteStatus::Pulling) => "pulling",
@@ -215,16 +248,11 @@ fn routes(shared: &Shared, req: &HttpRequest) -> HttpResponse {
     }
 }
 
-fn metrics(shared: &Shared) -> HttpResponse {
+fn metrics(shared: &impl Shards) -> HttpResponse {
     let s = shared.stats();
     let g = gauges(shared);
-    let mut out = String::new();
-    let mut m = |name: &str, kind: &str, help: &str, v: u64| {
-        let _ = writeln!(
-            out,
-            "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {v}"
-        );
-    };
+    let mut out = PromText::default();
+    let mut m = |name: &str, kind: &str, help: &str, v: u64| out.metric(name, kind, help, v);
     m(
         "lars_agent_get_host_total",
         "counter",
@@ -340,5 +368,5 @@ fn metrics(shared: &Shared) -> HttpResponse {
         "Hosts in overload lists",
         g.overload as u64,
     );
-    HttpResponse::text(out).header("Cache-Control", "no-store")
+    HttpResponse::text(out.into_string()).header("Cache-Control", "no-store")
 }

@@ -13,9 +13,9 @@ use std::time::{Duration, Instant};
 use lars_agent::{Agent, EmbeddedAgent};
 use lars_bench::simulate::{ErrRate, SimOptions, simulate};
 use lars_client::{ApiError, ClientConfig, LarsClient, Outcome};
-use lars_core::config::{LoadBalanceConfig, Policy};
 use lars_core::proto::{GetHostRequest, GetHostResponse};
 use lars_core::{MessageId, ModKey, frame};
+use lars_lb::{LoadBalanceConfig, Policy};
 use lars_store::StatsStore;
 
 use util::{Env, client, hosts, http_get, json, v4, wait_until};
@@ -417,7 +417,7 @@ fn a_restarted_agent_announces_its_reset_so_no_call_is_lost() {
 #[test]
 fn sample_and_original_confs_load() {
     let root = concat!(env!("CARGO_MANIFEST_DIR"), "/../conf");
-    let c = lars_core::config::AgentConfig::load(format!("{root}/lars_lb_agent.conf")).unwrap();
+    let c = lars_agent::AgentConfig::load(format!("{root}/lars_lb_agent.conf")).unwrap();
     assert_eq!((c.base_port, c.port_count), (8888, 3));
     // The sample documents every [loadbalance] key with its default (the
     // original file's succ_rate 0.95 aside).
@@ -431,8 +431,7 @@ fn sample_and_original_confs_load() {
     assert_eq!(c.lb.policy, Policy::Adaptive);
     assert_eq!(c.report_interval, Duration::from_secs(1));
     assert!(c.http.addr.is_none());
-    let o = lars_core::config::AgentConfig::load(format!("{root}/original/lars_lb_agent.conf"))
-        .unwrap();
+    let o = lars_agent::AgentConfig::load(format!("{root}/original/lars_lb_agent.conf")).unwrap();
     assert_eq!(o.dns.port(), 7778);
     // No policy key in the original: the default.
     assert_eq!(o.lb.policy, Policy::Adaptive);

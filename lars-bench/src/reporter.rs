@@ -13,7 +13,7 @@ use std::net::{SocketAddr, TcpStream};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use bytes::BytesMut;
 use lars_core::proto::{HostCallResult, ReportStatusRequest};
@@ -129,9 +129,7 @@ struct ConnResult {
 }
 
 fn unix_now() -> u32 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| u32::try_from(d.as_secs()).unwrap_or(u32::MAX))
+    u32::try_from(lars_core::time::unix_now()).unwrap_or(u32::MAX)
 }
 
 /// The ip of bench host `h` (127.0.1.x: stored data, never connected to).

@@ -2,7 +2,8 @@
 //! domain types every component speaks, the original INI configuration files,
 //! and the consistent-hash ring that spreads keys over workers.
 //!
-//! Everything here is pure: no sockets, no threads, no clock.
+//! Everything here is pure: no sockets, no threads, no clock, except
+//! [`time::unix_now`], the wall-clock read the services' shells share.
 //!
 //! - [`ModKey`] and [`HostAddr`] name a service and one of its hosts.
 //! - [`frame::encode`] / [`frame::decode`] turn protobuf messages ([`proto`])
@@ -32,6 +33,7 @@
 pub mod config;
 pub mod frame;
 pub mod ring;
+pub mod time;
 mod types;
 
 pub use frame::{Frame, FrameError};

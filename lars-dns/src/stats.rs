@@ -1,7 +1,6 @@
 //! What `/status` and `/metrics` show.
 
-use std::fmt::Write as _;
-use std::time::{SystemTime, UNIX_EPOCH};
+use lars_net::http::PromText;
 
 use serde::Serialize;
 
@@ -49,19 +48,13 @@ pub struct StoreHealth {
     pub last_error: Option<String>,
 }
 
-pub(crate) fn unix_secs(t: SystemTime) -> u64 {
-    t.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs())
-}
+pub(crate) use lars_core::time::unix_secs;
 
 /// The Prometheus text exposition of `s`.
 pub(crate) fn prometheus(s: &DnsStats) -> String {
-    let mut out = String::with_capacity(2048);
+    let mut out = PromText::default();
     let mut metric = |name: &str, kind: &str, help: &str, value: u64| {
-        // Writing to a String cannot fail.
-        let _ = write!(
-            out,
-            "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {value}\n"
-        );
+        out.metric(name, kind, help, value);
     };
     metric(
         "lars_dns_route_version",
@@ -141,7 +134,7 @@ pub(crate) fn prometheus(s: &DnsStats) -> String {
         "Failed store rounds.",
         s.store.failures,
     );
-    out
+    out.into_string()
 }
 
 #[cfg(test)]

@@ -10,8 +10,8 @@
 
 use std::time::{Duration, Instant};
 
+use crate::config::{LoadBalanceConfig, Policy};
 use hashbrown::HashMap;
-use lars_core::config::{LoadBalanceConfig, Policy};
 use lars_core::{HostAddr, ModKey, RetCode};
 
 use crate::event::{

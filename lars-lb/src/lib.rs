@@ -88,17 +88,18 @@
 //! ```
 #![warn(missing_docs)]
 
+mod config;
 mod event;
 mod lb;
 mod route;
 mod table;
 
+pub use config::{AdaptiveConfig, LoadBalanceConfig, Policy};
 pub use event::{Counters, DEFAULT_EVENT_CAPACITY, HostState, LbEvent, Reason, Transition};
-pub use lars_core::config::{AdaptiveConfig, LoadBalanceConfig, Policy};
 pub use lars_core::{HostAddr, ModKey};
 pub use lb::{Choice, HostReport, HostView, LoadBalance, Outcome, UpdateSummary};
 pub use route::{KeyReport, RouteApplied, RouteLb, RouteStatus};
 pub use table::{ConnId, RouteTable, Routes, Subscriptions};
 
-/// The `[loadbalance]` configuration (lars-core's [`LoadBalanceConfig`]).
+/// The `[loadbalance]` configuration ([`LoadBalanceConfig`]).
 pub type LbConfig = LoadBalanceConfig;

@@ -5,8 +5,8 @@ use std::cmp::Reverse;
 use std::collections::BinaryHeap;
 use std::time::Instant;
 
+use crate::config::LoadBalanceConfig;
 use hashbrown::HashMap;
-use lars_core::config::LoadBalanceConfig;
 use lars_core::{HostAddr, ModKey};
 
 use crate::event::{DEFAULT_EVENT_CAPACITY, EventQueue, HostState, LbEvent};

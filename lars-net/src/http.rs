@@ -321,6 +321,56 @@ fn answer(mut s: TcpStream, handler: &HttpHandler) -> io::Result<()> {
     resp.write_to(&mut s)
 }
 
+/// Prometheus text exposition (format 0.0.4), written one metric at a time:
+/// each gets its `# HELP` and `# TYPE` lines. The `/metrics` pages of the
+/// dns, the reporter and the agent all write through it.
+///
+/// ```
+/// let mut m = lars_net::http::PromText::default();
+/// m.metric("lars_x_total", "counter", "Things done.", 3);
+/// assert_eq!(
+///     m.into_string(),
+///     "# HELP lars_x_total Things done.\n# TYPE lars_x_total counter\nlars_x_total 3\n"
+/// );
+/// ```
+#[derive(Debug, Default)]
+pub struct PromText {
+    out: String,
+}
+
+impl PromText {
+    /// Appends one metric: `kind` is `counter` or `gauge`.
+    pub fn metric(&mut self, name: &str, kind: &str, help: &str, value: u64) {
+        use std::fmt::Write as _;
+        // Writing to a String cannot fail.
+        let _ = write!(
+            self.out,
+            "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {value}\n"
+        );
+    }
+
+    /// Appends one metric with a sample per label set: `labels` is the
+    /// inside of the braces (`worker="0"`).
+    pub fn labelled(
+        &mut self,
+        name: &str,
+        kind: &str,
+        help: &str,
+        samples: impl IntoIterator<Item = (String, u64)>,
+    ) {
+        use std::fmt::Write as _;
+        let _ = write!(self.out, "# HELP {name} {help}\n# TYPE {name} {kind}\n");
+        for (labels, value) in samples {
+            let _ = writeln!(self.out, "{name}{{{labels}}} {value}");
+        }
+    }
+
+    /// The text written so far.
+    pub fn into_string(self) -> String {
+        self.out
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -1,10 +1,10 @@
 //! The reporter's counters, shared by the network threads, the workers and
 //! the writers, and their JSON / Prometheus renderings.
 
-use std::fmt::Write as _;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
+use lars_net::http::PromText;
 use serde::Serialize;
 
 /// Live counters (relaxed atomics). Read them with [`Stats::snapshot`].
@@ -162,13 +162,9 @@ impl Stats {
 impl StatsSnapshot {
     /// The Prometheus text exposition of the snapshot.
     pub fn prometheus(&self) -> String {
-        let mut out = String::new();
+        let mut out = PromText::default();
         let mut m = |name: &str, kind: &str, help: &str, v: u64| {
-            // Writing to a String cannot fail.
-            let _ = writeln!(
-                out,
-                "# HELP lars_reporter_{name} {help}\n# TYPE lars_reporter_{name} {kind}\nlars_reporter_{name} {v}"
-            );
+            out.metric(&format!("lars_reporter_{name}"), kind, help, v);
         };
         m(
             "uptime_seconds",
@@ -350,10 +346,16 @@ impl StatsSnapshot {
             "TCP connections open.",
             self.connections,
         );
-        for (i, d) in self.queue_depths.iter().enumerate() {
-            let _ = writeln!(out, "lars_reporter_queue_depth{{worker=\"{i}\"}} {d}");
-        }
-        out
+        out.labelled(
+            "lars_reporter_queue_depth",
+            "gauge",
+            "Reports queued per worker.",
+            self.queue_depths
+                .iter()
+                .enumerate()
+                .map(|(i, d)| (format!("worker=\"{i}\""), *d as u64)),
+        );
+        out.into_string()
     }
 }
 

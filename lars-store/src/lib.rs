@@ -46,7 +46,6 @@ mod sqlite_backend;
 
 use std::fmt;
 use std::sync::Arc;
-use std::time::{SystemTime, UNIX_EPOCH};
 
 use lars_core::{HostAddr, ModKey};
 
@@ -330,10 +329,7 @@ pub(crate) fn next_version(previous: u64, now: i64) -> u64 {
 
 /// Current unix time in seconds.
 pub(crate) fn now_secs() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
-        .unwrap_or(0)
+    i64::try_from(lars_core::time::unix_now()).unwrap_or(i64::MAX)
 }
 
 /// Floors unix seconds to the start of their minute.

@@ -6,11 +6,13 @@ use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4, TcpStream};
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
+use lars_agent::AgentConfig;
 use lars_agent::{Agent, AgentHandle};
 use lars_client::{ClientConfig, LarsClient};
-use lars_core::config::{AgentConfig, DnsConfig, HttpConfig, Ini, Policy, ReporterConfig};
+use lars_core::config::{DnsConfig, HttpConfig, Ini, ReporterConfig};
 use lars_core::{HostAddr, ModKey};
 use lars_dns::{Dns, DnsHandle};
+use lars_lb::Policy;
 use lars_reporter::{Reporter, ReporterHandle};
 use lars_store::{RouteAdmin, Store};
 

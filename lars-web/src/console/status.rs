@@ -139,10 +139,7 @@ fn per_minute(rows: &[HistoryRow], now: i64, minutes: i64) -> Vec<Minute> {
 
 /// Current unix time in seconds.
 fn now_secs() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
-        .unwrap_or(0)
+    i64::try_from(lars_core::time::unix_now()).unwrap_or(i64::MAX)
 }
 
 #[cfg(test)]

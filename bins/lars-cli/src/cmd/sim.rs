@@ -14,7 +14,8 @@ use std::time::{Duration, Instant};
 use anyhow::{Context as _, bail};
 use clap::Args;
 use lars_core::ModKey;
-use lars_core::config::{Ini, LoadBalanceConfig};
+use lars_core::config::Ini;
+use lars_lb::LoadBalanceConfig;
 use lars_sim::{
     BalancerKind, HistoryMinute, Metrics, NAMED, Recorded, Replay, RunOptions, RunResult, Scenario,
     ShareSeries, SimError, Workload,

@@ -7,7 +7,8 @@ use std::net::{SocketAddr, SocketAddrV4};
 
 use anyhow::Context as _;
 use clap::Args;
-use lars_core::config::{AgentConfig, DnsConfig, HttpConfig, ReporterConfig};
+use lars_agent::AgentConfig;
+use lars_core::config::{DnsConfig, HttpConfig, ReporterConfig};
 use lars_store::{RouteAdmin, RouteFilter, Store, UserStore};
 
 use super::agent::AgentArgs;

@@ -1,0 +1,150 @@
+//! `lars_lb_agent.conf`: [`AgentConfig`], built once from the file (the
+//! `[loadbalance]` section by lars-lb).
+
+use std::net::{Ipv4Addr, SocketAddrV4};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use lars_core::config::{ConfigError, HttpConfig, Ini};
+use lars_lb::LoadBalanceConfig;
+
+/// `lars_lb_agent.conf`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct AgentConfig {
+    /// `[reporter] ip, port` (127.0.0.1:7779).
+    pub reporter: SocketAddrV4,
+    /// `[dnsserver] ip, port` (127.0.0.1:7778).
+    pub dns: SocketAddrV4,
+    /// `[loadbalance]`.
+    pub lb: LoadBalanceConfig,
+    /// Ours: `[agent] ip` (127.0.0.1): the UDP listen address.
+    pub udp_ip: Ipv4Addr,
+    /// Ours: `[agent] base_port` (8888).
+    pub base_port: u16,
+    /// Ours: `[agent] port_count` (3): UDP ports / route shards.
+    pub port_count: u16,
+    /// Ours: `[agent] report_interval` (s, default 1): statistics batch period.
+    pub report_interval: Duration,
+    /// Ours: `[agent] snapshot_path` (default `./lars_agent_routes.snapshot`;
+    /// empty disables).
+    pub snapshot_path: Option<PathBuf>,
+    /// `[http]`.
+    pub http: HttpConfig,
+}
+
+impl AgentConfig {
+    /// Builds the config from a parsed file.
+    pub fn from_ini(ini: &Ini) -> Result<Self, ConfigError> {
+        let port_count: u16 = ini.get_or("agent", "port_count", 3)?;
+        if port_count == 0 {
+            return Err(ini.bad("agent", "port_count", "0", "expected at least 1"));
+        }
+        let snapshot = ini
+            .raw("agent", "snapshot_path")
+            .unwrap_or("./lars_agent_routes.snapshot");
+        Ok(Self {
+            reporter: ini.endpoint("reporter", Ipv4Addr::LOCALHOST, 7779)?,
+            dns: ini.endpoint("dnsserver", Ipv4Addr::LOCALHOST, 7778)?,
+            lb: LoadBalanceConfig::from_ini(ini)?,
+            udp_ip: ini.ipv4_or("agent", "ip", Ipv4Addr::LOCALHOST)?,
+            base_port: ini.get_or("agent", "base_port", 8888)?,
+            port_count,
+            report_interval: ini.seconds_or("agent", "report_interval", Duration::from_secs(1))?,
+            snapshot_path: (!snapshot.is_empty()).then(|| PathBuf::from(snapshot)),
+            http: HttpConfig::from_ini(ini)?,
+        })
+    }
+
+    /// Loads `path`; every key nothing reads is logged as a warning
+    /// naming the file, section and key.
+    pub fn load(path: impl AsRef<Path>) -> Result<Self, ConfigError> {
+        let ini = Ini::load(path)?;
+        let config = Self::from_ini(&ini)?;
+        ini.warn_unread();
+        Ok(config)
+    }
+}
+
+impl Default for AgentConfig {
+    fn default() -> Self {
+        // An empty file cannot fail to parse.
+        Self::from_ini(&Ini::default()).unwrap_or_else(|_| unreachable!())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const AGENT: &str = "[reporter]\nip = 127.0.0.1\nport = 7779\n\n[dnsserver]\nip = 127.0.0.1\n\
+        port = 7778\n\n[loadbalance]\n\n;comment\nprobe_num=10\n\n;c\ninit_succ_cnt=180\n\
+        err_rate=0.1\n\nsucc_rate=0.95\n\ncontin_err_limit=15\n\ncontin_succ_limit=15\n\
+        window_err_rate=0.7\nidle_timeout=15\noverload_timeout=15\nupdate_timeout=15\n";
+
+    #[test]
+    fn original_agent_conf() {
+        let c = AgentConfig::from_ini(&Ini::parse("a.conf", AGENT).unwrap()).unwrap();
+        assert_eq!(c.reporter, "127.0.0.1:7779".parse().unwrap());
+        assert_eq!(c.dns, "127.0.0.1:7778".parse().unwrap());
+        assert_eq!(c.lb.probe_num, 10);
+        assert_eq!(c.lb.init_succ_cnt, 180);
+        assert_eq!(c.lb.init_err_cnt, 5, "absent key takes the shipped default");
+        assert!((c.lb.succ_rate - 0.95).abs() < 1e-9);
+        assert_eq!(c.lb.idle_timeout, Duration::from_secs(15));
+        assert_eq!(c.base_port, 8888);
+        assert_eq!(c.port_count, 3);
+    }
+
+    #[test]
+    fn malformed_values_name_file_section_and_key() {
+        let ini = Ini::parse("lars_lb_agent.conf", "[agent]\nport_count = 0\n").unwrap();
+        let e = AgentConfig::from_ini(&ini).unwrap_err().to_string();
+        assert!(
+            e.contains("lars_lb_agent.conf") && e.contains("[agent] port_count"),
+            "{e}"
+        );
+        let ini = Ini::parse("a", "[loadbalance]\nerr_rate = 1.5\n").unwrap();
+        assert!(
+            AgentConfig::from_ini(&ini)
+                .unwrap_err()
+                .to_string()
+                .contains("err_rate")
+        );
+    }
+
+    #[test]
+    fn the_shipped_and_original_confs_have_no_unread_keys() {
+        let root = concat!(env!("CARGO_MANIFEST_DIR"), "/../conf");
+        for file in ["lars_lb_agent.conf", "original/lars_lb_agent.conf"] {
+            let ini = Ini::load(format!("{root}/{file}")).unwrap();
+            AgentConfig::from_ini(&ini).unwrap();
+            assert_eq!(ini.unread(), vec![], "{file}");
+        }
+    }
+
+    #[test]
+    fn original_lars_lb_agent_conf() {
+        let c = AgentConfig::load(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../conf/original/lars_lb_agent.conf"
+        ))
+        .unwrap();
+        assert_eq!(
+            c.reporter,
+            "127.0.0.1:7779".parse::<SocketAddrV4>().unwrap()
+        );
+        assert_eq!(c.dns, "127.0.0.1:7778".parse::<SocketAddrV4>().unwrap());
+        let lb = &c.lb;
+        assert_eq!(lb.probe_num, 10);
+        assert_eq!(lb.init_succ_cnt, 180);
+        assert_eq!(lb.init_err_cnt, 5);
+        assert!((lb.err_rate - 0.1).abs() < 1e-12);
+        assert!((lb.succ_rate - 0.95).abs() < 1e-12);
+        assert_eq!(lb.contin_err_limit, 15);
+        assert_eq!(lb.contin_succ_limit, 15);
+        assert!((lb.window_err_rate - 0.7).abs() < 1e-12);
+        assert_eq!(lb.idle_timeout, Duration::from_secs(15));
+        assert_eq!(lb.overload_timeout, Duration::from_secs(15));
+        assert_eq!(lb.update_timeout, Duration::from_secs(15));
+    }
+}
