@@ -80,7 +80,7 @@ impl Agent {
     /// the clients, which deliver to those handles, then the shards, which
     /// send through the clients and to each other.
     pub fn start(config: AgentConfig) -> Result<AgentHandle, AgentError> {
-        let count = usize::from(config.port_count.max(1));
+        let count = usize::from(config.port_count.get());
         let restored = load_snapshot(&config);
         let builders = bind_shards(&config, count)?;
         let handles: Vec<UdpHandle<ShardShell>> = builders.iter().map(|b| b.handle()).collect();
@@ -200,7 +200,7 @@ fn bind_shards(
         (0..count)
             .map(|i| {
                 let port = u16::try_from(usize::from(base) + i)
-                    .map_err(|_| AgentError::NoPorts(config.port_count))?;
+                    .map_err(|_| AgentError::NoPorts(config.port_count.get()))?;
                 let addr = SocketAddr::V4(SocketAddrV4::new(config.udp_ip, port));
                 UdpServer::bind(addr).map_err(|source| AgentError::Bind { addr, source })
             })
@@ -223,7 +223,7 @@ fn bind_shards(
             Err(e) => return Err(e),
         }
     }
-    Err(AgentError::NoPorts(config.port_count))
+    Err(AgentError::NoPorts(config.port_count.get()))
 }
 
 /// What the dns and reporter clients see, posted to the shards: a dns answer

@@ -2,6 +2,7 @@
 //! `[loadbalance]` section by lars-lb).
 
 use std::net::{Ipv4Addr, SocketAddrV4};
+use std::num::NonZeroU16;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -22,7 +23,7 @@ pub struct AgentConfig {
     /// Ours: `[agent] base_port` (8888).
     pub base_port: u16,
     /// Ours: `[agent] port_count` (3): UDP ports / route shards.
-    pub port_count: u16,
+    pub port_count: NonZeroU16,
     /// Ours: `[agent] report_interval` (s, default 1): statistics batch period.
     pub report_interval: Duration,
     /// Ours: `[agent] snapshot_path` (default `./lars_agent_routes.snapshot`;
@@ -36,9 +37,9 @@ impl AgentConfig {
     /// Builds the config from a parsed file.
     pub fn from_ini(ini: &Ini) -> Result<Self, ConfigError> {
         let port_count: u16 = ini.get_or("agent", "port_count", 3)?;
-        if port_count == 0 {
+        let Some(port_count) = NonZeroU16::new(port_count) else {
             return Err(ini.bad("agent", "port_count", "0", "expected at least 1"));
-        }
+        };
         let snapshot = ini
             .raw("agent", "snapshot_path")
             .unwrap_or("./lars_agent_routes.snapshot");
@@ -92,7 +93,7 @@ mod tests {
         assert!((c.lb.succ_rate - 0.95).abs() < 1e-9);
         assert_eq!(c.lb.idle_timeout, Duration::from_secs(15));
         assert_eq!(c.base_port, 8888);
-        assert_eq!(c.port_count, 3);
+        assert_eq!(c.port_count.get(), 3);
     }
 
     #[test]

@@ -30,7 +30,7 @@
 //! // An agent on free ports; no dns runs, so keys stay unknown.
 //! let mut config = AgentConfig::default();
 //! config.base_port = 0;
-//! config.port_count = 1;
+//! config.port_count = std::num::NonZeroU16::MIN;
 //! config.dns = "127.0.0.1:9".parse().unwrap();
 //! config.reporter = "127.0.0.1:9".parse().unwrap();
 //! config.snapshot_path = None;

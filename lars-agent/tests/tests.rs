@@ -344,7 +344,7 @@ fn agent_with_one_port_and_explicit_ports_config() {
     let env = Env::new();
     env.set_hosts(9, 9, &hosts(&["10.0.9.1:80"]));
     let mut cfg = env.agent_config();
-    cfg.port_count = 1;
+    cfg.port_count = std::num::NonZeroU16::MIN;
     cfg.snapshot_path = None;
     cfg.http.addr = None;
     let mut agent = Agent::start(cfg).unwrap();
@@ -418,7 +418,7 @@ fn a_restarted_agent_announces_its_reset_so_no_call_is_lost() {
 fn sample_and_original_confs_load() {
     let root = concat!(env!("CARGO_MANIFEST_DIR"), "/../conf");
     let c = lars_agent::AgentConfig::load(format!("{root}/lars_lb_agent.conf")).unwrap();
-    assert_eq!((c.base_port, c.port_count), (8888, 3));
+    assert_eq!((c.base_port, c.port_count.get()), (8888, 3));
     // The sample documents every [loadbalance] key with its default (the
     // original file's succ_rate 0.95 aside).
     assert_eq!(

@@ -30,8 +30,8 @@ struct Args {
     rate: u64,
     #[arg(long, default_value_t = 10)]
     duration: u64,
-    #[arg(long, default_value_t = 3)]
-    db_threads: usize,
+    #[arg(long, default_value = "3")]
+    db_threads: std::num::NonZeroUsize,
     #[arg(long)]
     pid: Option<u32>,
 }

@@ -12,6 +12,7 @@ use std::cell::RefCell;
 use std::collections::{HashMap, HashSet};
 use std::fmt::Display;
 use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
+use std::num::NonZeroUsize;
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
 use std::time::Duration;
@@ -471,8 +472,8 @@ pub struct ReporterConfig {
     pub http: HttpConfig,
     /// `[reporter] db_thread_cnt` (the original spells the section
     /// `[repoter]`; both are read), default 3.
-    pub db_thread_cnt: usize,
-    /// Ours: `[reporter] flush_interval` (s, default 1).
+    pub db_thread_cnt: NonZeroUsize,
+    /// Ours: `[reporter] flush_interval` (s, default 1; at least 0.01).
     pub flush_interval: Duration,
     /// Ours: `[reporter] history_retention_days` (default 7).
     pub history_retention_days: u32,
@@ -490,15 +491,24 @@ impl ReporterConfig {
             "repoter"
         };
         let db_thread_cnt: usize = ini.get_or(sec, "db_thread_cnt", 3)?;
-        if db_thread_cnt == 0 {
+        let Some(db_thread_cnt) = NonZeroUsize::new(db_thread_cnt) else {
             return Err(ini.bad(sec, "db_thread_cnt", "0", "expected at least 1"));
+        };
+        let flush_interval = ini.seconds_or(sec, "flush_interval", Duration::from_secs(1))?;
+        if flush_interval < Duration::from_millis(10) {
+            return Err(ini.bad(
+                sec,
+                "flush_interval",
+                &flush_interval.as_secs_f64().to_string(),
+                "expected at least 0.01 seconds",
+            ));
         }
         Ok(Self {
             reactor: ReactorConfig::from_ini(ini, 7779)?,
             store_url: store_url(ini)?,
             http: HttpConfig::from_ini(ini)?,
             db_thread_cnt,
-            flush_interval: ini.seconds_or(sec, "flush_interval", Duration::from_secs(1))?,
+            flush_interval,
             history_retention_days: ini.get_or(sec, "history_retention_days", 7)?,
             max_pending_rows: ini.get_or(sec, "max_pending_rows", 1_000_000)?,
         })
@@ -545,7 +555,7 @@ mod tests {
     fn original_reporter_conf_with_repoter_spelling() {
         let c = ReporterConfig::from_ini(&Ini::parse("r.conf", REPORTER).unwrap()).unwrap();
         assert_eq!(c.reactor.addr.port(), 7779);
-        assert_eq!(c.db_thread_cnt, 3);
+        assert_eq!(c.db_thread_cnt.get(), 3);
         assert_eq!(c.store_url, "mysql://root:aceld@127.0.0.1:3306/lars_dns");
     }
 

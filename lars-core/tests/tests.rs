@@ -33,7 +33,8 @@ fn original_lars_reporter_conf() {
         "127.0.0.1:7779".parse::<SocketAddrV4>().unwrap()
     );
     assert_eq!(
-        c.db_thread_cnt, 3,
+        c.db_thread_cnt.get(),
+        3,
         "read from the original's [repoter] spelling"
     );
     assert_eq!(c.store_url, "mysql://root:aceld@127.0.0.1:3306/lars_dns");

@@ -29,7 +29,7 @@
 //! let mut config = ReporterConfig::default();
 //! config.reactor.addr = "127.0.0.1:0".parse().unwrap();
 //! config.reactor.thread_num = 1;
-//! config.db_thread_cnt = 1;
+//! config.db_thread_cnt = std::num::NonZeroUsize::MIN;
 //! let mut reporter = lars_reporter::Reporter::start(config, store.clone()).unwrap();
 //!
 //! // An agent reports 5 successes and 1 error of host 127.0.0.1:9001.

@@ -166,7 +166,7 @@ impl Reporter {
     /// Starts the workers, the TCP server on `[reactor]` and, when
     /// configured, the HTTP server on `[http]`, writing into `store`.
     pub fn start(config: ReporterConfig, store: Store) -> Result<ReporterHandle, ReporterError> {
-        let n = config.db_thread_cnt.max(1);
+        let n = config.db_thread_cnt.get();
         let mut senders = Vec::with_capacity(n);
         let mut receivers = Vec::with_capacity(n);
         for _ in 0..n {
@@ -198,7 +198,7 @@ impl Reporter {
         });
         shared.stats.db_healthy.store(true, Ordering::Relaxed);
 
-        let flush = config.flush_interval.max(Duration::from_millis(10));
+        let flush = config.flush_interval;
         let mut joins = Vec::with_capacity(n);
         for (i, rx) in receivers.into_iter().enumerate() {
             let sh = Arc::clone(&shared);

@@ -81,7 +81,7 @@ impl Env {
             dns: self.dns_addr,
             reporter: self.reporter_addr,
             base_port: 0,
-            port_count: 3,
+            port_count: std::num::NonZeroU16::new(3).unwrap(),
             report_interval: Duration::from_millis(100),
             snapshot_path: Some(self.snapshot_path()),
             ..AgentConfig::default()
@@ -208,7 +208,7 @@ fn try_start_reporter(
     let mut c = ReporterConfig::default();
     c.reactor.addr = SocketAddrV4::new(Ipv4Addr::LOCALHOST, port);
     c.reactor.thread_num = 1;
-    c.db_thread_cnt = 1;
+    c.db_thread_cnt = std::num::NonZeroUsize::MIN;
     c.flush_interval = Duration::from_millis(100);
     Reporter::start(c, store.clone())
 }

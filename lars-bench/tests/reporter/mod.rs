@@ -13,7 +13,7 @@ fn config(workers: usize) -> ReporterConfig {
     let mut c = ReporterConfig::default();
     c.reactor.addr = SocketAddrV4::new(Ipv4Addr::LOCALHOST, 0);
     c.reactor.thread_num = 2;
-    c.db_thread_cnt = workers;
+    c.db_thread_cnt = std::num::NonZeroUsize::new(workers).unwrap();
     c.flush_interval = Duration::from_millis(100);
     c
 }

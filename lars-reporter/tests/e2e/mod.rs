@@ -352,7 +352,7 @@ fn sample_conf_loads() {
     let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../conf/lars_reporter.conf");
     let c = ReporterConfig::load(path).unwrap();
     assert_eq!(c.reactor.addr.port(), 7779);
-    assert_eq!(c.db_thread_cnt, 3);
+    assert_eq!(c.db_thread_cnt.get(), 3);
     assert_eq!(c.flush_interval, Duration::from_secs(1));
     assert!(c.http.addr.is_some());
 }

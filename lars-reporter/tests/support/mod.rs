@@ -33,7 +33,7 @@ pub fn config(workers: usize) -> ReporterConfig {
     c.reactor.addr = "127.0.0.1:0".parse().unwrap();
     c.reactor.thread_num = 2;
     c.http.addr = Some("127.0.0.1:0".parse().unwrap());
-    c.db_thread_cnt = workers;
+    c.db_thread_cnt = std::num::NonZeroUsize::new(workers).unwrap();
     c.flush_interval = Duration::from_millis(100);
     c
 }

@@ -124,7 +124,9 @@ fn reporter(a: &ReporterBenchArgs) -> anyhow::Result<()> {
             let mut cfg = ReporterConfig::default();
             cfg.reactor.addr = std::net::SocketAddrV4::new(std::net::Ipv4Addr::LOCALHOST, 0);
             cfg.reactor.thread_num = 1;
-            cfg.db_thread_cnt = a.db_threads as usize;
+            // clap's range keeps it in 1..=64.
+            cfg.db_thread_cnt = std::num::NonZeroUsize::new(a.db_threads as usize)
+                .unwrap_or(std::num::NonZeroUsize::MIN);
             cfg.store_url = store_url.clone();
             let store = lars_store::open(&store_url)
                 .with_context(|| format!("cannot open the store {}", super::redact(&store_url)))?;

@@ -118,7 +118,9 @@ pub fn start(args: &UpArgs, agent: &AgentArgs) -> anyhow::Result<Running> {
         dns: dns_addr,
         udp_ip: client.agent_ip(),
         base_port: client.base_port(),
-        port_count: client.port_count(),
+        // ClientConfig checks port_count >= 1 when it is built.
+        port_count: std::num::NonZeroU16::new(client.port_count())
+            .ok_or_else(|| anyhow::anyhow!("--port-count must be at least 1"))?,
         // Everything restarts together here, so a route snapshot would only
         // leave a stray file behind.
         snapshot_path: None,
