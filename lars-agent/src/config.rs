@@ -61,7 +61,9 @@ impl AgentConfig {
     pub fn load(path: impl AsRef<Path>) -> Result<Self, ConfigError> {
         let ini = Ini::load(path)?;
         let config = Self::from_ini(&ini)?;
-        ini.warn_unread();
+        for unread in ini.unread() {
+            tracing::warn!("{unread}");
+        }
         Ok(config)
     }
 }

@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use clap::Parser;
 use lars_bench::reporter::{self, BenchOptions};
-use lars_core::config::ReporterConfig;
+use lars_reporter::ReporterConfig;
 
 #[derive(Debug, Parser)]
 struct Args {

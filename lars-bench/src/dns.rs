@@ -15,10 +15,10 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
 
-use lars_core::config::DnsConfig;
 use lars_core::frame::HEADER_LEN;
 use lars_core::proto::GetRouteRequest;
 use lars_core::{MessageId, ModKey, frame};
+use lars_dns::DnsConfig;
 use lars_dns::{Dns, DnsError};
 
 /// What to measure.

@@ -2,17 +2,17 @@
 //!
 //! [`Ini`] parses the file (comments start with `;` or `#`) and hands out typed
 //! values; a malformed value is a [`ConfigError`] naming the file, section and
-//! key. [`DnsConfig`] and [`ReporterConfig`] are built from an `Ini` once, at
-//! start-up, and every field carries the original's shipped default; the
-//! agent's `AgentConfig` lives in lars-agent and the `[loadbalance]` section
-//! (`LoadBalanceConfig`) in lars-lb, where they are used. Keys of our own are
-//! documented on their fields.
+//! key. The sections every service shares live here ([`ReactorConfig`],
+//! [`HttpConfig`], [`store_url`]); each service's own config is built from an
+//! `Ini` once, at start-up, in the crate that uses it (`DnsConfig` in
+//! lars-dns, `ReporterConfig` in lars-reporter, `AgentConfig` in lars-agent,
+//! the `[loadbalance]` section in lars-lb), and every field carries the
+//! original's shipped default.
 
 use std::cell::RefCell;
 use std::collections::{HashMap, HashSet};
 use std::fmt::Display;
 use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
-use std::num::NonZeroUsize;
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
 use std::time::Duration;
@@ -190,13 +190,6 @@ impl Ini {
         out
     }
 
-    /// Logs a warning for every [`unread`](Self::unread) key.
-    pub fn warn_unread(&self) {
-        for w in self.unread() {
-            tracing::warn!("{w}");
-        }
-    }
-
     fn note(&self, section: &str, key: &str) {
         let mut seen = self.looked_up.borrow_mut();
         seen.insert((section.to_owned(), String::new()));
@@ -344,7 +337,8 @@ impl ReactorConfig {
         }
     }
 
-    fn from_ini(ini: &Ini, port: u16) -> Result<Self, ConfigError> {
+    /// Builds the `[reactor]` section; `port` is the service's default port.
+    pub fn from_ini(ini: &Ini, port: u16) -> Result<Self, ConfigError> {
         let d = Self::defaults(port);
         let thread_num: usize = ini.get_or("reactor", "threadNum", d.thread_num)?;
         if thread_num == 0 {
@@ -415,149 +409,9 @@ fn percent_encode(s: &str) -> String {
     out
 }
 
-/// `lars_dns.conf`.
-#[derive(Debug, Clone, PartialEq)]
-pub struct DnsConfig {
-    /// `[reactor]`, default port 7778.
-    pub reactor: ReactorConfig,
-    /// Store URL (see [`store_url`]).
-    pub store_url: String,
-    /// `[http]`.
-    pub http: HttpConfig,
-    /// Ours: `[dns] version_interval` (s, default 1): how often `RouteVersion`
-    /// is checked.
-    pub version_interval: Duration,
-    /// Ours: `[dns] reload_interval` (s, default 10): full reload even without
-    /// a version change.
-    pub reload_interval: Duration,
-}
-
-impl DnsConfig {
-    /// Builds the config from a parsed file.
-    pub fn from_ini(ini: &Ini) -> Result<Self, ConfigError> {
-        Ok(Self {
-            reactor: ReactorConfig::from_ini(ini, 7778)?,
-            store_url: store_url(ini)?,
-            http: HttpConfig::from_ini(ini)?,
-            version_interval: ini.seconds_or("dns", "version_interval", Duration::from_secs(1))?,
-            reload_interval: ini.seconds_or("dns", "reload_interval", Duration::from_secs(10))?,
-        })
-    }
-
-    /// Loads `path`; every key nothing reads is logged as a warning
-    /// naming the file, section and key.
-    pub fn load(path: impl AsRef<Path>) -> Result<Self, ConfigError> {
-        let ini = Ini::load(path)?;
-        let config = Self::from_ini(&ini)?;
-        ini.warn_unread();
-        Ok(config)
-    }
-}
-
-impl Default for DnsConfig {
-    fn default() -> Self {
-        // An empty file cannot fail to parse.
-        Self::from_ini(&Ini::default()).unwrap_or_else(|_| unreachable!())
-    }
-}
-
-/// `lars_reporter.conf`.
-#[derive(Debug, Clone, PartialEq)]
-pub struct ReporterConfig {
-    /// `[reactor]`, default port 7779.
-    pub reactor: ReactorConfig,
-    /// Store URL (see [`store_url`]).
-    pub store_url: String,
-    /// `[http]`.
-    pub http: HttpConfig,
-    /// `[reporter] db_thread_cnt` (the original spells the section
-    /// `[repoter]`; both are read), default 3.
-    pub db_thread_cnt: NonZeroUsize,
-    /// Ours: `[reporter] flush_interval` (s, default 1; at least 0.01).
-    pub flush_interval: Duration,
-    /// Ours: `[reporter] history_retention_days` (default 7).
-    pub history_retention_days: u32,
-    /// Ours: `[reporter] max_pending_rows` (default 1,000,000): the bound on
-    /// unwritten rows kept while the database is down.
-    pub max_pending_rows: usize,
-}
-
-impl ReporterConfig {
-    /// Builds the config from a parsed file.
-    pub fn from_ini(ini: &Ini) -> Result<Self, ConfigError> {
-        let sec = if ini.has_section("reporter") {
-            "reporter"
-        } else {
-            "repoter"
-        };
-        let db_thread_cnt: usize = ini.get_or(sec, "db_thread_cnt", 3)?;
-        let Some(db_thread_cnt) = NonZeroUsize::new(db_thread_cnt) else {
-            return Err(ini.bad(sec, "db_thread_cnt", "0", "expected at least 1"));
-        };
-        let flush_interval = ini.seconds_or(sec, "flush_interval", Duration::from_secs(1))?;
-        if flush_interval < Duration::from_millis(10) {
-            return Err(ini.bad(
-                sec,
-                "flush_interval",
-                &flush_interval.as_secs_f64().to_string(),
-                "expected at least 0.01 seconds",
-            ));
-        }
-        Ok(Self {
-            reactor: ReactorConfig::from_ini(ini, 7779)?,
-            store_url: store_url(ini)?,
-            http: HttpConfig::from_ini(ini)?,
-            db_thread_cnt,
-            flush_interval,
-            history_retention_days: ini.get_or(sec, "history_retention_days", 7)?,
-            max_pending_rows: ini.get_or(sec, "max_pending_rows", 1_000_000)?,
-        })
-    }
-
-    /// Loads `path`; every key nothing reads is logged as a warning
-    /// naming the file, section and key.
-    pub fn load(path: impl AsRef<Path>) -> Result<Self, ConfigError> {
-        let ini = Ini::load(path)?;
-        let config = Self::from_ini(&ini)?;
-        ini.warn_unread();
-        Ok(config)
-    }
-}
-
-impl Default for ReporterConfig {
-    fn default() -> Self {
-        // An empty file cannot fail to parse.
-        Self::from_ini(&Ini::default()).unwrap_or_else(|_| unreachable!())
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    const DNS: &str = "[reactor]\nmaxConn = 1024\nthreadNum = 5\nip = 127.0.0.1\nport = 7778\n";
-
-    const REPORTER: &str = "[reactor]\nmaxConn = 1024\nthreadNum = 5\nip = 127.0.0.1\nport = 7779\n\n\
-        [mysql]\ndb_host = 127.0.0.1\ndb_port = 3306\ndb_user = root\ndb_passwd = aceld\n\
-        db_name = lars_dns\n\n[repoter]\ndb_thread_cnt = 3\n";
-
-    #[test]
-    fn original_dns_conf() {
-        let c = DnsConfig::from_ini(&Ini::parse("lars_dns.conf", DNS).unwrap()).unwrap();
-        assert_eq!(c.reactor.addr, "127.0.0.1:7778".parse().unwrap());
-        assert_eq!((c.reactor.thread_num, c.reactor.max_conn), (5, 1024));
-        assert_eq!(c.store_url, DEFAULT_STORE_URL);
-        assert_eq!(c.http.addr, None);
-        assert_eq!(c.version_interval, Duration::from_secs(1));
-    }
-
-    #[test]
-    fn original_reporter_conf_with_repoter_spelling() {
-        let c = ReporterConfig::from_ini(&Ini::parse("r.conf", REPORTER).unwrap()).unwrap();
-        assert_eq!(c.reactor.addr.port(), 7779);
-        assert_eq!(c.db_thread_cnt.get(), 3);
-        assert_eq!(c.store_url, "mysql://root:aceld@127.0.0.1:3306/lars_dns");
-    }
 
     #[test]
     fn store_section_wins_and_passwords_are_escaped() {
@@ -572,12 +426,13 @@ mod tests {
             store_url(&ini).unwrap(),
             "mysql://root:p%40ss%3Aw%2Fd@127.0.0.1:3306/lars_dns"
         );
+        assert_eq!(store_url(&Ini::default()).unwrap(), DEFAULT_STORE_URL);
     }
 
     #[test]
     fn malformed_value_names_file_section_and_key() {
         let ini = Ini::parse("lars_dns.conf", "[reactor]\nport = 70000\n").unwrap();
-        let e = DnsConfig::from_ini(&ini).unwrap_err().to_string();
+        let e = ReactorConfig::from_ini(&ini, 7778).unwrap_err().to_string();
         assert!(e.contains("lars_dns.conf"), "{e}");
         assert!(e.contains("[reactor] port"), "{e}");
     }
@@ -592,24 +447,21 @@ mod tests {
 
     #[test]
     fn http_is_off_unless_configured() {
+        assert_eq!(HttpConfig::from_ini(&Ini::default()).unwrap().addr, None);
         let ini = Ini::parse("x", "[http]\nport = 9000\n").unwrap();
-        let c = DnsConfig::from_ini(&ini).unwrap();
-        assert_eq!(c.http.addr, Some("127.0.0.1:9000".parse().unwrap()));
+        let c = HttpConfig::from_ini(&ini).unwrap();
+        assert_eq!(c.addr, Some("127.0.0.1:9000".parse().unwrap()));
     }
-}
-
-#[cfg(test)]
-mod unread_tests {
-    use super::*;
 
     #[test]
     fn keys_nothing_reads_are_listed_with_file_section_and_key() {
         let ini = Ini::parse(
             "lars_dns.conf",
-            "[reactor]\nprot = 1234\nport = 7778\n[dnserver]\nip = 1.2.3.4\n[dns]\n",
+            "[reactor]\nprot = 1234\nport = 7778\n[dnserver]\nip = 1.2.3.4\n[http]\n",
         )
         .unwrap();
-        DnsConfig::from_ini(&ini).unwrap();
+        ReactorConfig::from_ini(&ini, 7778).unwrap();
+        HttpConfig::from_ini(&ini).unwrap();
         let unread: Vec<String> = ini.unread().iter().map(ToString::to_string).collect();
         assert_eq!(
             unread,
@@ -618,23 +470,5 @@ mod unread_tests {
                 "lars_dns.conf: [reactor] prot: unknown key, ignored".to_owned(),
             ]
         );
-    }
-
-    #[test]
-    fn the_shipped_and_original_confs_have_no_unread_keys() {
-        let root = concat!(env!("CARGO_MANIFEST_DIR"), "/../conf");
-        for (file, build) in [
-            ("lars_dns.conf", 0),
-            ("lars_reporter.conf", 1),
-            ("original/lars_dns.conf", 0),
-            ("original/lars_reporter.conf", 1),
-        ] {
-            let ini = Ini::load(format!("{root}/{file}")).unwrap();
-            match build {
-                0 => drop(DnsConfig::from_ini(&ini).unwrap()),
-                _ => drop(ReporterConfig::from_ini(&ini).unwrap()),
-            }
-            assert_eq!(ini.unread(), vec![], "{file}");
-        }
     }
 }

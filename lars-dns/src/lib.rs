@@ -11,14 +11,14 @@
 //!
 //! Principal types:
 //! - [`Dns`]: starts the service ([`Dns::start`]) from a
-//!   [`DnsConfig`](lars_core::config::DnsConfig) and a store (anything
+//!   [`DnsConfig`] and a store (anything
 //!   implementing [`RouteRead`](lars_store::RouteRead), normally a
 //!   [`lars_store::Store`]).
 //! - [`DnsHandle`]: the running service: its addresses, [`DnsStats`], stop.
 //!
 //! ```
 //! use std::io::{Read, Write};
-//! use lars_core::config::DnsConfig;
+//! use lars_dns::DnsConfig;
 //! use lars_core::{ModKey, frame, proto::{GetRouteRequest, GetRouteResponse}};
 //! use lars_store::RouteAdmin;
 //!
@@ -46,10 +46,12 @@
 //! ```
 #![warn(missing_docs)]
 
+pub mod config;
 mod reloader;
 mod service;
 mod shared;
 mod stats;
 
+pub use config::DnsConfig;
 pub use service::{Dns, DnsError, DnsHandle};
 pub use stats::{DnsStats, StoreHealth};

@@ -5,8 +5,8 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::thread::JoinHandle;
 
+use crate::config::DnsConfig;
 use lars_core::MessageId;
-use lars_core::config::DnsConfig;
 use lars_lb::RouteTable;
 use lars_net::http::HttpHandler;
 use lars_net::{HttpResponse, NetError, NetStats, StatusServer, TcpServer};

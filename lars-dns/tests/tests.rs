@@ -8,7 +8,7 @@ mod support;
 use std::time::{Duration, Instant};
 
 use lars_core::ModKey;
-use lars_core::config::DnsConfig;
+use lars_dns::DnsConfig;
 use lars_dns::{Dns, DnsError};
 use lars_store::RouteAdmin;
 use support::{Client, Fixture, MysqlFx, SqliteFx, host, http_get, start_dns, wait_stats};

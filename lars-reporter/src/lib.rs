@@ -18,7 +18,7 @@
 //!
 //! ```
 //! use std::io::Write;
-//! use lars_core::config::ReporterConfig;
+//! use lars_reporter::ReporterConfig;
 //! use lars_core::proto::{HostCallResult, ReportStatusRequest};
 //! use lars_core::{frame, ModKey};
 //! use lars_store::StatsStore;
@@ -50,9 +50,11 @@
 //! ```
 #![warn(missing_docs)]
 
+pub mod config;
 mod service;
 mod stats;
 
+pub use config::ReporterConfig;
 pub use lars_stats::{
     CallerView, HostView, LATE_AFTER, STOP_FLUSH_TIMEOUT, WRITE_CHUNK, Window, WindowCounts,
 };

@@ -17,8 +17,8 @@ use std::sync::{Arc, Condvar, Mutex, MutexGuard, OnceLock};
 use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
+use crate::config::ReporterConfig;
 use crossbeam_channel::{RecvTimeoutError, Sender, TrySendError};
-use lars_core::config::ReporterConfig;
 use lars_core::proto::ReportStatusRequest;
 use lars_core::ring::HashRing;
 use lars_core::{MessageId, ModKey};

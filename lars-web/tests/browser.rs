@@ -15,9 +15,9 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use base64::Engine;
-use lars_core::config::DnsConfig;
 use lars_core::frame;
 use lars_core::proto::{GetRouteRequest, GetRouteResponse};
+use lars_dns::DnsConfig;
 use lars_store::RouteRead;
 use serde_json::{Value, json};
 

@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 use clap::Parser;
-use lars_core::config::DnsConfig;
+use lars_dns::DnsConfig;
 use signal_hook::consts::{SIGINT, SIGTERM};
 
 /// The lars dns: answers agents' route lookups and pushes route changes.

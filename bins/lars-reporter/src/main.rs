@@ -8,8 +8,8 @@ use std::time::Duration;
 
 use anyhow::Context;
 use clap::Parser;
-use lars_core::config::ReporterConfig;
 use lars_reporter::Reporter;
+use lars_reporter::ReporterConfig;
 
 /// Receives the agents' call reports and writes them to the store in batches.
 #[derive(Debug, Parser)]

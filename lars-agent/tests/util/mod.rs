@@ -9,10 +9,12 @@ use std::time::{Duration, Instant};
 use lars_agent::AgentConfig;
 use lars_agent::{Agent, AgentHandle};
 use lars_client::{ClientConfig, LarsClient};
-use lars_core::config::{DnsConfig, HttpConfig, Ini, ReporterConfig};
+use lars_core::config::{HttpConfig, Ini};
 use lars_core::{HostAddr, ModKey};
+use lars_dns::DnsConfig;
 use lars_dns::{Dns, DnsHandle};
 use lars_lb::Policy;
+use lars_reporter::ReporterConfig;
 use lars_reporter::{Reporter, ReporterHandle};
 use lars_store::{RouteAdmin, Store};
 

@@ -5,8 +5,8 @@ use std::net::{Ipv4Addr, SocketAddrV4};
 use std::time::Duration;
 
 use lars_bench::reporter::{self, BenchError, BenchOptions};
-use lars_core::config::ReporterConfig;
 use lars_reporter::Reporter;
+use lars_reporter::ReporterConfig;
 
 /// A reporter on an ephemeral port with a short flush interval.
 fn config(workers: usize) -> ReporterConfig {

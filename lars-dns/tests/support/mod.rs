@@ -9,10 +9,10 @@ use std::sync::{Arc, Mutex};
 use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
 
-use lars_core::config::DnsConfig;
 use lars_core::frame::HEADER_LEN;
 use lars_core::proto::{GetRouteRequest, GetRouteResponse};
 use lars_core::{HostAddr, ModKey, frame};
+use lars_dns::DnsConfig;
 use lars_dns::{Dns, DnsHandle, DnsStats};
 use lars_store::Store;
 use prost::Message;

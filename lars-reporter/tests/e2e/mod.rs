@@ -3,9 +3,9 @@
 use std::collections::HashMap;
 use std::time::Duration;
 
-use lars_core::config::ReporterConfig;
 use lars_core::{HostAddr, ModKey};
 use lars_reporter::Reporter;
+use lars_reporter::ReporterConfig;
 use lars_store::StatsStore;
 
 use crate::support::{Agent, Proxy, TestDb, config, http_get, now, wait_until};

@@ -7,9 +7,9 @@ use std::sync::{Arc, Mutex};
 use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use lars_core::config::ReporterConfig;
 use lars_core::frame;
 use lars_core::proto::{HostCallResult, ReportStatusRequest};
+use lars_reporter::ReporterConfig;
 
 pub fn now() -> u32 {
     SystemTime::now()

@@ -8,7 +8,7 @@ use std::time::Duration;
 use anyhow::Context as _;
 use clap::{Args, Subcommand};
 use lars_core::ModKey;
-use lars_core::config::ReporterConfig;
+use lars_reporter::ReporterConfig;
 
 /// `lars bench ...`.
 #[derive(Debug, Args)]

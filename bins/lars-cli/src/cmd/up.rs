@@ -8,7 +8,9 @@ use std::net::{SocketAddr, SocketAddrV4};
 use anyhow::Context as _;
 use clap::Args;
 use lars_agent::AgentConfig;
-use lars_core::config::{DnsConfig, HttpConfig, ReporterConfig};
+use lars_core::config::HttpConfig;
+use lars_dns::DnsConfig;
+use lars_reporter::ReporterConfig;
 use lars_store::{RouteAdmin, RouteFilter, Store, UserStore};
 
 use super::agent::AgentArgs;

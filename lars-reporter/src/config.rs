@@ -1,0 +1,127 @@
+//! `lars_reporter.conf`: [`ReporterConfig`], built once from the file.
+
+use std::num::NonZeroUsize;
+use std::path::Path;
+use std::time::Duration;
+
+use lars_core::config::{ConfigError, HttpConfig, Ini, ReactorConfig, store_url};
+
+/// `lars_reporter.conf`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ReporterConfig {
+    /// `[reactor]`, default port 7779.
+    pub reactor: ReactorConfig,
+    /// Store URL (see [`store_url`](lars_core::config::store_url)).
+    pub store_url: String,
+    /// `[http]`.
+    pub http: HttpConfig,
+    /// `[reporter] db_thread_cnt` (the original spells the section
+    /// `[repoter]`; both are read), default 3.
+    pub db_thread_cnt: NonZeroUsize,
+    /// Ours: `[reporter] flush_interval` (s, default 1; at least 0.01).
+    pub flush_interval: Duration,
+    /// Ours: `[reporter] history_retention_days` (default 7).
+    pub history_retention_days: u32,
+    /// Ours: `[reporter] max_pending_rows` (default 1,000,000): the bound on
+    /// unwritten rows kept while the database is down.
+    pub max_pending_rows: usize,
+}
+
+impl ReporterConfig {
+    /// Builds the config from a parsed file.
+    pub fn from_ini(ini: &Ini) -> Result<Self, ConfigError> {
+        let sec = if ini.has_section("reporter") {
+            "reporter"
+        } else {
+            "repoter"
+        };
+        let db_thread_cnt: usize = ini.get_or(sec, "db_thread_cnt", 3)?;
+        let Some(db_thread_cnt) = NonZeroUsize::new(db_thread_cnt) else {
+            return Err(ini.bad(sec, "db_thread_cnt", "0", "expected at least 1"));
+        };
+        let flush_interval = ini.seconds_or(sec, "flush_interval", Duration::from_secs(1))?;
+        if flush_interval < Duration::from_millis(10) {
+            return Err(ini.bad(
+                sec,
+                "flush_interval",
+                &flush_interval.as_secs_f64().to_string(),
+                "expected at least 0.01 seconds",
+            ));
+        }
+        Ok(Self {
+            reactor: ReactorConfig::from_ini(ini, 7779)?,
+            store_url: store_url(ini)?,
+            http: HttpConfig::from_ini(ini)?,
+            db_thread_cnt,
+            flush_interval,
+            history_retention_days: ini.get_or(sec, "history_retention_days", 7)?,
+            max_pending_rows: ini.get_or(sec, "max_pending_rows", 1_000_000)?,
+        })
+    }
+
+    /// Loads `path`; every key nothing reads is logged as a warning
+    /// naming the file, section and key.
+    pub fn load(path: impl AsRef<Path>) -> Result<Self, ConfigError> {
+        let ini = Ini::load(path)?;
+        let config = Self::from_ini(&ini)?;
+        for unread in ini.unread() {
+            tracing::warn!("{unread}");
+        }
+        Ok(config)
+    }
+}
+
+impl Default for ReporterConfig {
+    fn default() -> Self {
+        // An empty file cannot fail to parse.
+        Self::from_ini(&Ini::default()).unwrap_or_else(|_| unreachable!())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const REPORTER: &str = "[reactor]\nmaxConn = 1024\nthreadNum = 5\nip = 127.0.0.1\nport = 7779\n\n\
+        [mysql]\ndb_host = 127.0.0.1\ndb_port = 3306\ndb_user = root\ndb_passwd = aceld\n\
+        db_name = lars_dns\n\n[repoter]\ndb_thread_cnt = 3\n";
+
+    #[test]
+    fn original_reporter_conf_with_repoter_spelling() {
+        let c = ReporterConfig::from_ini(&Ini::parse("r.conf", REPORTER).unwrap()).unwrap();
+        assert_eq!(c.reactor.addr.port(), 7779);
+        assert_eq!(c.db_thread_cnt.get(), 3);
+        assert_eq!(c.store_url, "mysql://root:aceld@127.0.0.1:3306/lars_dns");
+    }
+
+    #[test]
+    fn bad_values_are_refused_when_read() {
+        for (text, key) in [
+            ("[reporter]\ndb_thread_cnt = 0\n", "db_thread_cnt"),
+            ("[reporter]\nflush_interval = 0.001\n", "flush_interval"),
+        ] {
+            let e = ReporterConfig::from_ini(&Ini::parse("r.conf", text).unwrap())
+                .unwrap_err()
+                .to_string();
+            assert!(e.contains("r.conf") && e.contains(key), "{e}");
+        }
+    }
+
+    #[test]
+    fn the_shipped_and_original_confs_load_with_no_unread_keys() {
+        let root = concat!(env!("CARGO_MANIFEST_DIR"), "/../conf");
+        for file in ["lars_reporter.conf", "original/lars_reporter.conf"] {
+            let ini = Ini::load(format!("{root}/{file}")).unwrap();
+            ReporterConfig::from_ini(&ini).unwrap();
+            assert_eq!(ini.unread(), vec![], "{file}");
+        }
+        let c = ReporterConfig::load(format!("{root}/original/lars_reporter.conf")).unwrap();
+        assert_eq!(c.reactor.addr, "127.0.0.1:7779".parse().unwrap());
+        assert_eq!(c.store_url, "mysql://root:aceld@127.0.0.1:3306/lars_dns");
+        assert_eq!(
+            c.db_thread_cnt.get(),
+            3,
+            "read from the original's [repoter] spelling"
+        );
+    }
+}
