@@ -202,7 +202,13 @@ fn bind_shards(
                 let port = u16::try_from(usize::from(base) + i)
                     .map_err(|_| AgentError::NoPorts(config.port_count.get()))?;
                 let addr = SocketAddr::V4(SocketAddrV4::new(config.udp_ip, port));
-                UdpServer::bind(addr).map_err(|source| AgentError::Bind { addr, source })
+                let b =
+                    UdpServer::bind(addr).map_err(|source| AgentError::Bind { addr, source })?;
+                Ok(if config.rcvbuf == 0 {
+                    b
+                } else {
+                    b.recv_buffer(config.rcvbuf)
+                })
             })
             .collect()
     };
@@ -369,6 +375,16 @@ impl Shared {
         s
     }
 
+    /// Datagrams the kernel dropped on the agent's UDP sockets since they
+    /// were bound (summed over the shards; read from `/proc/net/udp`, no
+    /// shard is asked). `None` where the kernel does not say (not Linux).
+    pub(crate) fn udp_drops(&self) -> Option<u64> {
+        self.handles
+            .iter()
+            .filter_map(UdpHandle::kernel_drops)
+            .reduce(|a, b| a + b)
+    }
+
     /// Runs `f` on every shard and collects the answers (bounded wait).
     fn ask_all_shells<T: Send + 'static>(
         &self,
@@ -428,6 +444,10 @@ impl status::Shards for Shared {
         self.ask_shell(key, move |s| f(&s.core))
     }
 
+    fn udp_drops(&self) -> Option<u64> {
+        Shared::udp_drops(self)
+    }
+
     fn addrs(&self) -> status::Addrs {
         status::Addrs {
             udp: self.udp_addrs.clone(),
@@ -470,6 +490,13 @@ impl AgentHandle {
         self.shared.stats()
     }
 
+    /// Datagrams the kernel dropped on the agent's UDP sockets (full
+    /// receive buffers, see `[agent] rcvbuf`), summed over the shards.
+    /// `None` where the kernel does not say (not Linux).
+    pub fn udp_drops(&self) -> Option<u64> {
+        self.shared.udp_drops()
+    }
+
     /// Stops everything and joins every thread: the status server, the
     /// shards (after writing a final snapshot), the clients, the snapshot
     /// writer. Idempotent.
@@ -497,5 +524,30 @@ impl AgentHandle {
 impl Drop for AgentHandle {
     fn drop(&mut self) {
         self.stop();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    #[test]
+    fn udp_sockets_get_the_configured_buffer_and_report_kernel_drops() {
+        let config = AgentConfig {
+            base_port: 0,
+            snapshot_path: None,
+            rcvbuf: 1 << 20,
+            // Nothing listens there: the clients just keep retrying.
+            dns: "127.0.0.1:9".parse().unwrap(),
+            reporter: "127.0.0.1:9".parse().unwrap(),
+            http: lars_core::config::HttpConfig { addr: None },
+            ..AgentConfig::default()
+        };
+        let mut agent = Agent::start(config).unwrap();
+        if std::path::Path::new("/proc/net/udp").exists() {
+            assert_eq!(agent.udp_drops(), Some(0));
+        }
+        agent.stop();
     }
 }

@@ -29,9 +29,21 @@ pub struct AgentConfig {
     /// Ours: `[agent] snapshot_path` (default `./lars_agent_routes.snapshot`;
     /// empty disables).
     pub snapshot_path: Option<PathBuf>,
+    /// Ours: `[agent] rcvbuf` (bytes, default [`DEFAULT_RCVBUF`], 4 MiB):
+    /// the receive buffer (`SO_RCVBUF`) asked for each UDP socket, so a burst
+    /// waits in the kernel instead of being dropped; the kernel caps it at
+    /// `net.core.rmem_max`. 0 keeps the system default.
+    pub rcvbuf: usize,
     /// `[http]`.
     pub http: HttpConfig,
 }
+
+/// `[agent] rcvbuf` when absent: 4 MiB.
+pub const DEFAULT_RCVBUF: usize = 4 << 20;
+/// The smallest `[agent] rcvbuf` accepted (besides 0).
+pub const MIN_RCVBUF: usize = 4096;
+/// The largest `[agent] rcvbuf` accepted: 1 GiB (the kernel takes an int).
+pub const MAX_RCVBUF: usize = 1 << 30;
 
 impl AgentConfig {
     /// Builds the config from a parsed file.
@@ -40,6 +52,15 @@ impl AgentConfig {
         let Some(port_count) = NonZeroU16::new(port_count) else {
             return Err(ini.bad("agent", "port_count", "0", "expected at least 1"));
         };
+        let rcvbuf: usize = ini.get_or("agent", "rcvbuf", DEFAULT_RCVBUF)?;
+        if rcvbuf != 0 && !(MIN_RCVBUF..=MAX_RCVBUF).contains(&rcvbuf) {
+            return Err(ini.bad(
+                "agent",
+                "rcvbuf",
+                &rcvbuf.to_string(),
+                format!("expected 0 (system default) or {MIN_RCVBUF}..={MAX_RCVBUF} bytes"),
+            ));
+        }
         let snapshot = ini
             .raw("agent", "snapshot_path")
             .unwrap_or("./lars_agent_routes.snapshot");
@@ -52,6 +73,7 @@ impl AgentConfig {
             port_count,
             report_interval: ini.seconds_or("agent", "report_interval", Duration::from_secs(1))?,
             snapshot_path: (!snapshot.is_empty()).then(|| PathBuf::from(snapshot)),
+            rcvbuf,
             http: HttpConfig::from_ini(ini)?,
         })
     }
@@ -81,7 +103,7 @@ mod tests {
 
     const AGENT: &str = "[reporter]\nip = 127.0.0.1\nport = 7779\n\n[dnsserver]\nip = 127.0.0.1\n\
         port = 7778\n\n[loadbalance]\n\n;comment\nprobe_num=10\n\n;c\ninit_succ_cnt=180\n\
-        err_rate=0.1\n\nsucc_rate=0.95\n\ncontin_err_limit=15\n\ncontin_succ_limit=15\n\
+        err_rate=0.1\n\nsucc_rate=0.5\n\ncontin_err_limit=15\n\ncontin_succ_limit=15\n\
         window_err_rate=0.7\nidle_timeout=15\noverload_timeout=15\nupdate_timeout=15\n";
 
     #[test]
@@ -92,7 +114,7 @@ mod tests {
         assert_eq!(c.lb.probe_num, 10);
         assert_eq!(c.lb.init_succ_cnt, 180);
         assert_eq!(c.lb.init_err_cnt, 5, "absent key takes the shipped default");
-        assert!((c.lb.succ_rate - 0.95).abs() < 1e-9);
+        assert!((c.lb.succ_rate - 0.5).abs() < 1e-9);
         assert_eq!(c.lb.idle_timeout, Duration::from_secs(15));
         assert_eq!(c.base_port, 8888);
         assert_eq!(c.port_count.get(), 3);
@@ -113,6 +135,25 @@ mod tests {
                 .to_string()
                 .contains("err_rate")
         );
+    }
+
+    #[test]
+    fn rcvbuf_defaults_to_4_mib_parses_and_is_bounded() {
+        assert_eq!(AgentConfig::default().rcvbuf, 4 << 20);
+        let parse = |v: &str| {
+            AgentConfig::from_ini(
+                &Ini::parse("a.conf", &format!("[agent]\nrcvbuf = {v}\n")).unwrap(),
+            )
+        };
+        assert_eq!(parse("1048576").unwrap().rcvbuf, 1 << 20);
+        assert_eq!(parse("0").unwrap().rcvbuf, 0);
+        for bad in ["100", "2147483648", "-1", "4M"] {
+            let e = parse(bad).unwrap_err().to_string();
+            assert!(
+                e.contains("a.conf") && e.contains("[agent] rcvbuf"),
+                "{bad}: {e}"
+            );
+        }
     }
 
     #[test]
@@ -142,7 +183,7 @@ mod tests {
         assert_eq!(lb.init_succ_cnt, 180);
         assert_eq!(lb.init_err_cnt, 5);
         assert!((lb.err_rate - 0.1).abs() < 1e-12);
-        assert!((lb.succ_rate - 0.95).abs() < 1e-12);
+        assert!((lb.succ_rate - 0.5).abs() < 1e-12);
         assert_eq!(lb.contin_err_limit, 15);
         assert_eq!(lb.contin_succ_limit, 15);
         assert!((lb.window_err_rate - 0.7).abs() < 1e-12);

@@ -36,6 +36,9 @@ pub(crate) trait Shards: Send + Sync + 'static {
     ) -> Option<T>;
     /// The agent's addresses.
     fn addrs(&self) -> Addrs;
+    /// Datagrams the kernel dropped on the agent's UDP sockets (full
+    /// receive buffers), when the kernel says.
+    fn udp_drops(&self) -> Option<u64>;
 }
 
 /// The addresses an agent listens on and talks to.
@@ -109,6 +112,7 @@ fn status(shared: &impl Shards) -> HttpResponse {
         "policy": lb.as_ref().map(|c| c.policy.to_string()),
         "loadbalance": lb.as_ref().map(loadbalance_section),
         "udp": addrs.udp.iter().map(ToString::to_string).collect::<Vec<_>>(),
+        "udp_kernel_drops": shared.udp_drops(),
         "shards": addrs.shards,
         "keys": g.keys,
         "hosts": { "idle": g.idle, "overload": g.overload },
@@ -229,10 +233,7 @@ fn routes(shared: &impl Shards, req: &HttpRequest) -> HttpResponse {
             .iter()
             .map(|v| host_json(v, cfg, core.cumulative(key, v.addr), now))
             .collect();
-        let status = match r.status(key) {
-            Some(RouteStatus::Pulling) => "pulling",
-            _ => "new",
-        };
+        let status = route_status(r.status(key), !hosts.is_empty());
         Some(json!({
             "modid": modid,
             "cmdid": cmdid,
@@ -248,11 +249,29 @@ fn routes(shared: &impl Shards, req: &HttpRequest) -> HttpResponse {
     }
 }
 
+/// The `status` of a key in `/routes`: `pulling` while a pull is in flight,
+/// `serving` when it has hosts, `new` (no hosts yet) otherwise.
+fn route_status(status: Option<RouteStatus>, has_hosts: bool) -> &'static str {
+    match status {
+        Some(RouteStatus::Pulling) => "pulling",
+        _ if has_hosts => "serving",
+        _ => "new",
+    }
+}
+
 fn metrics(shared: &impl Shards) -> HttpResponse {
     let s = shared.stats();
     let g = gauges(shared);
     let mut out = PromText::default();
     let mut m = |name: &str, kind: &str, help: &str, v: u64| out.metric(name, kind, help, v);
+    if let Some(d) = shared.udp_drops() {
+        m(
+            "lars_agent_udp_kernel_drops_total",
+            "counter",
+            "Datagrams the kernel dropped on the agent's UDP sockets (receive buffer full)",
+            d,
+        );
+    }
     m(
         "lars_agent_get_host_total",
         "counter",
@@ -369,4 +388,19 @@ fn metrics(shared: &impl Shards) -> HttpResponse {
         g.overload as u64,
     );
     HttpResponse::text(out.into_string()).header("Cache-Control", "no-store")
+}
+
+#[cfg(test)]
+mod route_status_tests {
+    use lars_lb::RouteStatus;
+
+    use super::route_status;
+
+    #[test]
+    fn a_key_with_hosts_is_serving() {
+        assert_eq!(route_status(Some(RouteStatus::New), true), "serving");
+        assert_eq!(route_status(Some(RouteStatus::New), false), "new");
+        assert_eq!(route_status(None, false), "new");
+        assert_eq!(route_status(Some(RouteStatus::Pulling), true), "pulling");
+    }
 }

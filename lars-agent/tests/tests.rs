@@ -419,15 +419,8 @@ fn sample_and_original_confs_load() {
     let root = concat!(env!("CARGO_MANIFEST_DIR"), "/../conf");
     let c = lars_agent::AgentConfig::load(format!("{root}/lars_lb_agent.conf")).unwrap();
     assert_eq!((c.base_port, c.port_count.get()), (8888, 3));
-    // The sample documents every [loadbalance] key with its default (the
-    // original file's succ_rate 0.95 aside).
-    assert_eq!(
-        c.lb,
-        LoadBalanceConfig {
-            succ_rate: 0.95,
-            ..LoadBalanceConfig::default()
-        }
-    );
+    // The sample documents every [loadbalance] key with its default.
+    assert_eq!(c.lb, LoadBalanceConfig::default());
     assert_eq!(c.lb.policy, Policy::Adaptive);
     assert_eq!(c.report_interval, Duration::from_secs(1));
     assert!(c.http.addr.is_none());

@@ -4,7 +4,9 @@
 //! [`run`]: thread `i` owns a [`LarsClient`], uses key `(i + 1, 1)`, calls
 //! `reg_init` once, then loops `get_host` and, on success, `report` success.
 //! Answers `Ok`, `Overload` and `NoExist` count as answered (the original
-//! counts them as legal returns); `System`, `Timeout` and `Io` count as errors.
+//! counts them as legal returns); `Overload` and `NoExist` are also counted
+//! apart as `no_host`, so a key without a route shows; `System`, `Timeout`
+//! and `Io` count as errors.
 //!
 //! [`run_udp_reference`]: the same threads and port mapping against an
 //! in-process server of one thread per port that answers every datagram with
@@ -42,6 +44,9 @@ pub struct QpsSummary {
     pub answered: u64,
     /// Failed requests (timeouts, system errors, socket errors).
     pub errors: u64,
+    /// Answered requests that got no host (`Overload` or `NoExist`): a key
+    /// without a route, or every host overloaded. Included in `answered`.
+    pub no_host: u64,
     /// Time from the start of the loops to the stop signal.
     pub elapsed: Duration,
 }
@@ -60,6 +65,8 @@ impl QpsSummary {
 
 enum Step {
     Answered,
+    /// Answered, but without a host.
+    NoHost,
     Error,
 }
 
@@ -92,7 +99,7 @@ pub fn run(
                     Ok(()) => Step::Answered,
                     Err(_) => Step::Error,
                 },
-                Err(ApiError::Overload | ApiError::NoExist) => Step::Answered,
+                Err(ApiError::Overload | ApiError::NoExist) => Step::NoHost,
                 Err(_) => Step::Error,
             }
         },
@@ -216,11 +223,13 @@ fn drive<S: Send>(
     let threads = states.len();
     let answered: Vec<AtomicU64> = (0..threads).map(|_| AtomicU64::new(0)).collect();
     let errors = AtomicU64::new(0);
+    let no_host = AtomicU64::new(0);
     let stop = AtomicBool::new(false);
     let barrier = Barrier::new(threads + 1);
     std::thread::scope(|s| {
         for (i, mut state) in states.into_iter().enumerate() {
-            let (answered, errors, stop, barrier) = (&answered[i], &errors, &stop, &barrier);
+            let (answered, errors, no_host) = (&answered[i], &errors, &no_host);
+            let (stop, barrier) = (&stop, &barrier);
             let (init, step) = (&init, &step);
             s.spawn(move || {
                 init(i, &mut state);
@@ -228,6 +237,10 @@ fn drive<S: Send>(
                 while !stop.load(Ordering::Relaxed) {
                     match step(i, &mut state) {
                         Step::Answered => answered.fetch_add(1, Ordering::Relaxed),
+                        Step::NoHost => {
+                            no_host.fetch_add(1, Ordering::Relaxed);
+                            answered.fetch_add(1, Ordering::Relaxed)
+                        }
                         Step::Error => errors.fetch_add(1, Ordering::Relaxed),
                     };
                 }
@@ -265,6 +278,7 @@ fn drive<S: Send>(
             per_second,
             answered: snapshot().iter().sum(),
             errors: errors.load(Ordering::Relaxed),
+            no_host: no_host.load(Ordering::Relaxed),
             elapsed,
         }
     })

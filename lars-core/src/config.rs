@@ -39,6 +39,12 @@ pub enum ConfigError {
         /// The offending line.
         text: String,
     },
+    /// `--strict`: the file has keys or sections nothing reads.
+    #[error("{}", unknown_list(.keys))]
+    Unknown {
+        /// The keys (and sections) nothing read.
+        keys: Vec<UnreadKey>,
+    },
     /// A value does not parse as its key requires.
     #[error("{path}: [{section}] {key} = {value:?}: {expected}")]
     Value {
@@ -96,6 +102,37 @@ impl Display for UnreadKey {
             ),
         }
     }
+}
+
+fn unknown_list(keys: &[UnreadKey]) -> String {
+    let list: Vec<String> = keys
+        .iter()
+        .map(|u| match &u.key {
+            Some(k) => format!("{}: [{}] {k}: unknown key", u.path.display(), u.section),
+            None => format!("{}: [{}]: unknown section", u.path.display(), u.section),
+        })
+        .collect();
+    list.join("; ")
+}
+
+/// Reads `path` and builds a service's config from it with `build` (e.g.
+/// `DnsConfig::from_ini`). Each key nothing read goes to `warn` (the
+/// binaries log it); with `strict` they are an error instead
+/// ([`ConfigError::Unknown`]) naming each file, section and key.
+pub fn load_with<T>(
+    path: impl AsRef<Path>,
+    strict: bool,
+    build: impl FnOnce(&Ini) -> Result<T, ConfigError>,
+    warn: impl FnMut(&UnreadKey),
+) -> Result<T, ConfigError> {
+    let ini = Ini::load(path)?;
+    let config = build(&ini)?;
+    let unread = ini.unread();
+    if strict && !unread.is_empty() {
+        return Err(ConfigError::Unknown { keys: unread });
+    }
+    unread.iter().for_each(warn);
+    Ok(config)
 }
 
 impl Ini {
@@ -451,6 +488,27 @@ mod tests {
         let ini = Ini::parse("x", "[http]\nport = 9000\n").unwrap();
         let c = HttpConfig::from_ini(&ini).unwrap();
         assert_eq!(c.addr, Some("127.0.0.1:9000".parse().unwrap()));
+    }
+
+    #[test]
+    fn load_with_warns_or_with_strict_refuses_unread_keys() {
+        let dir = std::env::temp_dir().join(format!("lars-core-load-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("x.conf");
+        std::fs::write(&path, "[http]\nport = 9000\nprot = 1\n").unwrap();
+        let mut warned = Vec::new();
+        let c = load_with(&path, false, HttpConfig::from_ini, |u| {
+            warned.push(u.to_string())
+        })
+        .unwrap();
+        assert_eq!(c.addr, Some("127.0.0.1:9000".parse().unwrap()));
+        assert_eq!(warned.len(), 1);
+        assert!(warned[0].contains("[http] prot"), "{warned:?}");
+        let e = load_with(&path, true, HttpConfig::from_ini, |_| {})
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("x.conf: [http] prot: unknown key"), "{e}");
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]

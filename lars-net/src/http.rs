@@ -1,19 +1,22 @@
-//! A tiny HTTP/1.1 server for `/status` and `/metrics`: one std thread,
-//! one request per connection (`Connection: close`), bounded request size and
-//! read timeout. Not a general web server.
+//! A tiny HTTP/1.1 server for `/status` and `/metrics`: a small fixed pool
+//! of std threads serving connections concurrently, one request per
+//! connection (`Connection: close`), bounded request size, whole-request read
+//! and whole-response write deadlines. Not a general web server.
 
 use std::io::{self, Read, Write};
 use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr, TcpListener, TcpStream};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread::{self, JoinHandle};
-use std::time::Duration;
+use std::time::{Duration, Instant};
+
+use crossbeam_channel::{Receiver, RecvTimeoutError, Sender, TrySendError};
 
 use crate::error::Result;
 
 /// Largest request accepted (head and body).
 pub const MAX_REQUEST: usize = 64 * 1024;
-/// How long a client may take to send its request.
+/// How long a client may take to send its whole request.
 pub const READ_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// Answers one request.
@@ -215,11 +218,28 @@ fn reason(status: u16) -> &'static str {
 }
 
 /// A running status server. Stopped and joined on drop.
+///
+/// One acceptor thread hands connections to [`WORKERS`] handler threads over
+/// a queue bounded to [`MAX_QUEUED`]; beyond that a connection is answered
+/// 503 (best effort, without waiting) and closed. Each request must arrive
+/// whole within [`READ_TIMEOUT`] and its response be written within
+/// [`WRITE_TIMEOUT`] (totals, not per byte), so slow or silent clients hold
+/// at most one worker each for that long and cannot block the others.
 pub struct StatusServer {
     addr: SocketAddr,
     stop: Arc<AtomicBool>,
-    join: Option<JoinHandle<()>>,
+    joins: Vec<JoinHandle<()>>,
 }
+
+/// Handler threads serving connections concurrently.
+pub const WORKERS: usize = 16;
+/// Accepted connections waiting for a worker before new ones are refused.
+pub const MAX_QUEUED: usize = 64;
+/// How long writing a response may take in total.
+pub const WRITE_TIMEOUT: Duration = Duration::from_secs(2);
+/// Longest a blocked read or write waits before checking the stop flag and
+/// its deadline again.
+const SLICE: Duration = Duration::from_millis(100);
 
 impl std::fmt::Debug for StatusServer {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -230,21 +250,46 @@ impl std::fmt::Debug for StatusServer {
 }
 
 impl StatusServer {
-    /// Binds `addr` and serves every request with `handler` on one thread.
+    /// Binds `addr` and serves every request with `handler` on a small pool
+    /// of threads.
     pub fn start(addr: SocketAddr, handler: HttpHandler) -> Result<Self> {
         let listener = TcpListener::bind(addr)?;
         let addr = listener.local_addr()?;
         let stop = Arc::new(AtomicBool::new(false));
-        let st = Arc::clone(&stop);
-        let join = thread::Builder::new()
-            .name("lars-http".into())
-            .spawn(move || serve(listener, handler, st))?;
-        tracing::info!("status server on http://{addr}");
-        Ok(Self {
+        let (tx, rx) = crossbeam_channel::bounded::<TcpStream>(MAX_QUEUED);
+        let mut server = Self {
             addr,
             stop,
-            join: Some(join),
-        })
+            joins: Vec::with_capacity(WORKERS + 1),
+        };
+        for i in 0..WORKERS {
+            let (rx, handler, st) = (rx.clone(), Arc::clone(&handler), Arc::clone(&server.stop));
+            let spawned = thread::Builder::new()
+                .name(format!("lars-http-{i}"))
+                .stack_size(256 * 1024)
+                .spawn(move || work(rx, handler, st));
+            match spawned {
+                Ok(j) => server.joins.push(j),
+                Err(e) => {
+                    drop(tx);
+                    server.stop_and_join(false);
+                    return Err(e.into());
+                }
+            }
+        }
+        let st = Arc::clone(&server.stop);
+        match thread::Builder::new()
+            .name("lars-http".into())
+            .spawn(move || accept(listener, tx, st))
+        {
+            Ok(j) => server.joins.push(j),
+            Err(e) => {
+                server.stop_and_join(false);
+                return Err(e.into());
+            }
+        }
+        tracing::info!("status server on http://{addr}");
+        Ok(server)
     }
 
     /// The bound address.
@@ -252,22 +297,29 @@ impl StatusServer {
         self.addr
     }
 
-    /// Stops serving and joins the thread.
+    /// Stops serving and joins every thread (within about [`SLICE`] of a
+    /// worker's current read or write).
     pub fn stop(&mut self) {
+        self.stop_and_join(true);
+    }
+
+    fn stop_and_join(&mut self, wake: bool) {
         if self.stop.swap(true, Ordering::AcqRel) {
             return;
         }
-        // Wake the blocking accept with a connection to ourselves.
-        let mut wake = self.addr;
-        if wake.ip().is_unspecified() {
-            wake.set_ip(if wake.is_ipv4() {
-                Ipv4Addr::LOCALHOST.into()
-            } else {
-                Ipv6Addr::LOCALHOST.into()
-            });
+        if wake {
+            // Wake the blocking accept with a connection to ourselves.
+            let mut wake = self.addr;
+            if wake.ip().is_unspecified() {
+                wake.set_ip(if wake.is_ipv4() {
+                    Ipv4Addr::LOCALHOST.into()
+                } else {
+                    Ipv6Addr::LOCALHOST.into()
+                });
+            }
+            let _ = TcpStream::connect_timeout(&wake, Duration::from_secs(1));
         }
-        let _ = TcpStream::connect_timeout(&wake, Duration::from_secs(1));
-        if let Some(j) = self.join.take() {
+        for j in self.joins.drain(..) {
             let _ = j.join();
         }
     }
@@ -279,17 +331,22 @@ impl Drop for StatusServer {
     }
 }
 
-fn serve(listener: TcpListener, handler: HttpHandler, stop: Arc<AtomicBool>) {
+/// The acceptor: queues connections for the workers, refuses beyond the cap.
+/// Dropping `tx` on return lets idle workers end.
+fn accept(listener: TcpListener, tx: Sender<TcpStream>, stop: Arc<AtomicBool>) {
     for stream in listener.incoming() {
         if stop.load(Ordering::Acquire) {
             return;
         }
         match stream {
-            Ok(s) => {
-                if let Err(e) = answer(s, &handler) {
-                    tracing::debug!("http: {e}");
+            Ok(s) => match tx.try_send(s) {
+                Ok(()) => {}
+                Err(TrySendError::Full(s)) => {
+                    tracing::debug!("http: {MAX_QUEUED} connections waiting, refusing one");
+                    refuse(s);
                 }
-            }
+                Err(TrySendError::Disconnected(_)) => return,
+            },
             Err(e) => {
                 tracing::warn!("http accept: {e}");
                 thread::sleep(Duration::from_millis(50));
@@ -298,9 +355,55 @@ fn serve(listener: TcpListener, handler: HttpHandler, stop: Arc<AtomicBool>) {
     }
 }
 
-fn answer(mut s: TcpStream, handler: &HttpHandler) -> io::Result<()> {
-    s.set_read_timeout(Some(READ_TIMEOUT))?;
-    s.set_write_timeout(Some(READ_TIMEOUT))?;
+/// Best-effort 503 without blocking the acceptor.
+fn refuse(mut s: TcpStream) {
+    if s.set_nonblocking(true).is_ok() {
+        let resp = HttpResponse::text("busy\n").status(503);
+        let mut out = Vec::new();
+        let _ = resp.write_to(&mut out);
+        let _ = s.write(&out);
+    }
+}
+
+fn work(rx: Receiver<TcpStream>, handler: HttpHandler, stop: Arc<AtomicBool>) {
+    loop {
+        if stop.load(Ordering::Acquire) {
+            return;
+        }
+        match rx.recv_timeout(SLICE) {
+            Ok(s) => {
+                if let Err(e) = answer(s, &handler, &stop) {
+                    tracing::debug!("http: {e}");
+                }
+            }
+            Err(RecvTimeoutError::Timeout) => {}
+            Err(RecvTimeoutError::Disconnected) => return,
+        }
+    }
+}
+
+fn timed_out(what: &str) -> io::Error {
+    io::Error::new(io::ErrorKind::TimedOut, format!("{what} deadline passed"))
+}
+
+/// Time left before `deadline`, at most [`SLICE`]; an error once it passed
+/// or the server stops.
+fn slice_until(deadline: Instant, stop: &AtomicBool, what: &str) -> io::Result<Duration> {
+    if stop.load(Ordering::Acquire) {
+        return Err(io::Error::new(
+            io::ErrorKind::Interrupted,
+            "server stopping",
+        ));
+    }
+    let left = deadline.saturating_duration_since(Instant::now());
+    if left.is_zero() {
+        return Err(timed_out(what));
+    }
+    Ok(left.min(SLICE))
+}
+
+fn answer(mut s: TcpStream, handler: &HttpHandler, stop: &AtomicBool) -> io::Result<()> {
+    let deadline = Instant::now() + READ_TIMEOUT;
     let mut data = Vec::with_capacity(1024);
     let mut chunk = [0u8; 4096];
     let resp = loop {
@@ -312,13 +415,40 @@ fn answer(mut s: TcpStream, handler: &HttpHandler) -> io::Result<()> {
             Ok(None) => {}
             Err(why) => break HttpResponse::bad_request(format!("{why}\n")),
         }
-        let n = s.read(&mut chunk)?;
-        if n == 0 {
-            return Ok(());
+        s.set_read_timeout(Some(slice_until(deadline, stop, "read")?))?;
+        match s.read(&mut chunk) {
+            Ok(0) => return Ok(()),
+            Ok(n) => data.extend_from_slice(&chunk[..n]),
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    io::ErrorKind::WouldBlock
+                        | io::ErrorKind::TimedOut
+                        | io::ErrorKind::Interrupted
+                ) => {}
+            Err(e) => return Err(e),
         }
-        data.extend_from_slice(&chunk[..n]);
     };
-    resp.write_to(&mut s)
+    let mut out = Vec::with_capacity(256 + resp.body.len());
+    resp.write_to(&mut out)?;
+    let deadline = Instant::now() + WRITE_TIMEOUT;
+    let mut sent = 0;
+    while sent < out.len() {
+        s.set_write_timeout(Some(slice_until(deadline, stop, "write")?))?;
+        match s.write(&out[sent..]) {
+            Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+            Ok(n) => sent += n,
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    io::ErrorKind::WouldBlock
+                        | io::ErrorKind::TimedOut
+                        | io::ErrorKind::Interrupted
+                ) => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
 }
 
 /// Prometheus text exposition (format 0.0.4), written one metric at a time:

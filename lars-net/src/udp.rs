@@ -11,9 +11,15 @@
 //! creates the loop (its address and handle are known, posts queue up), then
 //! [`UdpServerBuilder::start`] builds nothing more than the state and starts
 //! the thread. Servers whose states post to each other are all bound first.
+//!
+//! The socket's receive buffer can be raised ([`UdpServerBuilder::recv_buffer`])
+//! and the datagrams the kernel dropped because it was full are readable
+//! from any thread ([`UdpHandle::kernel_drops`], Linux: the `drops` column of
+//! `/proc/net/udp{,6}` for the socket's inode).
 
 use std::io;
 use std::net::{SocketAddr, UdpSocket as StdUdpSocket};
+use std::sync::Arc;
 use std::time::Instant;
 
 use bytes::BytesMut;
@@ -178,6 +184,7 @@ pub struct UdpServerBuilder<S> {
     addr: SocketAddr,
     lp: LoopBuilder<UdpLoop<S>>,
     name: String,
+    info: Arc<SocketInfo>,
 }
 
 impl<S> std::fmt::Debug for UdpServerBuilder<S> {
@@ -199,7 +206,47 @@ impl<S: UdpService> UdpServerBuilder<S> {
     pub fn handle(&self) -> UdpHandle<S> {
         UdpHandle {
             lp: self.lp.handle().clone(),
+            info: Arc::clone(&self.info),
         }
+    }
+
+    /// Asks for a receive buffer (`SO_RCVBUF`) of `bytes`, so that a burst
+    /// waits in the kernel instead of being dropped. The kernel caps the
+    /// request at `net.core.rmem_max` (Linux); a smaller result is logged,
+    /// as is a failure, and the server keeps what it got. See
+    /// [`recv_buffer_size`](Self::recv_buffer_size).
+    pub fn recv_buffer(self, bytes: usize) -> Self {
+        let sock = socket2::SockRef::from(&self.sock);
+        match sock.set_recv_buffer_size(bytes) {
+            Ok(()) => {
+                let got = sock.recv_buffer_size().unwrap_or(0);
+                // Linux reports twice the size it was asked for (the
+                // kernel's bookkeeping overhead); compare like with like.
+                let got = if cfg!(target_os = "linux") {
+                    got / 2
+                } else {
+                    got
+                };
+                if got < bytes {
+                    tracing::warn!(
+                        "udp {}: asked for a {bytes}-byte receive buffer, the kernel granted \
+                         {got} (raise net.core.rmem_max)",
+                        self.addr
+                    );
+                }
+            }
+            Err(e) => tracing::warn!(
+                "udp {}: cannot set a {bytes}-byte receive buffer: {e}",
+                self.addr
+            ),
+        }
+        self
+    }
+
+    /// The socket's receive buffer size as the kernel reports it
+    /// (`SO_RCVBUF`; on Linux twice the usable size it granted).
+    pub fn recv_buffer_size(&self) -> Result<usize> {
+        Ok(socket2::SockRef::from(&self.sock).recv_buffer_size()?)
     }
 
     /// Thread name (default `lars-udp`).
@@ -265,11 +312,13 @@ impl<S: UdpService> UdpServer<S> {
         let std = StdUdpSocket::bind(addr)?;
         std.set_nonblocking(true)?;
         let addr = std.local_addr()?;
+        let info = Arc::new(SocketInfo::of(&std, addr));
         Ok(UdpServerBuilder {
             sock: UdpSocket::from_std(std),
             addr,
             lp: LoopBuilder::new()?,
             name: "lars-udp".to_owned(),
+            info,
         })
     }
 
@@ -281,6 +330,12 @@ impl<S: UdpService> UdpServer<S> {
     /// A cloneable handle to post tasks that get `&mut S`.
     pub fn handle(&self) -> UdpHandle<S> {
         self.handle.clone()
+    }
+
+    /// Datagrams the kernel dropped on this socket (see
+    /// [`UdpHandle::kernel_drops`]).
+    pub fn kernel_drops(&self) -> Option<u64> {
+        self.handle.kernel_drops()
     }
 
     /// Stops the loop (does not wait).
@@ -298,13 +353,25 @@ impl<S: UdpService> UdpServer<S> {
 /// loop's `&mut S` and a [`UdpIo`] to send with.
 pub struct UdpHandle<S> {
     lp: LoopHandle<UdpLoop<S>>,
+    info: Arc<SocketInfo>,
 }
 
 impl<S> Clone for UdpHandle<S> {
     fn clone(&self) -> Self {
         Self {
             lp: self.lp.clone(),
+            info: Arc::clone(&self.info),
         }
+    }
+}
+
+impl<S> UdpHandle<S> {
+    /// Datagrams the kernel dropped on the server's socket since it was
+    /// bound, mostly because its receive buffer was full: the `drops` column
+    /// of `/proc/net/udp` (or `udp6`) for the socket's inode, read now.
+    /// `None` where that is unavailable (not Linux, `/proc` not mounted).
+    pub fn kernel_drops(&self) -> Option<u64> {
+        self.info.drops()
     }
 }
 
@@ -322,5 +389,81 @@ impl<S: UdpService> UdpHandle<S> {
             let (service, mut io) = l.io();
             f(service, &mut io);
         })
+    }
+}
+
+/// What finds a socket's line in `/proc/net/udp{,6}`.
+#[derive(Debug)]
+struct SocketInfo {
+    /// The socket's inode (`/proc/self/fd/N -> socket:[inode]`).
+    inode: Option<u64>,
+    ipv6: bool,
+}
+
+impl SocketInfo {
+    #[cfg(unix)]
+    fn of(sock: &StdUdpSocket, addr: SocketAddr) -> Self {
+        use std::os::fd::AsRawFd;
+        let inode = std::fs::read_link(format!("/proc/self/fd/{}", sock.as_raw_fd()))
+            .ok()
+            .and_then(|l| {
+                l.to_str()?
+                    .strip_prefix("socket:[")?
+                    .strip_suffix(']')?
+                    .parse()
+                    .ok()
+            });
+        Self {
+            inode,
+            ipv6: addr.is_ipv6(),
+        }
+    }
+
+    #[cfg(not(unix))]
+    fn of(_sock: &StdUdpSocket, addr: SocketAddr) -> Self {
+        Self {
+            inode: None,
+            ipv6: addr.is_ipv6(),
+        }
+    }
+
+    fn drops(&self) -> Option<u64> {
+        let inode = self.inode?;
+        let table = if self.ipv6 {
+            "/proc/net/udp6"
+        } else {
+            "/proc/net/udp"
+        };
+        drops_of(&std::fs::read_to_string(table).ok()?, inode)
+    }
+}
+
+/// The `drops` column of the line for `inode` in a `/proc/net/udp` table.
+fn drops_of(table: &str, inode: u64) -> Option<u64> {
+    table.lines().skip(1).find_map(|line| {
+        let cols: Vec<&str> = line.split_whitespace().collect();
+        // sl local rem st tx:rx tr:when retrnsmt uid timeout inode ref pointer drops
+        if cols.len() < 13 || cols[9].parse::<u64>().ok()? != inode {
+            return None;
+        }
+        cols[12].parse().ok()
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn drops_column_by_inode() {
+        let table = "   sl  local_address rem_address   st tx_queue rx_queue tr tm->when \
+                     retrnsmt   uid  timeout inode ref pointer drops\n\
+            1: 0100007F:22B8 00000000:0000 07 00000000:00000000 00:00000000 00000000  1000 \
+               0 4242 2 0000000000000000 17\n\
+            2: 0100007F:22B9 00000000:0000 07 00000000:00000000 00:00000000 00000000  1000 \
+               0 4243 2 0000000000000000 0\n";
+        assert_eq!(drops_of(table, 4242), Some(17));
+        assert_eq!(drops_of(table, 4243), Some(0));
+        assert_eq!(drops_of(table, 1), None);
     }
 }

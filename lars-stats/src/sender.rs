@@ -7,8 +7,11 @@
 //! - counters that start from zero (a host seen for the first time, counters
 //!   about to pass 2^31, a host whose counters were last known to arrive
 //!   [`IDLE_RESTART`] seconds ago) are announced by a `(0, 0)` report for
-//!   that host, in its own message before the new values, so the reporter
-//!   always sees the reset even when the new values exceed the old ones;
+//!   that host, first in the same message as the new values, so the reporter
+//!   always sees the reset even when the new values exceed the old ones, and
+//!   sees it before the values even when it applies messages in any order
+//!   (the C++ reporter hands each message to one of several database
+//!   threads; one message is applied by one thread, in sequence);
 //! - what went out in the last interval before the connection changed may be
 //!   lost: it is sent again on the next connection (as it is, within
 //!   [`RESEND_WITHIN`]), and messages still queued when the connection drops
@@ -54,7 +57,7 @@ pub struct SenderCounters {
     /// Messages with counters handed out by
     /// [`poll_transmit`](CumulativeSender::poll_transmit).
     pub messages: u64,
-    /// `(0, 0)` announcement messages handed out.
+    /// Messages handed out that open with a `(0, 0)` announcement.
     pub announcements: u64,
     /// Times a key could not be queued because
     /// [`max_pending_keys`](CumulativeSender::new) keys were already waiting
@@ -115,8 +118,9 @@ struct Undo {
 #[derive(Debug, Clone)]
 struct Queued {
     key: ModKey,
-    /// `true`: a `(0, 0)` announcement; `false`: counters.
-    announce: bool,
+    /// Hosts announced at `(0, 0)` at the start of the message.
+    announced: Vec<HostAddr>,
+    /// Hosts whose counters follow.
     hosts: Vec<Undo>,
     msg: ReportStatusRequest,
 }
@@ -145,11 +149,11 @@ struct Queued {
 /// sender.on_connected(1);
 /// sender.record([calls(3, 1)]);
 /// sender.report_tick(1_700_000_000);
-/// // A host seen for the first time is announced at (0, 0), then its counters.
-/// let zero = sender.poll_transmit().unwrap();
-/// assert_eq!((zero.results[0].succ, zero.results[0].err), (0, 0));
+/// // A host seen for the first time is announced at (0, 0), then its
+/// // counters, in the same message.
 /// let first = sender.poll_transmit().unwrap();
-/// assert_eq!((first.results[0].succ, first.results[0].err), (3, 1));
+/// let counts: Vec<_> = first.results.iter().map(|r| (r.succ, r.err)).collect();
+/// assert_eq!(counts, [(0, 0), (3, 1)]);
 /// assert!(sender.poll_transmit().is_none());
 /// // Counters are cumulative.
 /// sender.record([calls(2, 0)]);
@@ -257,8 +261,10 @@ impl CumulativeSender {
     }
 
     /// The report interval elapsed: when connected, queues one message per
-    /// key with new counters (only its hosts that changed), preceded by a
-    /// `(0, 0)` announcement of its hosts whose counters (re)start at zero.
+    /// key with new counters (only its hosts that changed), opening with a
+    /// `(0, 0)` report of each of its hosts whose counters (re)start at zero
+    /// (the announcement and the values in one message, so a reporter that
+    /// applies messages in any order still sees the reset first).
     /// `ts` is unix seconds, copied into each message. Messages handed out
     /// before this tick on the same connection are no longer in doubt.
     pub fn report_tick(&mut self, ts: u32) {
@@ -327,10 +333,7 @@ impl CumulativeSender {
                 if !c.announced {
                     c.announced = true;
                     c.confirmed_at = Some(ts);
-                    zeros.push(Undo {
-                        host,
-                        unsent: (0, 0),
-                    });
+                    zeros.push(host);
                 }
                 // A restart held back (the counters go out once more first)
                 // goes at the next tick.
@@ -348,31 +351,23 @@ impl CumulativeSender {
                 self.mark_dirty(key);
             }
             let (modid, cmdid) = key.to_wire();
-            let msg = |results| ReportStatusRequest {
-                modid,
-                cmdid,
-                caller,
-                results,
-                ts,
-            };
-            if !zeros.is_empty() {
-                let results = zeros
-                    .iter()
-                    .map(|u| wire_result(u.host, 0, 0, false))
-                    .collect();
-                self.outbox.push_back(Queued {
-                    key,
-                    announce: true,
-                    hosts: zeros,
-                    msg: msg(results),
-                });
-            }
-            let (hosts, results) = values.into_iter().unzip();
+            // The announcements first, then the values: one message, applied
+            // in sequence by any reporter.
+            let mut results: Vec<HostCallResult> =
+                zeros.iter().map(|&h| wire_result(h, 0, 0, false)).collect();
+            let (hosts, vals): (Vec<Undo>, Vec<HostCallResult>) = values.into_iter().unzip();
+            results.extend(vals);
             self.outbox.push_back(Queued {
                 key,
-                announce: false,
+                announced: zeros,
                 hosts,
-                msg: msg(results),
+                msg: ReportStatusRequest {
+                    modid,
+                    cmdid,
+                    caller,
+                    results,
+                    ts,
+                },
             });
         }
     }
@@ -382,13 +377,12 @@ impl CumulativeSender {
     pub fn poll_transmit(&mut self) -> Option<ReportStatusRequest> {
         let epoch = self.connected?;
         let q = self.outbox.pop_front()?;
-        if q.announce {
+        if !q.announced.is_empty() {
             self.counters.announcements += 1;
-        } else {
-            self.counters.messages += 1;
-            self.in_doubt
-                .push((q.key, q.msg.ts, q.hosts.iter().map(|u| u.host).collect()));
         }
+        self.counters.messages += 1;
+        self.in_doubt
+            .push((q.key, q.msg.ts, q.hosts.iter().map(|u| u.host).collect()));
         self.sent_epoch = Some(epoch);
         Some(q.msg)
     }
@@ -423,19 +417,19 @@ impl CumulativeSender {
         // Newest first, so each host ends as it was before the oldest.
         while let Some(q) = self.outbox.pop_back() {
             if let Some(hosts) = self.cum.get_mut(&q.key) {
+                for h in &q.announced {
+                    if let Some(c) = hosts.get_mut(h) {
+                        (c.announced, c.dirty) = (false, true);
+                    }
+                }
                 for u in &q.hosts {
                     let Some(c) = hosts.get_mut(&u.host) else {
                         continue;
                     };
-                    if q.announce {
-                        c.announced = false;
-                    } else {
-                        c.unsent = add(c.unsent, u.unsent);
-                        // Never sent, but its restart (if it carried one)
-                        // is done: treat it as lost.
-                        c.resend = true;
-                    }
-                    c.dirty = true;
+                    c.unsent = add(c.unsent, u.unsent);
+                    // Never sent, but its restart (if it carried one) is
+                    // done: treat it as lost.
+                    (c.resend, c.dirty) = (true, true);
                 }
             }
             self.mark_dirty(q.key);
@@ -546,10 +540,11 @@ mod tests {
         s.report_tick(100);
         let first = drain(&mut s);
         // First the hosts seen for the first time, at (0, 0): the reset the
-        // reporter needs before counters that start from zero.
+        // reporter needs before counters that start from zero, in the same
+        // message as the counters.
         assert_eq!(
             counts(&first),
-            vec![(100, vec![(0, 0), (0, 0)]), (100, vec![(1, 1), (1, 0)])]
+            vec![(100, vec![(0, 0), (0, 0), (1, 1), (1, 0)])]
         );
         assert!(first.iter().all(|m| m.caller == CALLER as i32));
         assert_eq!((first[0].modid, first[0].cmdid), (1, 1));
@@ -574,18 +569,12 @@ mod tests {
         s.report_tick(2);
         s.record([calls(k, h(1), 2, 0)]);
         s.report_tick(3);
-        let got: Vec<_> = counts(&drain(&mut s))
-            .into_iter()
-            .map(|(ts, r)| (ts, r[0]))
-            .collect();
         assert_eq!(
-            got,
+            counts(&drain(&mut s)),
             vec![
-                (1, (0, 0)),
-                (1, (COUNTER_LIMIT - 1, 0)),
-                (2, (COUNTER_LIMIT, 0)),
-                (3, (0, 0)),
-                (3, (2, 0)),
+                (1, vec![(0, 0), (COUNTER_LIMIT - 1, 0)]),
+                (2, vec![(COUNTER_LIMIT, 0)]),
+                (3, vec![(0, 0), (2, 0)]),
             ]
         );
         assert_eq!(s.counters().counter_restarts, 1);
@@ -609,21 +598,18 @@ mod tests {
         s.on_connected(2);
         s.report_tick(3);
         sent.extend(drain(&mut s));
-        // Key a merged: (0, 0), its count 1, then one message with its
+        // Key a merged: (0, 0) and its count 1, then one message with its
         // cumulative count 4.
         let a_msgs: Vec<_> = sent.iter().filter(|m| m.modid == 1).cloned().collect();
         assert_eq!(
             counts(&a_msgs),
-            vec![(1, vec![(0, 0)]), (1, vec![(1, 0)]), (3, vec![(4, 0)])]
+            vec![(1, vec![(0, 0), (1, 0)]), (3, vec![(4, 0)])]
         );
         // Key b was dropped from the pending set while full; its next
         // traffic sends its whole cumulative count, announced.
         s.record([calls(b, h(1), 1, 0)]);
         s.report_tick(4);
-        assert_eq!(
-            counts(&drain(&mut s)),
-            vec![(4, vec![(0, 0)]), (4, vec![(4, 0)])]
-        );
+        assert_eq!(counts(&drain(&mut s)), vec![(4, vec![(0, 0), (4, 0)])]);
         assert_eq!(s.counters().resent_keys, 1);
     }
 
@@ -654,7 +640,7 @@ mod tests {
         let k = ModKey::new(1, 1);
         s.record([calls(k, h(1), 3, 1)]);
         s.report_tick(1);
-        assert_eq!(s.queued(), 2);
+        assert_eq!(s.queued(), 1);
         s.on_disconnected(); // before anything was polled
         assert_eq!((s.queued(), s.pending_keys()), (0, 1));
         assert_eq!(s.poll_transmit(), None);
@@ -662,10 +648,7 @@ mod tests {
         s.on_connected(2);
         s.report_tick(2);
         // The announcement was never sent: it goes first, then everything.
-        assert_eq!(
-            counts(&drain(&mut s)),
-            vec![(2, vec![(0, 0)]), (2, vec![(4, 1)])]
-        );
+        assert_eq!(counts(&drain(&mut s)), vec![(2, vec![(0, 0), (4, 1)])]);
         assert_eq!(s.counters().resent_keys, 0);
     }
 
@@ -685,12 +668,11 @@ mod tests {
         s.record([calls(k, h(1), 3, 0), calls(k, h(2), 1, 0)]);
         s.report_tick(1000 + IDLE_RESTART + 1);
         let msgs = drain(&mut s);
-        assert_eq!(msgs.len(), 2);
-        // Host 1 (10.0.0.1) restarts from the calls not yet sent; host 2
-        // continues.
-        assert_eq!(counts(&msgs)[0].1, vec![(0, 0)]);
+        assert_eq!(msgs.len(), 1);
+        // Host 1 (10.0.0.1) restarts from the calls not yet sent, announced
+        // first; host 2 continues.
+        assert_eq!(counts(&msgs)[0].1, vec![(0, 0), (3, 0), (6, 0)]);
         assert_eq!(msgs[0].results[0].ip, 0x0a00_0001);
-        assert_eq!(counts(&msgs)[1].1, vec![(3, 0), (6, 0)]);
         assert_eq!(s.counters().idle_restarts, 1);
     }
 
@@ -705,6 +687,6 @@ mod tests {
         s.on_connected(7);
         assert!(s.is_connected());
         s.report_tick(2);
-        assert_eq!(drain(&mut s).len(), 2);
+        assert_eq!(drain(&mut s).len(), 1);
     }
 }

@@ -3,5 +3,6 @@
 //! sleeps.
 #![allow(clippy::unwrap_used)]
 
+mod reorder;
 mod roundtrip;
 mod world;

@@ -7,6 +7,7 @@ use anyhow::Context;
 use clap::Parser;
 use lars_agent::Agent;
 use lars_agent::AgentConfig;
+use lars_core::config::load_with;
 use signal_hook::consts::{SIGINT, SIGTERM};
 use signal_hook::iterator::Signals;
 
@@ -19,6 +20,11 @@ struct Args {
     /// unchanged); defaults apply when absent.
     #[arg(short, long, value_name = "FILE")]
     config: Option<PathBuf>,
+
+    /// Fail on keys or sections of the config file that nothing reads
+    /// (a typo such as `prot = 1234`) instead of warning about them.
+    #[arg(long)]
+    strict: bool,
 }
 
 fn main() -> ExitCode {
@@ -27,6 +33,7 @@ fn main() -> ExitCode {
             tracing_subscriber::EnvFilter::try_from_default_env()
                 .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
         )
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
     match run(Args::parse()) {
         Ok(code) => code,
@@ -39,7 +46,9 @@ fn main() -> ExitCode {
 
 fn run(args: Args) -> anyhow::Result<ExitCode> {
     let config = match &args.config {
-        Some(p) => AgentConfig::load(p)?,
+        Some(p) => load_with(p, args.strict, AgentConfig::from_ini, |u| {
+            tracing::warn!("{u}")
+        })?,
         None => AgentConfig::default(),
     };
     let mut signals = Signals::new([SIGINT, SIGTERM]).context("installing signal handlers")?;

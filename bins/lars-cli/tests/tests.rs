@@ -169,7 +169,7 @@ fn report_sends_outcome_and_timecost() {
     assert!(o.status.success(), "{o:?}");
     assert_eq!(
         stdout(&o),
-        "report modid = 3, cmdid = 4 | 192.168.1.177:7777 FAIL\n"
+        "report sent: modid = 3, cmdid = 4 | 192.168.1.177:7777 failure (UDP, not acknowledged)\n"
     );
     let reports = fake.reports();
     assert_eq!(reports.len(), 1);
@@ -307,7 +307,54 @@ fn qps_prints_rates_and_the_reference_ratio() {
     assert!(out.contains("lars [  1s] qps = "), "{out}");
     assert!(out.contains("raw [  1s] qps = "), "{out}");
     assert!(out.contains("ratio lars/raw = "), "{out}");
-    assert!(out.contains("errors 0"), "{out}");
+    assert!(out.contains("no host 0, errors 0"), "{out}");
+    assert_eq!(
+        out.matches("lars: 1 threads").count(),
+        1,
+        "one summary: {out}"
+    );
+}
+
+#[test]
+fn report_without_an_agent_fails() {
+    let port = std::net::UdpSocket::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+        .to_string();
+    // Nothing listens on `port` once the probe socket is dropped.
+    let o = lars(&[
+        "--base-port",
+        &port,
+        "--ports",
+        "1",
+        "--timeout-ms",
+        "100",
+        "report",
+        "1",
+        "1",
+        "127.0.0.1",
+        "9001",
+        "0",
+    ]);
+    assert_eq!(o.status.code(), Some(1), "{o:?}");
+    assert!(!stdout(&o).contains("SUCC"), "{o:?}");
+    assert!(
+        String::from_utf8_lossy(&o.stderr).contains("no agent answered"),
+        "{o:?}"
+    );
+}
+
+#[test]
+fn simulator_accepts_a_fractional_error_rate() {
+    let fake = FakeAgent::start(false);
+    let o = fake.lars(&["simulator", "1", "1", "0.3", "5", "--interval-ms", "0"]);
+    assert!(o.status.success(), "{o:?}");
+    assert!(stdout(&o).contains("err_rate = 3/10"), "{o:?}");
+    let o = fake.lars(&["simulator", "1", "1", "3", "5", "--interval-ms", "0"]);
+    assert!(o.status.success(), "{o:?}");
+    assert!(stdout(&o).contains("err_rate = 3/10"), "{o:?}");
 }
 
 // ---- store, console and `lars up` ------------------------------------------

@@ -10,6 +10,7 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 use clap::Parser;
+use lars_core::config::load_with;
 use lars_dns::DnsConfig;
 use signal_hook::consts::{SIGINT, SIGTERM};
 
@@ -21,12 +22,20 @@ struct Args {
     /// it every key takes its default.
     #[arg(short = 'c', long = "config")]
     config: Option<PathBuf>,
+
+    /// Fail on keys or sections of the config file that nothing reads
+    /// (a typo such as `prot = 1234`) instead of warning about them.
+    #[arg(long)]
+    strict: bool,
 }
 
 fn main() -> ExitCode {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    tracing_subscriber::fmt().with_env_filter(filter).init();
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .init();
     match run(Args::parse()) {
         Ok(code) => code,
         Err(e) => {
@@ -41,7 +50,9 @@ fn main() -> ExitCode {
 
 fn run(args: Args) -> anyhow::Result<ExitCode> {
     let config = match &args.config {
-        Some(path) => DnsConfig::load(path)?,
+        Some(path) => load_with(path, args.strict, DnsConfig::from_ini, |u| {
+            tracing::warn!("{u}")
+        })?,
         None => {
             tracing::info!("no config file given (-c): using the defaults");
             DnsConfig::default()

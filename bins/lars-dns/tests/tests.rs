@@ -95,3 +95,54 @@ fn serves_and_stops_on_sigterm() {
     };
     assert!(status.success(), "{status:?}");
 }
+
+#[test]
+fn a_missing_config_file_is_an_error_naming_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let missing = dir.path().join("no-such-lars_dns.conf");
+    let out = Command::new(BIN).arg("-c").arg(&missing).output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("no-such-lars_dns.conf"), "{stderr}");
+}
+
+#[test]
+fn strict_rejects_an_unknown_key_naming_file_section_and_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let conf = dir.path().join("lars_dns.conf");
+    std::fs::write(&conf, "[reactor]\nprot = 1234\n").unwrap();
+    let out = Command::new(BIN)
+        .arg("--strict")
+        .arg("-c")
+        .arg(&conf)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains("lars_dns.conf: [reactor] prot: unknown key"),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn warnings_carry_no_colour_escapes_off_a_terminal() {
+    let dir = tempfile::tempdir().unwrap();
+    let conf = dir.path().join("lars_dns.conf");
+    std::fs::write(
+        &conf,
+        "[reactor]\nport = 0\nprot = 1234\n[store]\nurl = mysql://root@127.0.0.1:1/lars\n",
+    )
+    .unwrap();
+    let out = Command::new(BIN)
+        .arg("-c")
+        .arg(&conf)
+        .env("RUST_LOG", "warn")
+        .output()
+        .unwrap();
+    // The logs go to stdout, the error to stderr.
+    let stderr = String::from_utf8_lossy(&out.stderr) + String::from_utf8_lossy(&out.stdout);
+    assert!(!out.status.success(), "{stderr}");
+    assert!(stderr.contains("[reactor] prot: unknown key"), "{stderr}");
+    assert!(!stderr.contains('\x1b'), "{stderr:?}");
+}

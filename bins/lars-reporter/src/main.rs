@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use clap::Parser;
+use lars_core::config::load_with;
 use lars_reporter::Reporter;
 use lars_reporter::ReporterConfig;
 
@@ -15,9 +16,15 @@ use lars_reporter::ReporterConfig;
 #[derive(Debug, Parser)]
 #[command(name = "lars-reporter", version)]
 struct Args {
-    /// The configuration file (the original lars_reporter.conf loads unchanged).
-    #[arg(short, long, default_value = "conf/lars_reporter.conf")]
-    config: PathBuf,
+    /// The configuration file (the original lars_reporter.conf loads
+    /// unchanged). Without it every key takes its default.
+    #[arg(short, long, value_name = "FILE")]
+    config: Option<PathBuf>,
+
+    /// Fail on keys or sections of the config file that nothing reads
+    /// (a typo such as `prot = 1234`) instead of warning about them.
+    #[arg(long)]
+    strict: bool,
 }
 
 fn main() -> ExitCode {
@@ -26,6 +33,7 @@ fn main() -> ExitCode {
             tracing_subscriber::EnvFilter::try_from_default_env()
                 .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
         )
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
     match run(Args::parse()) {
         Ok(code) => code,
@@ -37,11 +45,14 @@ fn main() -> ExitCode {
 }
 
 fn run(args: Args) -> anyhow::Result<ExitCode> {
-    let config = if args.config.exists() {
-        ReporterConfig::load(&args.config)?
-    } else {
-        tracing::warn!("{} not found; using defaults", args.config.display());
-        ReporterConfig::default()
+    let config = match &args.config {
+        Some(path) => load_with(path, args.strict, ReporterConfig::from_ini, |u| {
+            tracing::warn!("{u}")
+        })?,
+        None => {
+            tracing::info!("no config file given (-c): using the defaults");
+            ReporterConfig::default()
+        }
     };
     let store = lars_store::open(&config.store_url).with_context(|| {
         format!(

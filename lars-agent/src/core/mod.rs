@@ -300,7 +300,8 @@ pub struct CoreCounters {
     pub routes_applied: u64,
     /// Host state changes.
     pub transitions: u64,
-    /// Statistics messages (not counting `(0, 0)` announcements) handed out.
+    /// Statistics messages handed out (a `(0, 0)` announcement travels at
+    /// the start of the message with the host's values).
     pub report_messages: u64,
     /// Times a key could not join the bounded pending-report set.
     pub report_keys_dropped: u64,

@@ -49,6 +49,31 @@ fn qps_loops_get_host_and_report_per_thread_key() {
 }
 
 #[test]
+fn qps_counts_answers_without_a_host_apart() {
+    // Key (1, 1) has a host, key (2, 1) does not exist (the demo's routes).
+    let fake = FakeAgent::start(|f| match f.msgid {
+        GET_HOST => {
+            let req: proto::GetHostRequest = f.message().unwrap();
+            if req.modid == 1 {
+                vec![crate::fake::answer(f, 0, Some("10.0.0.1:80"))]
+            } else {
+                vec![crate::fake::answer(f, 3, None)]
+            }
+        }
+        _ => vec![],
+    });
+    let summary = qps::run(
+        &fake.config(Duration::from_millis(200)),
+        2,
+        Duration::from_millis(500),
+        |_| {},
+    )
+    .unwrap();
+    assert!(summary.no_host > 0, "{summary:?}");
+    assert!(summary.no_host < summary.answered, "{summary:?}");
+}
+
+#[test]
 fn qps_counts_a_stalled_agent_as_errors() {
     let fake = FakeAgent::start(|_| vec![]);
     let summary = qps::run(

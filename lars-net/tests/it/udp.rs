@@ -150,3 +150,56 @@ fn the_service_deadline_fires_and_a_spinning_server_still_answers() {
     assert_eq!(rx.recv_timeout(WAIT).unwrap(), 100);
     server.join();
 }
+
+/// Blocks the loop on its first datagram until released.
+struct Stuck(Option<mpsc::Receiver<()>>);
+
+impl UdpService for Stuck {
+    fn on_datagram(&mut self, _io: &mut UdpIo<'_>, _from: SocketAddr, _data: &[u8]) {
+        if let Some(rx) = self.0.take() {
+            let _ = rx.recv_timeout(WAIT);
+        }
+    }
+}
+
+#[test]
+fn kernel_drops_are_counted_and_the_receive_buffer_can_be_raised() {
+    // A raised buffer: Linux reports twice what it granted, capped by
+    // net.core.rmem_max; at least the 256 KiB asked is never less than the
+    // default 208 KiB it replaces.
+    let b = UdpServer::<Stuck>::bind("127.0.0.1:0".parse().unwrap()).unwrap();
+    let before = b.recv_buffer_size().unwrap();
+    let b = b.recv_buffer(1 << 20);
+    let granted = b.recv_buffer_size().unwrap();
+    assert!(granted >= before, "{granted} < {before}");
+    if let Some(max) = std::fs::read_to_string("/proc/sys/net/core/rmem_max")
+        .ok()
+        .and_then(|m| m.trim().parse::<usize>().ok())
+    {
+        assert!(granted >= max.min(1 << 20), "{granted}, rmem_max {max}");
+    }
+    drop(b);
+
+    // A small buffer behind a stuck loop: a burst overflows it, and the
+    // overflow shows in kernel_drops().
+    let b = UdpServer::<Stuck>::bind("127.0.0.1:0".parse().unwrap())
+        .unwrap()
+        .recv_buffer(4096);
+    let (release, rx) = mpsc::channel();
+    let mut server = b.start(Stuck(Some(rx))).unwrap();
+    if server.kernel_drops().is_none() {
+        eprintln!("no /proc/net/udp here: skipped");
+        return;
+    }
+    assert_eq!(server.kernel_drops(), Some(0));
+    let c = client(server.local_addr());
+    c.send(&[0]).unwrap();
+    std::thread::sleep(Duration::from_millis(100)); // the loop is now stuck
+    for _ in 0..2000 {
+        let _ = c.send(&[0u8; 512]);
+    }
+    let drops = server.handle().kernel_drops().unwrap();
+    assert!(drops > 0, "no drops counted after a 2000-datagram burst");
+    release.send(()).unwrap();
+    server.join();
+}

@@ -104,8 +104,8 @@ pub struct SimulatorArgs {
     pub modid: u32,
     /// Command id.
     pub cmdid: u32,
-    /// Calls that fail, in tenths (0-10).
-    #[arg(default_value_t = 2, value_parser = clap::value_parser!(u8).range(0..=10))]
+    /// Calls that fail: a fraction in steps of 0.1 (0.3), or tenths (3).
+    #[arg(default_value = "2", value_parser = err_rate)]
     pub err_rate: u8,
     /// Number of get_host queries.
     #[arg(default_value_t = 100)]
@@ -185,7 +185,20 @@ pub fn get_route(agent: &AgentArgs, a: &KeyArgs) -> anyhow::Result<ExitCode> {
 /// `lars report M C IP PORT 0|1`.
 pub fn report(agent: &AgentArgs, a: &ReportArgs) -> anyhow::Result<ExitCode> {
     let (config, client) = agent.connect()?;
-    reg_init(&client, a.modid, a.cmdid);
+    // The report itself is never answered; whether an agent listens shows
+    // here: no answer (or a refused port) fails rather than printing success.
+    match client.reg_init(a.modid, a.cmdid) {
+        Err(e @ (ApiError::Timeout | ApiError::Io(_))) => {
+            return Err(anyhow::Error::new(e))
+                .with_context(|| failed("report", a.modid, a.cmdid, &config))
+                .context("no agent answered; nothing was reported");
+        }
+        Err(e) => eprintln!(
+            "modid {}, cmdid {}: still no host after reg_init: {e}",
+            a.modid, a.cmdid
+        ),
+        Ok(_) => {}
+    }
     let host = SocketAddrV4::new(a.ip, a.port);
     let outcome = if a.result == 0 {
         Outcome::Success
@@ -196,11 +209,13 @@ pub fn report(agent: &AgentArgs, a: &ReportArgs) -> anyhow::Result<ExitCode> {
         .report(a.modid, a.cmdid, host, outcome, a.latency())
         .with_context(|| failed("report", a.modid, a.cmdid, &config))?;
     let word = match outcome {
-        Outcome::Success => "SUCC",
-        Outcome::Failure => "FAIL",
+        Outcome::Success => "success",
+        Outcome::Failure => "failure",
     };
+    // A report is one UDP datagram with no answer: it was sent, not
+    // acknowledged (reg_init above said whether an agent answers).
     println!(
-        "report modid = {}, cmdid = {} | {host} {word}",
+        "report sent: modid = {}, cmdid = {} | {host} {word} (UDP, not acknowledged)",
         a.modid, a.cmdid
     );
     Ok(ExitCode::SUCCESS)
@@ -253,7 +268,6 @@ pub fn qps(agent: &AgentArgs, a: &QpsArgs) -> anyhow::Result<ExitCode> {
         print!("{}", second_lines("lars", s, a.per_thread))
     })
     .context("cannot start the qps clients")?;
-    println!("{}", summary_line("lars", &lars));
     println!("reference: raw UDP request/response, in-process server, same threads and duration");
     let raw = qps::run_udp_reference(&config, threads, duration, |s| {
         print!("{}", second_lines("raw", s, a.per_thread))
@@ -261,6 +275,12 @@ pub fn qps(agent: &AgentArgs, a: &QpsArgs) -> anyhow::Result<ExitCode> {
     .context("cannot start the raw UDP reference")?;
     println!("{}", summary_line("lars", &lars));
     println!("{}", summary_line("raw", &raw));
+    if lars.no_host > 0 {
+        println!(
+            "{} answers had no host: thread i asks for key (i+1, 1); does each route exist?",
+            lars.no_host
+        );
+    }
     if lars.answered == 0 {
         println!("lars answered nothing: is the agent running at these ports?");
     }
@@ -278,6 +298,28 @@ fn failed(what: &str, modid: u32, cmdid: u32, config: &ClientConfig) -> String {
 }
 
 /// Parses milliseconds (fractions allowed) into a duration.
+/// An error rate in tenths: `0.3` (a fraction) or `3` (tenths, the
+/// original's form).
+fn err_rate(s: &str) -> Result<u8, String> {
+    let bad = || format!("{s:?}: a fraction 0-1 in steps of 0.1 (0.3) or tenths 0-10 (3)");
+    let tenths = if s.contains('.') {
+        let f: f64 = s.parse().map_err(|_| bad())?;
+        let t = f * 10.0;
+        if !(0.0..=10.0).contains(&t) || (t - t.round()).abs() > 1e-9 {
+            return Err(bad());
+        }
+        t.round()
+    } else {
+        f64::from(s.parse::<u8>().map_err(|_| bad())?)
+    };
+    if tenths > 10.0 {
+        return Err(bad());
+    }
+    // In 0..=10 (checked above), so the cast is exact.
+    #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)]
+    Ok(tenths as u8)
+}
+
 fn millis(s: &str) -> Result<Duration, String> {
     s.trim()
         .parse::<f64>()
@@ -405,11 +447,12 @@ fn second_lines(label: &str, s: &Second, per_thread: bool) -> String {
 
 fn summary_line(label: &str, s: &QpsSummary) -> String {
     format!(
-        "{label}: {} threads, {:.2}s: average {:.0} req/s (answered {}, errors {})",
+        "{label}: {} threads, {:.2}s: average {:.0} req/s (answered {}, no host {}, errors {})",
         s.threads,
         s.elapsed.as_secs_f64(),
         s.average(),
         s.answered,
+        s.no_host,
         s.errors
     )
 }
@@ -446,6 +489,18 @@ mod tests {
             s.contains("queries 5..=30: 10.0.0.1:80 not returned (26 queries), until the end"),
             "{s}"
         );
+    }
+
+    #[test]
+    fn err_rates_as_fractions_or_tenths() {
+        assert_eq!(err_rate("0.3"), Ok(3));
+        assert_eq!(err_rate("3"), Ok(3));
+        assert_eq!(err_rate("1.0"), Ok(10));
+        assert_eq!(err_rate("0"), Ok(0));
+        assert_eq!(err_rate("10"), Ok(10));
+        for bad in ["11", "1.1", "0.35", "-0.1", "x", "0.3.1"] {
+            assert!(err_rate(bad).is_err(), "{bad}");
+        }
     }
 
     #[test]

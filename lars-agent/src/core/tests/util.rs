@@ -102,7 +102,8 @@ impl FakeReporter {
         self.messages.push(msg);
     }
 
-    /// Messages about `key`, as (succ, err) of their only host.
+    /// Results about `key`, as (succ, err), in the order sent (a `(0, 0)`
+    /// announcement and the values after it share a message).
     pub fn counts(&self, key: ModKey) -> Vec<(u32, u32)> {
         self.messages
             .iter()
