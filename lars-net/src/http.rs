@@ -419,13 +419,7 @@ fn answer(mut s: TcpStream, handler: &HttpHandler, stop: &AtomicBool) -> io::Res
         match s.read(&mut chunk) {
             Ok(0) => return Ok(()),
             Ok(n) => data.extend_from_slice(&chunk[..n]),
-            Err(e)
-                if matches!(
-                    e.kind(),
-                    io::ErrorKind::WouldBlock
-                        | io::ErrorKind::TimedOut
-                        | io::ErrorKind::Interrupted
-                ) => {}
+            Err(e) if retryable(&e) => {}
             Err(e) => return Err(e),
         }
     };
@@ -438,13 +432,7 @@ fn answer(mut s: TcpStream, handler: &HttpHandler, stop: &AtomicBool) -> io::Res
         match s.write(&out[sent..]) {
             Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
             Ok(n) => sent += n,
-            Err(e)
-                if matches!(
-                    e.kind(),
-                    io::ErrorKind::WouldBlock
-                        | io::ErrorKind::TimedOut
-                        | io::ErrorKind::Interrupted
-                ) => {}
+            Err(e) if retryable(&e) => {}
             Err(e) => return Err(e),
         }
     }
@@ -499,6 +487,15 @@ impl PromText {
     pub fn into_string(self) -> String {
         self.out
     }
+}
+
+/// A read or write that ran out its time slice (or was interrupted): try
+/// again until the overall deadline.
+fn retryable(e: &io::Error) -> bool {
+    matches!(
+        e.kind(),
+        io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut | io::ErrorKind::Interrupted
+    )
 }
 
 #[cfg(test)]
