@@ -6,7 +6,7 @@ use std::num::NonZeroU16;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use lars_core::config::{ConfigError, HttpConfig, Ini};
+use lars_core::config::{ConfigError, HttpConfig, Ini, load_with};
 use lars_lb::LoadBalanceConfig;
 
 /// `lars_lb_agent.conf`.
@@ -81,12 +81,7 @@ impl AgentConfig {
     /// Loads `path`; every key nothing reads is logged as a warning
     /// naming the file, section and key.
     pub fn load(path: impl AsRef<Path>) -> Result<Self, ConfigError> {
-        let ini = Ini::load(path)?;
-        let config = Self::from_ini(&ini)?;
-        for unread in ini.unread() {
-            tracing::warn!("{unread}");
-        }
-        Ok(config)
+        load_with(path, false, Self::from_ini, |u| tracing::warn!("{u}"))
     }
 }
 

@@ -3,7 +3,7 @@
 use std::path::Path;
 use std::time::Duration;
 
-use lars_core::config::{ConfigError, HttpConfig, Ini, ReactorConfig, store_url};
+use lars_core::config::{ConfigError, HttpConfig, Ini, ReactorConfig, load_with, store_url};
 
 /// `lars_dns.conf`.
 #[derive(Debug, Clone, PartialEq)]
@@ -37,12 +37,7 @@ impl DnsConfig {
     /// Loads `path`; every key nothing reads is logged as a warning
     /// naming the file, section and key.
     pub fn load(path: impl AsRef<Path>) -> Result<Self, ConfigError> {
-        let ini = Ini::load(path)?;
-        let config = Self::from_ini(&ini)?;
-        for unread in ini.unread() {
-            tracing::warn!("{unread}");
-        }
-        Ok(config)
+        load_with(path, false, Self::from_ini, |u| tracing::warn!("{u}"))
     }
 }
 
