@@ -228,19 +228,38 @@ pub fn run(opts: &BenchOptions) -> Result<BenchReport, BenchError> {
         report.succ_sent += c.succ;
         report.err_sent += c.err;
     }
+    // Status rows (the last counters each caller sent for each host) are
+    // written after the history chunks of the same flush: wait for both.
     let deadline = Instant::now() + opts.verify_timeout;
     loop {
         let (s, e) = history_totals(&store, modid, since)?;
         report.succ_persisted = s;
         report.err_persisted = e;
         report.persisted_secs = start.elapsed().as_secs_f64();
-        if (s, e) == (report.succ_sent, report.err_sent) || Instant::now() >= deadline {
+        report.status_rows_ok = status_rows_ok(&store, modid, opts, &conns)?;
+        let done = (s, e) == (report.succ_sent, report.err_sent)
+            && report.status_rows_ok == report.status_rows_expected;
+        if done || Instant::now() >= deadline {
             break;
         }
         thread::sleep(Duration::from_millis(100));
     }
-    // Status rows: the last counters each caller sent for each host. They
-    // are written in the same flush as the history, so they are in by now.
+    report.complete = report.succ_persisted == report.succ_sent
+        && report.err_persisted == report.err_sent
+        && report.status_rows_ok == report.status_rows_expected;
+    report.sent_per_sec = report.reports as f64 / send_secs.max(1e-9);
+    report.ingested_per_sec = report.reports as f64 / report.persisted_secs.max(1e-9);
+    Ok(report)
+}
+
+/// How many `ServerCallStatus` rows of the bench keys hold the last counters
+/// their caller sent.
+fn status_rows_ok(
+    store: &lars_store::Store,
+    modid: u32,
+    opts: &BenchOptions,
+    conns: &[ConnResult],
+) -> Result<u64, BenchError> {
     let mut ok = 0;
     for k in 1..=opts.keys {
         for row in store.call_status(Some(ModKey::new(modid, k)))? {
@@ -264,13 +283,7 @@ pub fn run(opts: &BenchOptions) -> Result<BenchReport, BenchError> {
             }
         }
     }
-    report.status_rows_ok = ok;
-    report.complete = report.succ_persisted == report.succ_sent
-        && report.err_persisted == report.err_sent
-        && ok == report.status_rows_expected;
-    report.sent_per_sec = report.reports as f64 / send_secs.max(1e-9);
-    report.ingested_per_sec = report.reports as f64 / report.persisted_secs.max(1e-9);
-    Ok(report)
+    Ok(ok)
 }
 
 fn history_totals(
