@@ -22,7 +22,7 @@ pub enum StoreError {
     },
     /// The database cannot be reached (server down, connection lost after the
     /// one retry, file cannot be opened or stays locked).
-    #[error("database unavailable while trying to {purpose}: {source}")]
+    #[error("database unavailable while trying to {purpose}")]
     Unavailable {
         /// What the store was doing.
         purpose: &'static str,
@@ -31,7 +31,7 @@ pub enum StoreError {
         source: DriverError,
     },
     /// The database answered a statement with an error.
-    #[error("database error while trying to {purpose}: {source}")]
+    #[error("database error while trying to {purpose}")]
     Query {
         /// What the store was doing.
         purpose: &'static str,
@@ -67,5 +67,46 @@ impl StoreError {
     /// True for [`StoreError::AlreadyExists`].
     pub fn is_already_exists(&self) -> bool {
         matches!(self, StoreError::AlreadyExists(_))
+    }
+}
+
+/// Displays an error and its causes on one line, `outer: cause: root`, for
+/// log lines and status pages that hold the error itself rather than an
+/// `anyhow` chain (a [`StoreError`]'s own message never repeats its cause).
+///
+/// ```
+/// let e = lars_store::open("postgres://x").unwrap_err();
+/// assert!(lars_store::Chain(&e).to_string().starts_with("invalid store url"));
+/// ```
+#[derive(Debug, Clone, Copy)]
+pub struct Chain<'a>(pub &'a (dyn StdError + 'static));
+
+impl std::fmt::Display for Chain<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}", self.0)?;
+        let mut cause = self.0.source();
+        while let Some(c) = cause {
+            write!(f, ": {c}")?;
+            cause = c.source();
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_cause_is_printed_once() {
+        let e = StoreError::Unavailable {
+            purpose: "ping",
+            source: Box::new(std::io::Error::other("connection refused")),
+        };
+        assert_eq!(e.to_string(), "database unavailable while trying to ping");
+        assert_eq!(
+            Chain(&e).to_string(),
+            "database unavailable while trying to ping: connection refused"
+        );
     }
 }

@@ -49,11 +49,13 @@ use std::sync::Arc;
 
 use lars_core::{HostAddr, ModKey};
 
-pub use error::{DriverError, StoreError};
+pub use error::{Chain, DriverError, StoreError};
 pub use model::{
     CallStatusRow, DescKind, Description, Descriptions, HistoryRow, Result, RouteAdmin,
     RouteChange, RouteFilter, RouteRead, RouteRow, RouteSnapshot, StatsStore, User, UserStore,
 };
+pub use mysql_backend::{DEFAULT_IO_TIMEOUT, IO_TIMEOUT_PARAM};
+pub use sqlite_backend::{BUSY_TIMEOUT_PARAM, DEFAULT_BUSY_TIMEOUT};
 
 use mysql_backend::MysqlStore;
 use sqlite_backend::SqliteStore;
@@ -68,8 +70,13 @@ pub const DEFAULT_MYSQL_DB: &str = "lars_dns";
 ///
 /// - `mysql://user:pass@host:port/db`: a connection pool; `db` defaults to
 ///   [`DEFAULT_MYSQL_DB`] and is created when missing.
+///   Every network read and write of a statement is bounded by
+///   [`DEFAULT_IO_TIMEOUT`] (`?io_timeout_ms=N` changes it): a hung server
+///   becomes [`StoreError::Unavailable`], not a stall.
 /// - `sqlite://path` (`sqlite://./lars.db`, `sqlite:///abs/lars.db`): one file
-///   in WAL mode, created when missing.
+///   in WAL mode, created when missing. A file another process keeps locked
+///   fails with [`StoreError::Unavailable`] after [`DEFAULT_BUSY_TIMEOUT`]
+///   (`sqlite://path?busy_timeout_ms=N` changes it).
 ///
 /// Then runs [`Store::init_schema`].
 pub fn open(url: &str) -> Result<Store> {
@@ -82,7 +89,12 @@ pub fn open(url: &str) -> Result<Store> {
                 why: "no file path after sqlite://".into(),
             });
         }
-        Inner::Sqlite(Arc::new(SqliteStore::open(path)?))
+        let (path, busy) =
+            sqlite_backend::take_busy_timeout(path).map_err(|why| StoreError::InvalidUrl {
+                url: url.to_owned(),
+                why,
+            })?;
+        Inner::Sqlite(Arc::new(SqliteStore::open(path, busy)?))
     } else {
         return Err(StoreError::InvalidUrl {
             url: redact(url),
@@ -278,6 +290,14 @@ impl StatsStore for Store {
     fn call_status(&self, key: Option<ModKey>) -> Result<Vec<CallStatusRow>> {
         dispatch!(self, s => s.call_status(key))
     }
+    fn for_each_recent_status(
+        &self,
+        since: i64,
+        limit: u64,
+        f: &mut dyn FnMut(CallStatusRow),
+    ) -> Result<u64> {
+        dispatch!(self, s => s.for_each_recent_status(since, limit, f))
+    }
     fn history(&self, key: Option<ModKey>, since: i64) -> Result<Vec<HistoryRow>> {
         dispatch!(self, s => s.history(key, since))
     }
@@ -395,16 +415,62 @@ pub(crate) fn valid_route(
 
 /// `url` with its password (if any) replaced by `***`, for error messages
 /// and logs: `mysql://root:secret@db/lars` -> `mysql://root:***@db/lars`.
+/// The query (`?socket=/run/mysqld/mysqld.sock&password=...`) is kept as
+/// given except for a `password` parameter, which is replaced too.
 pub fn redact(url: &str) -> String {
     let Some((scheme, rest)) = url.split_once("://") else {
         return url.to_owned();
     };
-    let Some((auth, host)) = rest.rsplit_once('@') else {
-        return url.to_owned();
+    let (main, query) = split_query(rest);
+    let main = match main.rsplit_once('@') {
+        Some((auth, host)) => match auth.split_once(':') {
+            Some((user, _)) => format!("{user}:***@{host}"),
+            None => main.to_owned(),
+        },
+        None => main.to_owned(),
     };
-    match auth.split_once(':') {
-        Some((user, _)) => format!("{scheme}://{user}:***@{host}"),
-        None => url.to_owned(),
+    let query = query.map(|q| {
+        q.split('&')
+            .map(|p| match p.split_once('=') {
+                Some((k, _)) if k.eq_ignore_ascii_case("password") => format!("{k}=***"),
+                _ => p.to_owned(),
+            })
+            .collect::<Vec<_>>()
+            .join("&")
+    });
+    match query {
+        Some(q) => format!("{scheme}://{main}?{q}"),
+        None => format!("{scheme}://{main}"),
+    }
+}
+
+/// `rest` (a URL after `scheme://`) split at its query: `(main, query)`.
+fn split_query(rest: &str) -> (&str, Option<&str>) {
+    match rest.split_once('?') {
+        Some((main, q)) => (main, Some(q)),
+        None => (rest, None),
+    }
+}
+
+/// The redacted mysql `url` naming database `db`: the path (if any) is
+/// replaced by `/db` and the query kept, so a `?socket=/a/b.sock` URL shows
+/// its socket path as given.
+pub(crate) fn shown_with_db(url: &str, db: &str) -> String {
+    let shown = redact(url);
+    let Some((scheme, rest)) = shown.split_once("://") else {
+        return shown;
+    };
+    let (main, query) = split_query(rest);
+    // The authority ends at the first '/' after the last '@' (a password
+    // cannot contain an unencoded '/').
+    let auth_end = main.rfind('@').map_or(0, |at| at + 1);
+    let authority = match main[auth_end..].find('/') {
+        Some(slash) => &main[..auth_end + slash],
+        None => main,
+    };
+    match query {
+        Some(q) => format!("{scheme}://{authority}/{db}?{q}"),
+        None => format!("{scheme}://{authority}/{db}"),
     }
 }
 
@@ -468,6 +534,31 @@ mod tests {
         assert_eq!(redact("mysql://u:secret@h:1/db"), "mysql://u:***@h:1/db");
         assert_eq!(redact("mysql://u@h:1/db"), "mysql://u@h:1/db");
         assert_eq!(redact("sqlite://./x.db"), "sqlite://./x.db");
+        assert_eq!(
+            redact("mysql://u:pw@h/db?socket=/run/mysqld/mysqld.sock&password=pw2"),
+            "mysql://u:***@h/db?socket=/run/mysqld/mysqld.sock&password=***"
+        );
+    }
+
+    #[test]
+    fn socket_urls_are_shown_as_given() {
+        let sock = "?socket=/var/run/mysqld/mysqld.sock";
+        assert_eq!(
+            shown_with_db(&format!("mysql://root@localhost/lars{sock}"), "lars"),
+            format!("mysql://root@localhost/lars{sock}")
+        );
+        assert_eq!(
+            shown_with_db(&format!("mysql://root:pw@localhost{sock}"), "lars_dns"),
+            format!("mysql://root:***@localhost/lars_dns{sock}")
+        );
+        assert_eq!(
+            shown_with_db("mysql://root@127.0.0.1:3306", "lars_dns"),
+            "mysql://root@127.0.0.1:3306/lars_dns"
+        );
+        assert_eq!(
+            shown_with_db("mysql://root@127.0.0.1:3306/", "lars_dns"),
+            "mysql://root@127.0.0.1:3306/lars_dns"
+        );
     }
 
     #[test]

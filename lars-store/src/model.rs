@@ -180,6 +180,19 @@ pub trait StatsStore {
     /// `ServerCallStatus` rows of `key` (all for `None`), ordered by key,
     /// host, caller. Rows with an invalid host are skipped.
     fn call_status(&self, key: Option<ModKey>) -> Result<Vec<CallStatusRow>>;
+    /// Hands `f` each `ServerCallStatus` row with `ts >= since`, at most
+    /// `limit` of them, in no particular order, one at a time as they come
+    /// off the connection (never collected): a restarting reporter resumes
+    /// its counters from them. Returns how many rows `f` saw. Rows with an
+    /// invalid host are skipped. After a connection error before the first
+    /// row the read is tried once more; after that the error is returned
+    /// (the rows `f` already saw stay seen).
+    fn for_each_recent_status(
+        &self,
+        since: i64,
+        limit: u64,
+        f: &mut dyn FnMut(CallStatusRow),
+    ) -> Result<u64>;
     /// History rows of `key` (all for `None`) with `minute >= since`, ordered
     /// by minute, key, host.
     fn history(&self, key: Option<ModKey>, since: i64) -> Result<Vec<HistoryRow>>;

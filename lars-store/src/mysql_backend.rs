@@ -15,12 +15,53 @@ use mysql::{
 use crate::{
     CallStatusRow, DEFAULT_MYSQL_DB, DescKind, Description, HistoryRow, Result, RouteChange,
     RouteFilter, RouteOp, RouteRow, RouteSnapshot, StoreError, User, floor_minute, next_version,
-    now_secs, plan_replace, redact, valid_route,
+    now_secs, plan_replace, redact, shown_with_db, valid_route,
 };
 
 /// Rows per multi-row statement: 2,000 rows x 9 columns stays far below the
 /// 65,535 placeholders of a prepared statement and a 16 MiB packet.
 const CHUNK_ROWS: usize = 2_000;
+
+/// The default bound on one network read or write of a statement
+/// ([`IO_TIMEOUT_PARAM`] changes it): a server that stops answering (hung,
+/// stopped, a network path that drops packets) turns into an
+/// [`StoreError::Unavailable`] after this long instead of a silent stall.
+pub const DEFAULT_IO_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// The URL query parameter (ours, removed before the driver sees the URL)
+/// setting the I/O timeout in milliseconds: `mysql://...?io_timeout_ms=5000`.
+pub const IO_TIMEOUT_PARAM: &str = "io_timeout_ms";
+
+/// The TCP connect timeout (or the I/O timeout when shorter).
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Removes [`IO_TIMEOUT_PARAM`] from `url`'s query: `(url without it, the
+/// timeout or the default)`.
+fn take_io_timeout(url: &str) -> std::result::Result<(String, Duration), String> {
+    let Some((main, query)) = url.split_once('?') else {
+        return Ok((url.to_owned(), DEFAULT_IO_TIMEOUT));
+    };
+    let mut timeout = DEFAULT_IO_TIMEOUT;
+    let mut rest = Vec::new();
+    for p in query.split('&') {
+        match p.split_once('=') {
+            Some((k, v)) if k == IO_TIMEOUT_PARAM => {
+                let ms: u64 =
+                    v.parse().ok().filter(|&ms| ms > 0).ok_or_else(|| {
+                        format!("{IO_TIMEOUT_PARAM}={v}: expected milliseconds > 0")
+                    })?;
+                timeout = Duration::from_millis(ms);
+            }
+            _ => rest.push(p),
+        }
+    }
+    let url = if rest.is_empty() {
+        main.to_owned()
+    } else {
+        format!("{main}?{}", rest.join("&"))
+    };
+    Ok((url, timeout))
+}
 
 /// Fresh-database DDL. The original tables keep the original names and
 /// column names (`lars_dns.sql`); on an existing database `IF NOT EXISTS`
@@ -231,7 +272,11 @@ fn params(v: Vec<Value>) -> Params {
 impl MysqlStore {
     pub(crate) fn open(url: &str) -> Result<Self> {
         let shown = redact(url);
-        let opts = Opts::from_url(url).map_err(|e| StoreError::InvalidUrl {
+        let (url, io_timeout) = take_io_timeout(url).map_err(|why| StoreError::InvalidUrl {
+            url: shown.clone(),
+            why,
+        })?;
+        let opts = Opts::from_url(&url).map_err(|e| StoreError::InvalidUrl {
             url: shown.clone(),
             why: e.to_string(),
         })?;
@@ -251,9 +296,9 @@ impl MysqlStore {
         }
         let base = OptsBuilder::from_opts(opts)
             .db_name(None::<String>)
-            .tcp_connect_timeout(Some(Duration::from_secs(5)))
-            .read_timeout(Some(Duration::from_secs(60)))
-            .write_timeout(Some(Duration::from_secs(60)));
+            .tcp_connect_timeout(Some(io_timeout.min(CONNECT_TIMEOUT)))
+            .read_timeout(Some(io_timeout))
+            .write_timeout(Some(io_timeout));
         {
             let mut conn = Conn::new(base.clone()).map_err(|e| StoreError::Unavailable {
                 purpose: "connect to the mysql server",
@@ -270,14 +315,7 @@ impl MysqlStore {
                 source: Box::new(e),
             }
         })?;
-        let url = match shown.rsplit_once('/') {
-            Some((head, tail))
-                if !tail.contains('@') && head.contains("//") && !head.ends_with('/') =>
-            {
-                format!("{head}/{db}")
-            }
-            _ => format!("{shown}/{db}"),
-        };
+        let url = shown_with_db(&url, &db);
         Ok(Self {
             pool,
             url,
@@ -920,6 +958,31 @@ impl MysqlStore {
         })
     }
 
+    pub(crate) fn for_each_recent_status(
+        &self,
+        since: i64,
+        limit: u64,
+        f: &mut dyn FnMut(CallStatusRow),
+    ) -> Result<u64> {
+        let mut handed = 0;
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            let res = match self.pool.get_conn() {
+                Ok(mut c) => stream_status(&mut c, since, limit, f, &mut handed),
+                Err(e) => Err(OpErr::Db("get a connection", e)),
+            };
+            match res {
+                Ok(()) => return Ok(handed),
+                Err(OpErr::Db(purpose, e)) if attempt == 1 && handed == 0 && is_retryable(&e) => {
+                    tracing::warn!(purpose, error = %e, "mysql read failed, retrying once");
+                }
+                Err(OpErr::Db(purpose, e)) => return Err(store_err(purpose, e)),
+                Err(OpErr::Store(e)) => return Err(e),
+            }
+        }
+    }
+
     pub(crate) fn history(&self, key: Option<ModKey>, since: i64) -> Result<Vec<HistoryRow>> {
         let (cond, mut vals) = key_filter(key);
         vals.push(since.into());
@@ -965,9 +1028,72 @@ impl MysqlStore {
     }
 }
 
+/// One streamed `SELECT` of the recent `ServerCallStatus` rows; counts the
+/// rows handed to `f` in `handed`.
+fn stream_status(
+    c: &mut PooledConn,
+    since: i64,
+    limit: u64,
+    f: &mut dyn FnMut(CallStatusRow),
+    handed: &mut u64,
+) -> Result<(), OpErr> {
+    type Row = (i64, i64, i64, i64, i64, u64, u64, i64, String);
+    let purpose = "read recent ServerCallStatus";
+    let rows = c
+        .exec_iter(
+            "SELECT modid, cmdid, ip, port, caller, succ_cnt, err_cnt, ts, overload \
+             FROM ServerCallStatus WHERE ts >= ? LIMIT ?",
+            (since, limit),
+        )
+        .ctx(purpose)?;
+    for row in rows {
+        let row = row.ctx(purpose)?;
+        let (m, cm, ip, port, caller, succ, err, ts, ov) = mysql::from_row_opt::<Row>(row)
+            .map_err(|e| OpErr::Db(purpose, mysql::Error::FromRowError(e.0)))?;
+        // Signed original columns hold the ip's bit pattern.
+        let ip = i64::from(ip as u32);
+        let Some((key, host)) = valid_route("ServerCallStatus", -1, m, cm, ip, port) else {
+            continue;
+        };
+        f(CallStatusRow {
+            key,
+            host,
+            caller: caller as u32,
+            succ_cnt: succ,
+            err_cnt: err,
+            ts,
+            overload: ov == "1",
+        });
+        *handed += 1;
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_io_timeout_parameter_is_ours() {
+        let t = |u: &str| take_io_timeout(u);
+        assert_eq!(
+            t("mysql://r@h/db").unwrap(),
+            ("mysql://r@h/db".into(), DEFAULT_IO_TIMEOUT)
+        );
+        assert_eq!(
+            t("mysql://r@h/db?io_timeout_ms=1500").unwrap(),
+            ("mysql://r@h/db".into(), Duration::from_millis(1500))
+        );
+        assert_eq!(
+            t("mysql://r@h/db?prefer_socket=false&io_timeout_ms=2000&socket=/s").unwrap(),
+            (
+                "mysql://r@h/db?prefer_socket=false&socket=/s".into(),
+                Duration::from_secs(2)
+            )
+        );
+        assert!(t("mysql://r@h/db?io_timeout_ms=0").is_err());
+        assert!(t("mysql://r@h/db?io_timeout_ms=x").is_err());
+    }
 
     #[test]
     fn placeholders_shape() {

@@ -120,6 +120,33 @@ fn err(purpose: &'static str) -> impl Fn(rusqlite::Error) -> StoreError {
     }
 }
 
+/// How long a statement waits for a lock another connection holds before it
+/// fails as [`StoreError::Unavailable`] ([`BUSY_TIMEOUT_PARAM`] changes it).
+pub const DEFAULT_BUSY_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// The URL query parameter setting the busy timeout in milliseconds:
+/// `sqlite://./lars.db?busy_timeout_ms=2000`.
+pub const BUSY_TIMEOUT_PARAM: &str = "busy_timeout_ms";
+
+/// Splits `path?busy_timeout_ms=N` into the file path and the timeout (the
+/// default without the parameter; a `?` followed by anything else is part
+/// of the file name).
+pub(crate) fn take_busy_timeout(path: &str) -> std::result::Result<(&str, Duration), String> {
+    let Some((file, v)) = path
+        .rsplit_once('?')
+        .and_then(|(f, q)| Some((f, q.strip_prefix(BUSY_TIMEOUT_PARAM)?.strip_prefix('=')?)))
+    else {
+        return Ok((path, DEFAULT_BUSY_TIMEOUT));
+    };
+    let ms: u64 = v
+        .parse()
+        .map_err(|_| format!("{BUSY_TIMEOUT_PARAM}={v}: expected milliseconds"))?;
+    if file.is_empty() {
+        return Err("no file path after sqlite://".into());
+    }
+    Ok((file, Duration::from_millis(ms)))
+}
+
 fn to_i64(v: u64) -> i64 {
     i64::try_from(v).unwrap_or(i64::MAX)
 }
@@ -165,9 +192,9 @@ fn desc_table(kind: DescKind) -> (&'static str, &'static str) {
 }
 
 impl SqliteStore {
-    pub(crate) fn open(path: &str) -> Result<Self> {
+    pub(crate) fn open(path: &str, busy_timeout: Duration) -> Result<Self> {
         let conn = Connection::open(path).map_err(err("open the sqlite file"))?;
-        conn.busy_timeout(Duration::from_secs(10))
+        conn.busy_timeout(busy_timeout)
             .map_err(err("set the busy timeout"))?;
         let mode: String = conn
             .query_row("PRAGMA journal_mode=WAL", [], |r| r.get(0))
@@ -711,6 +738,45 @@ impl SqliteStore {
             });
         }
         Ok(out)
+    }
+
+    pub(crate) fn for_each_recent_status(
+        &self,
+        since: i64,
+        limit: u64,
+        f: &mut dyn FnMut(CallStatusRow),
+    ) -> Result<u64> {
+        let conn = self.conn();
+        let purpose = "read recent ServerCallStatus";
+        let mut stmt = conn
+            .prepare_cached(
+                "SELECT modid, cmdid, ip, port, caller, succ_cnt, err_cnt, ts, overload \
+                 FROM ServerCallStatus WHERE ts >= ?1 LIMIT ?2",
+            )
+            .map_err(err(purpose))?;
+        let mut rows = stmt
+            .query(params![since, to_i64(limit)])
+            .map_err(err(purpose))?;
+        let mut handed = 0;
+        while let Some(r) = rows.next().map_err(err(purpose))? {
+            let g = |i| r.get::<_, i64>(i).map_err(err(purpose));
+            let overload: String = r.get(8).map_err(err(purpose))?;
+            let Some((key, host)) = valid_route("ServerCallStatus", -1, g(0)?, g(1)?, g(2)?, g(3)?)
+            else {
+                continue;
+            };
+            f(CallStatusRow {
+                key,
+                host,
+                caller: g(4)? as u32,
+                succ_cnt: to_u64(g(5)?),
+                err_cnt: to_u64(g(6)?),
+                ts: g(7)?,
+                overload: overload == "1",
+            });
+            handed += 1;
+        }
+        Ok(handed)
     }
 
     pub(crate) fn history(&self, key: Option<ModKey>, since: i64) -> Result<Vec<HistoryRow>> {

@@ -3,7 +3,9 @@
 #![allow(clippy::unwrap_used)]
 
 mod common;
+mod freeze_proxy;
 mod original;
 mod routes;
 mod stats;
+mod timeouts;
 mod users;
