@@ -32,11 +32,7 @@ impl Console {
     /// Over a fresh MySQL database named after `name` and the pid; `None`
     /// (with a note) when `LARS_MYSQL_URL` is unset.
     pub fn start_mysql(name: &str) -> Option<Console> {
-        let Ok(server) = std::env::var("LARS_MYSQL_URL") else {
-            println!("LARS_MYSQL_URL unset: skipping the MySQL run of {name}");
-            return None;
-        };
-        let server = server.trim_end_matches('/').to_owned();
+        let server = lars_testkit::mysql_server(&format!("the MySQL run of {name}"))?;
         let db: String = format!("lars_web_{name}_{}", std::process::id())
             .chars()
             .take(64)

@@ -441,12 +441,10 @@ fn route_and_db_commands_edit_a_sqlite_store() {
 
 #[test]
 fn route_and_db_commands_edit_a_mysql_store() {
-    let Ok(base) = std::env::var("LARS_MYSQL_URL") else {
-        eprintln!("LARS_MYSQL_URL unset: skipping the MySQL half");
+    let Some(db) = lars_testkit::MysqlDb::create("lars_cli", "route_and_db_commands") else {
         return;
     };
-    let url = format!("{}/lars_cli_routes", base.trim_end_matches('/'));
-    route_commands_against(&url);
+    route_commands_against(&db.url());
 }
 
 #[test]

@@ -111,11 +111,7 @@ pub struct MysqlFx {
 impl MysqlFx {
     /// `None` (with a note) when `LARS_MYSQL_URL` is unset.
     pub fn new(name: &str) -> Option<Self> {
-        let Ok(server) = std::env::var("LARS_MYSQL_URL") else {
-            eprintln!("LARS_MYSQL_URL unset: skipping the MySQL variant of {name}");
-            return None;
-        };
-        let server = server.trim_end_matches('/').to_owned();
+        let server = lars_testkit::mysql_server(&format!("the MySQL variant of {name}"))?;
         let db = format!("lars_test_dns_{name}_{}", std::process::id());
         let admin = lars_store::open(&format!("{server}/{db}")).unwrap();
         let upstream = host_port(&server);

@@ -61,11 +61,7 @@ impl TestDb {
 
     /// `None` (with a note) when `LARS_MYSQL_URL` is unset.
     pub fn mysql(name: &str) -> Option<Self> {
-        let Ok(base) = std::env::var("LARS_MYSQL_URL") else {
-            eprintln!("LARS_MYSQL_URL not set: skipping the MariaDB part of {name}");
-            return None;
-        };
-        let base = base.trim_end_matches('/').to_owned();
+        let base = lars_testkit::mysql_server(&format!("the MariaDB part of {name}"))?;
         let db = format!("lars_test_reporter_{name}_{}", std::process::id());
         let db = Self {
             url: format!("{base}/{db}"),

@@ -35,11 +35,7 @@ impl TestDb {
 
     /// `None` (with a note) when `LARS_MYSQL_URL` is unset.
     pub fn mysql(name: &str) -> Option<Self> {
-        let Ok(server) = std::env::var("LARS_MYSQL_URL") else {
-            eprintln!("LARS_MYSQL_URL unset: skipping the MySQL run of {name}");
-            return None;
-        };
-        let server = server.trim_end_matches('/').to_owned();
+        let server = lars_testkit::mysql_server(&format!("the MySQL run of {name}"))?;
         let db = format!("lars_test_{name}_{}", std::process::id());
         let db: String = db.chars().take(64).collect();
         let mut c = mysql::Conn::new(mysql::Opts::from_url(&server).unwrap()).unwrap();
