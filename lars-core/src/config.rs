@@ -22,7 +22,7 @@ use std::time::Duration;
 #[non_exhaustive]
 pub enum ConfigError {
     /// The file could not be read.
-    #[error("cannot read config {path}: {source}")]
+    #[error("cannot read config {path}")]
     Io {
         /// The file.
         path: PathBuf,
@@ -353,7 +353,8 @@ impl Ini {
     }
 }
 
-/// `[reactor]`: where a TCP service listens and how many loops serve it.
+/// `[reactor]`: where a TCP service listens, how many loops serve it, and
+/// the limits that keep misbehaving peers from locking real clients out.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ReactorConfig {
     /// `ip` and `port`.
@@ -362,6 +363,19 @@ pub struct ReactorConfig {
     pub thread_num: usize,
     /// `maxConn`: connections served at once; the next one is closed.
     pub max_conn: usize,
+    /// `maxConnPerPeer` (ours): connections one remote IP address may hold
+    /// at once; the next one from that address is closed. 0: no cap.
+    pub max_conn_per_peer: usize,
+    /// `idleTimeout` (ours, seconds): a connection that has not completed
+    /// its first frame this long after it was accepted is closed. Zero: off.
+    pub idle_timeout: Duration,
+    /// `frameTimeout` (ours, seconds): how long the start of a frame may sit
+    /// in a connection's buffer waiting for the rest before the connection
+    /// is closed. Zero: off.
+    pub frame_timeout: Duration,
+    /// `refusedLogInterval` (ours, seconds): at most one log line per
+    /// interval reports the connections refused in it.
+    pub refused_log_interval: Duration,
 }
 
 impl ReactorConfig {
@@ -371,6 +385,10 @@ impl ReactorConfig {
             addr: SocketAddrV4::new(Ipv4Addr::LOCALHOST, port),
             thread_num: 5,
             max_conn: 1024,
+            max_conn_per_peer: 256,
+            idle_timeout: Duration::from_secs(60),
+            frame_timeout: Duration::from_secs(30),
+            refused_log_interval: Duration::from_secs(10),
         }
     }
 
@@ -385,6 +403,14 @@ impl ReactorConfig {
             addr: ini.endpoint("reactor", *d.addr.ip(), d.addr.port())?,
             thread_num,
             max_conn: ini.get_or("reactor", "maxConn", d.max_conn)?,
+            max_conn_per_peer: ini.get_or("reactor", "maxConnPerPeer", d.max_conn_per_peer)?,
+            idle_timeout: ini.seconds_or("reactor", "idleTimeout", d.idle_timeout)?,
+            frame_timeout: ini.seconds_or("reactor", "frameTimeout", d.frame_timeout)?,
+            refused_log_interval: ini.seconds_or(
+                "reactor",
+                "refusedLogInterval",
+                d.refused_log_interval,
+            )?,
         })
     }
 }
@@ -480,6 +506,36 @@ mod tests {
         assert!(e.to_string().starts_with("f.conf:2:"), "{e}");
         assert!(Ini::parse("f", "[open\n").is_err());
         assert!(Ini::load("/nonexistent/lars.conf").is_err());
+    }
+
+    #[test]
+    fn reactor_limits_have_defaults_and_read_their_keys() {
+        let d = ReactorConfig::from_ini(&Ini::default(), 7778).unwrap();
+        assert_eq!(d, ReactorConfig::defaults(7778));
+        assert_eq!(d.max_conn_per_peer, 256);
+        assert_eq!(d.idle_timeout, Duration::from_secs(60));
+        let ini = Ini::parse(
+            "x",
+            "[reactor]\nmaxConnPerPeer = 0\nidleTimeout = 0.5\nframeTimeout = 0\nrefusedLogInterval = 2\n",
+        )
+        .unwrap();
+        let c = ReactorConfig::from_ini(&ini, 7778).unwrap();
+        assert_eq!(c.max_conn_per_peer, 0);
+        assert_eq!(c.idle_timeout, Duration::from_millis(500));
+        assert_eq!(c.frame_timeout, Duration::ZERO);
+        assert_eq!(c.refused_log_interval, Duration::from_secs(2));
+        assert!(ini.unread().is_empty(), "{:?}", ini.unread());
+        let bad = Ini::parse("x", "[reactor]\nidleTimeout = -1\n").unwrap();
+        let e = ReactorConfig::from_ini(&bad, 7778).unwrap_err().to_string();
+        assert!(e.contains("[reactor] idleTimeout"), "{e}");
+    }
+
+    #[test]
+    fn io_error_does_not_repeat_its_cause() {
+        let e = Ini::load("/nonexistent/lars.conf").unwrap_err();
+        let cause = std::error::Error::source(&e).unwrap().to_string();
+        assert!(!e.to_string().contains(&cause), "{e}");
+        assert!(e.to_string().contains("/nonexistent/lars.conf"), "{e}");
     }
 
     #[test]

@@ -6,12 +6,14 @@ use std::io::{self, Read, Write};
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Instant;
 
 use bytes::{Buf, BytesMut};
 use lars_core::frame::{self, Frame, FrameError};
 use mio::net::TcpStream;
 use mio::{Interest, Registry, Token};
 use prost::Message;
+use serde::Serialize;
 
 /// Output a connection may have queued (peer not reading) before it is
 /// closed as a slow consumer.
@@ -80,8 +82,23 @@ pub struct NetStats {
     pub open: AtomicU64,
     /// Connections accepted (server) or established (client), in total.
     pub accepted: AtomicU64,
-    /// Connections closed at once because `maxConn` was reached.
+    /// Connections closed at once on accept, for any reason (the sum of
+    /// `refused_max_conn` and `refused_per_peer`).
     pub refused: AtomicU64,
+    /// Connections closed at once because `maxConn` were open.
+    pub refused_max_conn: AtomicU64,
+    /// Connections closed at once because their address already held
+    /// `maxConnPerPeer`.
+    pub refused_per_peer: AtomicU64,
+    /// Log lines written about refused connections (at most one per
+    /// `refusedLogInterval`, each counting the refusals since the last).
+    pub refused_log_lines: AtomicU64,
+    /// Connections closed because they completed no frame within
+    /// `idleTimeout` of being accepted.
+    pub closed_idle: AtomicU64,
+    /// Connections closed because a partial frame sat in their buffer
+    /// longer than `frameTimeout`.
+    pub closed_partial_frame: AtomicU64,
     /// Connections closed for a frame with a bad length.
     pub bad_frames: AtomicU64,
     /// Frames skipped because no handler knows their msgid.
@@ -106,6 +123,11 @@ pub struct NetStatsSnapshot {
     pub open: u64,
     pub accepted: u64,
     pub refused: u64,
+    pub refused_max_conn: u64,
+    pub refused_per_peer: u64,
+    pub refused_log_lines: u64,
+    pub closed_idle: u64,
+    pub closed_partial_frame: u64,
     pub bad_frames: u64,
     pub unknown_msgids: u64,
     pub frames_in: u64,
@@ -123,6 +145,11 @@ impl NetStats {
             open: r(&self.open),
             accepted: r(&self.accepted),
             refused: r(&self.refused),
+            refused_max_conn: r(&self.refused_max_conn),
+            refused_per_peer: r(&self.refused_per_peer),
+            refused_log_lines: r(&self.refused_log_lines),
+            closed_idle: r(&self.closed_idle),
+            closed_partial_frame: r(&self.closed_partial_frame),
             bad_frames: r(&self.bad_frames),
             unknown_msgids: r(&self.unknown_msgids),
             frames_in: r(&self.frames_in),
@@ -135,6 +162,62 @@ impl NetStats {
 
     pub(crate) fn inc(a: &AtomicU64) {
         a.fetch_add(1, Ordering::Relaxed);
+    }
+}
+
+impl NetStatsSnapshot {
+    /// The counters of the server's connection limits, as the services show
+    /// them on `/status` ([`ConnLimitStats`]).
+    pub fn limits(&self) -> ConnLimitStats {
+        ConnLimitStats {
+            refused_max_conn: self.refused_max_conn,
+            refused_per_peer: self.refused_per_peer,
+            closed_idle: self.closed_idle,
+            closed_partial_frame: self.closed_partial_frame,
+        }
+    }
+}
+
+/// What a TCP server's connection limits did (`[reactor] maxConn`,
+/// `maxConnPerPeer`, `idleTimeout`, `frameTimeout`): the part of
+/// [`NetStats`] a service puts on its `/status` and `/metrics`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub struct ConnLimitStats {
+    /// Connections refused because `maxConn` were open.
+    pub refused_max_conn: u64,
+    /// Connections refused because their address held `maxConnPerPeer`.
+    pub refused_per_peer: u64,
+    /// Connections closed for completing no frame within `idleTimeout`.
+    pub closed_idle: u64,
+    /// Connections closed for a partial frame older than `frameTimeout`.
+    pub closed_partial_frame: u64,
+}
+
+impl ConnLimitStats {
+    /// Writes the four counters as `{prefix}_tcp_refused_total{reason=..}`
+    /// and `{prefix}_tcp_closed_total{reason=..}` (e.g. prefix `lars_dns`).
+    pub fn prometheus(&self, prefix: &str, out: &mut crate::http::PromText) {
+        out.labelled(
+            &format!("{prefix}_tcp_refused_total"),
+            "counter",
+            "TCP connections refused on accept, by reason (maxConn, maxConnPerPeer).",
+            [
+                ("reason=\"max_conn\"".to_owned(), self.refused_max_conn),
+                ("reason=\"per_peer\"".to_owned(), self.refused_per_peer),
+            ],
+        );
+        out.labelled(
+            &format!("{prefix}_tcp_closed_total"),
+            "counter",
+            "TCP connections closed by a limit (idleTimeout, frameTimeout).",
+            [
+                ("reason=\"idle\"".to_owned(), self.closed_idle),
+                (
+                    "reason=\"partial_frame\"".to_owned(),
+                    self.closed_partial_frame,
+                ),
+            ],
+        );
     }
 }
 
@@ -153,6 +236,12 @@ pub struct Conn {
     data: Option<Box<dyn Any + Send>>,
     worker: usize,
     pub(crate) stats: Arc<NetStats>,
+    /// When the connection was accepted (or established).
+    pub(crate) opened_at: Instant,
+    /// Whether a whole frame has arrived on it yet.
+    pub(crate) framed: bool,
+    /// Since when an incomplete frame has been waiting in `rbuf`.
+    pub(crate) partial_since: Option<Instant>,
 }
 
 impl std::fmt::Debug for Conn {
@@ -192,6 +281,9 @@ impl Conn {
             data: None,
             worker,
             stats,
+            opened_at: Instant::now(),
+            framed: false,
+            partial_since: None,
         }
     }
 
@@ -336,6 +428,8 @@ pub(crate) fn dispatch(conn: &mut Conn, router: &Router) -> bool {
         match frame::decode(&mut conn.rbuf) {
             Ok(Some(f)) => {
                 NetStats::inc(&conn.stats.frames_in);
+                conn.framed = true;
+                conn.partial_since = None;
                 match router.get(f.msgid) {
                     Some(h) => h(conn, f),
                     None => {
@@ -352,7 +446,14 @@ pub(crate) fn dispatch(conn: &mut Conn, router: &Router) -> bool {
                     return false;
                 }
             }
-            Ok(None) => return true,
+            Ok(None) => {
+                if conn.rbuf.is_empty() {
+                    conn.partial_since = None;
+                } else if conn.partial_since.is_none() {
+                    conn.partial_since = Some(Instant::now());
+                }
+                return true;
+            }
             Err(e) => {
                 NetStats::inc(&conn.stats.bad_frames);
                 tracing::warn!("{} from {}: {e}; closing", conn.id, conn.peer);

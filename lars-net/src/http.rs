@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, RecvTimeoutError, Sender, TrySendError};
 
-use crate::error::Result;
+use crate::error::{NetError, Result};
 
 /// Largest request accepted (head and body).
 pub const MAX_REQUEST: usize = 64 * 1024;
@@ -253,7 +253,7 @@ impl StatusServer {
     /// Binds `addr` and serves every request with `handler` on a small pool
     /// of threads.
     pub fn start(addr: SocketAddr, handler: HttpHandler) -> Result<Self> {
-        let listener = TcpListener::bind(addr)?;
+        let listener = TcpListener::bind(addr).map_err(NetError::bind("http", addr))?;
         let addr = listener.local_addr()?;
         let stop = Arc::new(AtomicBool::new(false));
         let (tx, rx) = crossbeam_channel::bounded::<TcpStream>(MAX_QUEUED);

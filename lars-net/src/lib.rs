@@ -60,7 +60,7 @@ mod tcp_client;
 mod tcp_server;
 mod udp;
 
-pub use conn::{Conn, ConnId, NetStats, NetStatsSnapshot, Router};
+pub use conn::{Conn, ConnId, ConnLimitStats, NetStats, NetStatsSnapshot, Router};
 pub use error::{NetError, Result};
 pub use http::{HttpHandler, HttpRequest, HttpResponse, StatusServer};
 pub use lars_core::frame::Frame;

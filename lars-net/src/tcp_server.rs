@@ -2,10 +2,10 @@
 
 use std::collections::HashMap;
 use std::io;
-use std::net::SocketAddr;
-use std::sync::Arc;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
-use std::time::Duration;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::{Duration, Instant};
 
 use lars_core::config::ReactorConfig;
 use mio::event::Event;
@@ -23,12 +23,19 @@ const LISTENER: Token = Token(0);
 const WORKER_BITS: u32 = 16;
 const READ_CHUNK: usize = 64 * 1024;
 const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
+/// Connection deadlines due within this much of each other are handled in
+/// one sweep of a worker's connections.
+const SWEEP_SLACK: Duration = Duration::from_millis(50);
 
 /// Configures and starts a [`TcpServer`].
 pub struct ServerBuilder {
     addr: SocketAddr,
     threads: usize,
     max_conn: usize,
+    max_conn_per_peer: usize,
+    idle_timeout: Option<Duration>,
+    frame_timeout: Option<Duration>,
+    refused_log_interval: Duration,
     backlog: i32,
     router: Router,
     on_connect: Option<ConnHook>,
@@ -42,6 +49,10 @@ impl std::fmt::Debug for ServerBuilder {
             .field("addr", &self.addr)
             .field("threads", &self.threads)
             .field("max_conn", &self.max_conn)
+            .field("max_conn_per_peer", &self.max_conn_per_peer)
+            .field("idle_timeout", &self.idle_timeout)
+            .field("frame_timeout", &self.frame_timeout)
+            .field("refused_log_interval", &self.refused_log_interval)
             .field("router", &self.router)
             .finish()
     }
@@ -57,6 +68,39 @@ impl ServerBuilder {
     /// Connections served at once (`maxConn`, default 1024).
     pub fn max_conn(mut self, n: usize) -> Self {
         self.max_conn = n;
+        self
+    }
+
+    /// Connections one remote IP address may hold at once
+    /// (`maxConnPerPeer`, default 256); the next one from that address is
+    /// closed at once. 0: no cap.
+    pub fn max_conn_per_peer(mut self, n: usize) -> Self {
+        self.max_conn_per_peer = n;
+        self
+    }
+
+    /// A connection that has not completed its first frame this long after
+    /// it was accepted is closed (`idleTimeout`, default 60 s; zero: never).
+    /// A connection that completed a frame is a client and is never closed
+    /// for being idle.
+    pub fn idle_timeout(mut self, t: Duration) -> Self {
+        self.idle_timeout = (!t.is_zero()).then_some(t);
+        self
+    }
+
+    /// How long the start of a frame may wait in a connection's buffer for
+    /// the rest before the connection is closed (`frameTimeout`, default
+    /// 30 s; zero: forever).
+    pub fn frame_timeout(mut self, t: Duration) -> Self {
+        self.frame_timeout = (!t.is_zero()).then_some(t);
+        self
+    }
+
+    /// Refused connections are logged at most once per `interval`
+    /// (`refusedLogInterval`, default 10 s), one line counting them by
+    /// reason; every one is counted in [`NetStats`].
+    pub fn refused_log_interval(mut self, interval: Duration) -> Self {
+        self.refused_log_interval = interval;
         self
     }
 
@@ -99,22 +143,37 @@ impl ServerBuilder {
                 self.threads
             )));
         }
-        let listener = bind_listener(self.addr, self.backlog)?;
+        let listener =
+            bind_listener(self.addr, self.backlog).map_err(NetError::bind("tcp", self.addr))?;
         let local_addr = listener.local_addr()?;
         let stats = Arc::new(NetStats::default());
+        let peers = Arc::new(Peers::new(self.max_conn_per_peer));
         let shared = Arc::new(WorkerShared {
             router: self.router,
             on_connect: self.on_connect,
             on_close: self.on_close,
             stats: Arc::clone(&stats),
+            peers: Arc::clone(&peers),
+            idle_timeout: self.idle_timeout,
+            frame_timeout: self.frame_timeout,
         });
         let sh = Arc::clone(&shared);
+        let log_interval = self.refused_log_interval;
+        let why = reasons(
+            self.max_conn,
+            self.max_conn_per_peer,
+            self.idle_timeout,
+            self.frame_timeout,
+        );
+        let worker_why = why.clone();
         let workers = ThreadPool::start(&self.name, self.threads, move |index, _ctx| {
             Ok(Worker {
                 index,
                 conns: HashMap::new(),
                 shared: Arc::clone(&sh),
                 scratch: vec![0; READ_CHUNK],
+                next_sweep: None,
+                closed_log: RateLog::new(log_interval, worker_why.clone()),
             })
         })?;
         let handle = ServerHandle {
@@ -133,10 +192,12 @@ impl ServerBuilder {
             Ok(Acceptor {
                 listener,
                 max_conn,
+                peers,
                 next_seq: AtomicU64::new(1),
                 next_worker: AtomicUsize::new(0),
                 server: acceptor_handle,
                 backing_off: false,
+                refused_log: RateLog::new(log_interval, why),
             })
         })?;
         tracing::info!("tcp server listening on {local_addr}");
@@ -180,6 +241,10 @@ impl TcpServer {
             addr,
             threads: 1,
             max_conn: 1024,
+            max_conn_per_peer: 256,
+            idle_timeout: Some(Duration::from_secs(60)),
+            frame_timeout: Some(Duration::from_secs(30)),
+            refused_log_interval: Duration::from_secs(10),
             backlog: 1024,
             router: Router::new(),
             on_connect: None,
@@ -193,6 +258,10 @@ impl TcpServer {
         Self::builder(SocketAddr::V4(cfg.addr))
             .threads(cfg.thread_num)
             .max_conn(cfg.max_conn)
+            .max_conn_per_peer(cfg.max_conn_per_peer)
+            .idle_timeout(cfg.idle_timeout)
+            .frame_timeout(cfg.frame_timeout)
+            .refused_log_interval(cfg.refused_log_interval)
     }
 
     /// The bound address.
@@ -281,6 +350,160 @@ struct WorkerShared {
     on_connect: Option<ConnHook>,
     on_close: Option<ConnHook>,
     stats: Arc<NetStats>,
+    peers: Arc<Peers>,
+    idle_timeout: Option<Duration>,
+    frame_timeout: Option<Duration>,
+}
+
+/// Open connections per remote IP address, for `maxConnPerPeer`: taken by
+/// the acceptor, given back by the worker that closes the connection.
+struct Peers {
+    max: usize,
+    open: Mutex<HashMap<IpAddr, usize>>,
+}
+
+impl Peers {
+    fn new(max: usize) -> Self {
+        Self {
+            max,
+            open: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// Counts one more connection from `ip`, unless it already holds `max`.
+    fn try_acquire(&self, ip: IpAddr) -> bool {
+        if self.max == 0 {
+            return true;
+        }
+        let mut open = self.open.lock().unwrap_or_else(PoisonError::into_inner);
+        let n = open.entry(ip).or_insert(0);
+        if *n >= self.max {
+            return false;
+        }
+        *n += 1;
+        true
+    }
+
+    fn release(&self, ip: IpAddr) {
+        if self.max == 0 {
+            return;
+        }
+        let mut open = self.open.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some(n) = open.get_mut(&ip) {
+            *n = n.saturating_sub(1);
+            if *n == 0 {
+                open.remove(&ip);
+            }
+        }
+    }
+}
+
+/// The text of each [`Reason`], with the limit it hit.
+fn reasons(
+    max_conn: usize,
+    per_peer: usize,
+    idle: Option<Duration>,
+    frame: Option<Duration>,
+) -> [String; 4] {
+    [
+        format!("at maxConn {max_conn}"),
+        format!("over maxConnPerPeer {per_peer}"),
+        format!(
+            "without a frame within idleTimeout {:?}",
+            idle.unwrap_or_default()
+        ),
+        format!(
+            "with a partial frame older than frameTimeout {:?}",
+            frame.unwrap_or_default()
+        ),
+    ]
+}
+
+/// Why a connection was turned away or cut (an index into [`RateLog`]'s
+/// counts).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Reason {
+    /// Refused: `maxConn` open.
+    MaxConn = 0,
+    /// Refused: the address holds `maxConnPerPeer`.
+    PerPeer = 1,
+    /// Closed: no frame within `idleTimeout`.
+    Idle = 2,
+    /// Closed: a partial frame older than `frameTimeout`.
+    PartialFrame = 3,
+}
+
+/// Counts connections refused or closed by a limit, and writes at most one
+/// log line per interval about them: the first at once, the rest summed up
+/// when the interval since the last line has passed. Clock-free (`now` is
+/// passed in), so its rule is tested without sleeping.
+#[derive(Debug)]
+struct RateLog {
+    interval: Duration,
+    /// What each [`Reason`] means here, e.g. `maxConn 1024 reached`.
+    reasons: [String; 4],
+    counts: [u64; 4],
+    last_peer: Option<SocketAddr>,
+    last_line: Option<Instant>,
+    /// A timer will flush the counts (set by the owner).
+    flush_pending: bool,
+}
+
+impl RateLog {
+    fn new(interval: Duration, reasons: [String; 4]) -> Self {
+        Self {
+            interval,
+            reasons,
+            counts: [0; 4],
+            last_peer: None,
+            last_line: None,
+            flush_pending: false,
+        }
+    }
+
+    /// Counts one event; returns the line to log now, if one is due.
+    fn record(&mut self, reason: Reason, peer: SocketAddr, now: Instant) -> Option<String> {
+        self.counts[reason as usize] += 1;
+        self.last_peer = Some(peer);
+        self.flush(now)
+    }
+
+    /// When the counted events may be logged (`None`: nothing to log).
+    fn due(&self) -> Option<Instant> {
+        if self.counts.iter().all(|&c| c == 0) {
+            return None;
+        }
+        Some(self.last_line.map_or(Instant::now(), |t| t + self.interval))
+    }
+
+    /// The line for the events counted so far, if it is due at `now`.
+    fn flush(&mut self, now: Instant) -> Option<String> {
+        if self.counts.iter().all(|&c| c == 0) {
+            return None;
+        }
+        if self.last_line.is_some_and(|t| now < t + self.interval) {
+            return None;
+        }
+        let total: u64 = self.counts.iter().sum();
+        let parts: Vec<String> = self
+            .counts
+            .iter()
+            .zip(&self.reasons)
+            .filter(|(c, _)| **c > 0)
+            .map(|(c, why)| format!("{c} {why}"))
+            .collect();
+        let peer = self
+            .last_peer
+            .map_or_else(String::new, |p| format!("; last from {p}"));
+        let line = format!(
+            "{total} connection(s): {}{peer} (logged at most every {:?})",
+            parts.join(", "),
+            self.interval
+        );
+        self.counts = [0; 4];
+        self.last_line = Some(now);
+        Some(line)
+    }
 }
 
 /// One worker loop's state: its connections by id.
@@ -289,6 +512,9 @@ pub struct Worker {
     conns: HashMap<u64, Conn>,
     shared: Arc<WorkerShared>,
     scratch: Vec<u8>,
+    /// When to look for connections past `idleTimeout` / `frameTimeout`.
+    next_sweep: Option<Instant>,
+    closed_log: RateLog,
 }
 
 impl std::fmt::Debug for Worker {
@@ -297,6 +523,25 @@ impl std::fmt::Debug for Worker {
             .field("index", &self.index)
             .field("conns", &self.conns.len())
             .finish()
+    }
+}
+
+/// When `conn` must be closed by a limit, and which.
+fn expiry(
+    conn: &Conn,
+    idle_timeout: Option<Duration>,
+    frame_timeout: Option<Duration>,
+) -> Option<(Instant, Reason)> {
+    let idle = idle_timeout
+        .filter(|_| !conn.framed)
+        .map(|t| (conn.opened_at + t, Reason::Idle));
+    let partial = conn
+        .partial_since
+        .zip(frame_timeout)
+        .map(|(since, t)| (since + t, Reason::PartialFrame));
+    match (idle, partial) {
+        (Some(a), Some(b)) => Some(if b.0 < a.0 { b } else { a }),
+        (a, b) => a.or(b),
     }
 }
 
@@ -311,6 +556,7 @@ impl Worker {
         {
             tracing::warn!("conn#{id}: register failed: {e}");
             self.shared.stats.open.fetch_sub(1, Ordering::Relaxed);
+            self.shared.peers.release(peer.ip());
             return;
         }
         let mut conn = Conn::new(
@@ -323,8 +569,71 @@ impl Worker {
         if let Some(hook) = &self.shared.on_connect {
             hook(&mut conn);
         }
+        if let Some(t) = self.shared.idle_timeout {
+            self.watch(conn.opened_at + t);
+        }
         self.conns.insert(id, conn);
         self.after_io(ctx, id);
+    }
+
+    /// Makes sure a sweep runs soon after `at`.
+    fn watch(&mut self, at: Instant) {
+        let at = at + SWEEP_SLACK;
+        if self.next_sweep.is_none_or(|t| at < t) {
+            self.next_sweep = Some(at);
+        }
+    }
+
+    /// Closes every connection past its idle or partial-frame deadline.
+    fn sweep(&mut self, ctx: &mut LoopCtx<Self>, now: Instant) {
+        let (idle, frame) = (self.shared.idle_timeout, self.shared.frame_timeout);
+        let mut expired = Vec::new();
+        let mut next: Option<Instant> = None;
+        for (&id, conn) in &self.conns {
+            match expiry(conn, idle, frame) {
+                Some((at, why)) if at <= now => expired.push((id, why, conn.peer_addr())),
+                Some((at, _)) => next = Some(next.map_or(at, |n| n.min(at))),
+                None => {}
+            }
+        }
+        self.next_sweep = None;
+        if let Some(at) = next {
+            self.watch(at);
+        }
+        for (id, why, peer) in expired {
+            let counter = match why {
+                Reason::PartialFrame => &self.shared.stats.closed_partial_frame,
+                _ => &self.shared.stats.closed_idle,
+            };
+            NetStats::inc(counter);
+            tracing::debug!(
+                "conn#{id} from {peer}: {}; closing",
+                self.closed_log.reasons[why as usize]
+            );
+            let line = self.closed_log.record(why, peer, now);
+            self.log_closed(ctx, line, now);
+            self.close(ctx, id);
+        }
+    }
+
+    /// Logs `line`, or arranges for the pending counts to be logged when due.
+    fn log_closed(&mut self, ctx: &mut LoopCtx<Self>, line: Option<String>, now: Instant) {
+        if let Some(line) = line {
+            tracing::info!("tcp worker {}: closed {line}", self.index);
+            return;
+        }
+        if self.closed_log.flush_pending {
+            return;
+        }
+        if let Some(at) = self.closed_log.due() {
+            self.closed_log.flush_pending = true;
+            ctx.run_after(at.saturating_duration_since(now), |w: &mut Worker, ctx| {
+                w.closed_log.flush_pending = false;
+                let now = Instant::now();
+                let line = w.closed_log.flush(now);
+                w.log_closed(ctx, line, now);
+            });
+        }
     }
 
     /// Flushes connection `id` and closes it if it asked to or failed.
@@ -345,6 +654,7 @@ impl Worker {
             }
             let _ = ctx.registry().deregister(&mut conn.stream);
             self.shared.stats.open.fetch_sub(1, Ordering::Relaxed);
+            self.shared.peers.release(conn.peer_addr().ip());
             tracing::debug!("{} from {} closed", conn.id(), conn.peer_addr());
         }
     }
@@ -369,21 +679,38 @@ impl LoopState for Worker {
                 let _ = conn.flush(ctx.registry(), event.token());
             }
         }
+        let partial_deadline = conn
+            .partial_since
+            .zip(self.shared.frame_timeout)
+            .map(|(since, t)| since + t);
         if alive && (conn.write_interest || !conn.wbuf.is_empty()) {
             self.after_io(ctx, id);
         } else if !alive {
             self.close(ctx, id);
         }
+        if let (true, Some(at)) = (alive, partial_deadline) {
+            self.watch(at);
+        }
+    }
+
+    fn poll_timeout(&mut self) -> Option<Instant> {
+        self.next_sweep
+    }
+
+    fn on_timeout(&mut self, ctx: &mut LoopCtx<Self>, now: Instant) {
+        self.sweep(ctx, now);
     }
 }
 
 struct Acceptor {
     listener: TcpListener,
     max_conn: usize,
+    peers: Arc<Peers>,
     next_seq: AtomicU64,
     next_worker: AtomicUsize,
     server: ServerHandle,
     backing_off: bool,
+    refused_log: RateLog,
 }
 
 impl Acceptor {
@@ -396,11 +723,14 @@ impl Acceptor {
             match self.listener.accept() {
                 Ok((stream, peer)) => {
                     if stats.open.load(Ordering::Relaxed) as usize >= self.max_conn {
-                        NetStats::inc(&stats.refused);
-                        tracing::warn!(
-                            "connection from {peer} refused: maxConn {} reached",
-                            self.max_conn
-                        );
+                        NetStats::inc(&stats.refused_max_conn);
+                        self.refuse(ctx, Reason::MaxConn, peer);
+                        drop(stream);
+                        continue;
+                    }
+                    if !self.peers.try_acquire(peer.ip()) {
+                        NetStats::inc(&stats.refused_per_peer);
+                        self.refuse(ctx, Reason::PerPeer, peer);
                         drop(stream);
                         continue;
                     }
@@ -415,6 +745,7 @@ impl Acceptor {
                     });
                     if !posted {
                         stats.open.fetch_sub(1, Ordering::Relaxed);
+                        self.peers.release(peer.ip());
                     }
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
@@ -435,6 +766,38 @@ impl Acceptor {
             }
         }
     }
+
+    /// Counts a refused connection and logs (rate-limited) why.
+    fn refuse(&mut self, ctx: &mut LoopCtx<Self>, why: Reason, peer: SocketAddr) {
+        NetStats::inc(&self.server.inner.stats.refused);
+        let now = Instant::now();
+        let line = self.refused_log.record(why, peer, now);
+        self.log_refused(ctx, line, now);
+    }
+
+    /// Logs `line`, or arranges for the pending counts to be logged when due.
+    fn log_refused(&mut self, ctx: &mut LoopCtx<Self>, line: Option<String>, now: Instant) {
+        if let Some(line) = line {
+            NetStats::inc(&self.server.inner.stats.refused_log_lines);
+            tracing::warn!("tcp {}: refused {line}", self.server.local_addr());
+            return;
+        }
+        if self.refused_log.flush_pending {
+            return;
+        }
+        if let Some(at) = self.refused_log.due() {
+            self.refused_log.flush_pending = true;
+            ctx.run_after(
+                at.saturating_duration_since(now),
+                |a: &mut Acceptor, ctx| {
+                    a.refused_log.flush_pending = false;
+                    let now = Instant::now();
+                    let line = a.refused_log.flush(now);
+                    a.log_refused(ctx, line, now);
+                },
+            );
+        }
+    }
 }
 
 impl LoopState for Acceptor {
@@ -442,5 +805,48 @@ impl LoopState for Acceptor {
         if event.token() == LISTENER {
             self.accept_all(ctx);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn log(interval: Duration) -> RateLog {
+        RateLog::new(interval, reasons(1024, 256, None, None))
+    }
+
+    #[test]
+    fn refusals_are_logged_at_once_then_at_most_once_per_interval() {
+        let t0 = Instant::now();
+        let sec = Duration::from_secs(1);
+        let peer: SocketAddr = "10.0.0.1:4000".parse().unwrap();
+        let mut l = log(10 * sec);
+        let first = l.record(Reason::MaxConn, peer, t0).unwrap();
+        assert!(
+            first.starts_with("1 connection(s): 1 at maxConn 1024"),
+            "{first}"
+        );
+        assert!(first.contains("last from 10.0.0.1:4000"), "{first}");
+        // 999 more within the interval: no line, all counted.
+        for i in 0..999u64 {
+            let why = if i % 3 == 0 {
+                Reason::PerPeer
+            } else {
+                Reason::MaxConn
+            };
+            assert_eq!(l.record(why, peer, t0 + Duration::from_millis(i)), None);
+        }
+        assert_eq!(l.due(), Some(t0 + 10 * sec));
+        assert_eq!(l.flush(t0 + 9 * sec), None);
+        let line = l.flush(t0 + 10 * sec).unwrap();
+        assert!(
+            line.starts_with("999 connection(s): 666 at maxConn 1024, 333 over maxConnPerPeer 256"),
+            "{line}"
+        );
+        assert_eq!(l.due(), None);
+        assert_eq!(l.flush(t0 + 30 * sec), None);
+        // After a quiet interval the next refusal is logged at once again.
+        assert!(l.record(Reason::PerPeer, peer, t0 + 30 * sec).is_some());
     }
 }

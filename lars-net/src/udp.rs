@@ -29,7 +29,7 @@ use mio::net::UdpSocket;
 use mio::{Interest, Token};
 use prost::Message;
 
-use crate::error::Result;
+use crate::error::{NetError, Result};
 use crate::event_loop::{LoopBuilder, LoopCtx, LoopHandle, LoopState, LoopThread};
 
 /// Largest datagram read.
@@ -309,7 +309,7 @@ impl<S: UdpService> UdpServer<S> {
     /// Binds `addr` (port 0 picks a free port) and creates the loop; start it
     /// with [`UdpServerBuilder::start`].
     pub fn bind(addr: SocketAddr) -> Result<UdpServerBuilder<S>> {
-        let std = StdUdpSocket::bind(addr)?;
+        let std = StdUdpSocket::bind(addr).map_err(NetError::bind("udp", addr))?;
         std.set_nonblocking(true)?;
         let addr = std.local_addr()?;
         let info = Arc::new(SocketInfo::of(&std, addr));

@@ -1,5 +1,6 @@
 mod common;
 mod http;
+mod limits;
 mod tcp_client;
 mod tcp_server;
 mod udp;

@@ -1,0 +1,190 @@
+//! Connection limits of the TCP server (`maxConnPerPeer`, `idleTimeout`,
+//! `frameTimeout`, rate-limited refusal logs) and bind errors that name
+//! their address.
+
+use std::error::Error as _;
+use std::io::Write;
+use std::net::{SocketAddr, TcpListener, TcpStream, UdpSocket};
+use std::sync::Arc;
+use std::time::Duration;
+
+use lars_net::{
+    HttpRequest, HttpResponse, NetError, StatusServer, TcpServer, UdpIo, UdpServer, UdpService,
+};
+use socket2::{Domain, Socket, Type};
+
+use super::common::*;
+
+/// A client connection from `local_ip` (any 127.x.y.z is loopback on Linux),
+/// so a test can be several peers at once.
+fn connect_from(local_ip: &str, server: SocketAddr) -> TcpStream {
+    let socket = Socket::new(Domain::IPV4, Type::STREAM, None).unwrap();
+    let local: SocketAddr = format!("{local_ip}:0").parse().unwrap();
+    socket.bind(&local.into()).unwrap();
+    socket.connect(&server.into()).unwrap();
+    let s: TcpStream = socket.into();
+    s.set_read_timeout(Some(WAIT)).unwrap();
+    s.set_nodelay(true).unwrap();
+    s
+}
+
+#[test]
+fn idle_connections_beyond_the_per_peer_cap_are_refused_another_peer_is_served() {
+    let mut server = builder()
+        .threads(2)
+        .max_conn(100)
+        .max_conn_per_peer(3)
+        .idle_timeout(Duration::ZERO)
+        .start()
+        .unwrap();
+    let addr = server.local_addr();
+    // One address opens 5 idle connections: the first 3 are kept.
+    let mut idle: Vec<TcpStream> = (0..5).map(|_| connect(addr)).collect();
+    assert!(wait_until(
+        || server.stats().snapshot().refused_per_peer == 2
+    ));
+    for c in &mut idle[3..] {
+        assert!(
+            is_closed(c),
+            "a connection over maxConnPerPeer must be closed"
+        );
+    }
+    assert!(wait_until(|| server.stats().snapshot().open == 3));
+    // Another address still gets in and is served.
+    let mut other = connect_from("127.0.0.2", addr);
+    round_trip(&mut other, b"from another peer");
+    // The capped address's accepted connections work; one more is refused.
+    round_trip(&mut idle[0], b"kept");
+    let mut extra = connect(addr);
+    assert!(is_closed(&mut extra));
+    // Closing one gives the address its slot back.
+    drop(idle.remove(1));
+    assert!(wait_until(|| server.stats().snapshot().open == 3));
+    let mut again = connect(addr);
+    round_trip(&mut again, b"slot given back");
+    let s = server.stats().snapshot();
+    assert_eq!(
+        (s.refused_per_peer, s.refused_max_conn, s.refused),
+        (3, 0, 3)
+    );
+    server.join();
+}
+
+#[test]
+fn connections_without_a_frame_are_closed_after_the_idle_timeout() {
+    let mut server = builder()
+        .threads(2)
+        .max_conn(3)
+        .max_conn_per_peer(0)
+        .idle_timeout(Duration::from_millis(300))
+        .start()
+        .unwrap();
+    let addr = server.local_addr();
+    // A real client: it completes a frame, so idleness never closes it.
+    let mut client = connect(addr);
+    round_trip(&mut client, b"real");
+    // Two idle connections fill maxConn; the next client is refused.
+    let mut idle = [connect(addr), connect(addr)];
+    assert!(wait_until(|| server.stats().snapshot().open == 3));
+    let mut refused = connect(addr);
+    assert!(is_closed(&mut refused));
+    assert_eq!(server.stats().snapshot().refused_max_conn, 1);
+    // The idle ones are closed after the timeout...
+    for c in &mut idle {
+        assert!(is_closed(c), "an idle connection must be closed");
+    }
+    assert_eq!(server.stats().snapshot().closed_idle, 2);
+    assert!(wait_until(|| server.stats().snapshot().open == 1));
+    // ...and a new client gets in, while the real one (older than the
+    // timeout by now) is still served.
+    let mut late = connect(addr);
+    round_trip(&mut late, b"got in");
+    round_trip(&mut client, b"still here");
+    assert_eq!(server.stats().snapshot().closed_idle, 2);
+    server.join();
+}
+
+#[test]
+fn a_partial_frame_older_than_the_frame_timeout_closes_the_connection() {
+    let mut server = builder()
+        .idle_timeout(Duration::ZERO)
+        .frame_timeout(Duration::from_millis(300))
+        .start()
+        .unwrap();
+    let addr = server.local_addr();
+    let mut good = connect(addr);
+    round_trip(&mut good, b"ok");
+    let mut slow = connect(addr);
+    round_trip(&mut slow, b"a client so far");
+    // Half a header, then nothing.
+    slow.write_all(&header(1, 10)[..5]).unwrap();
+    assert!(is_closed(&mut slow), "a stuck partial frame must close it");
+    let s = server.stats().snapshot();
+    assert_eq!((s.closed_partial_frame, s.closed_idle), (1, 0));
+    round_trip(&mut good, b"unaffected");
+    server.join();
+}
+
+#[test]
+fn every_refusal_is_counted_and_logged_at_most_once_per_interval() {
+    let mut server = builder()
+        .max_conn(1)
+        .refused_log_interval(Duration::from_secs(3600))
+        .start()
+        .unwrap();
+    let addr = server.local_addr();
+    let mut held = connect(addr);
+    round_trip(&mut held, b"held");
+    let mut refused: Vec<TcpStream> = (0..20).map(|_| connect(addr)).collect();
+    for c in &mut refused {
+        assert!(is_closed(c));
+    }
+    assert!(wait_until(|| server.stats().snapshot().refused == 20));
+    let s = server.stats().snapshot();
+    assert_eq!(s.refused_max_conn, 20);
+    // The first refusal is logged at once; the other 19 wait for the next
+    // line, an interval (an hour) later.
+    assert_eq!(s.refused_log_lines, 1);
+    round_trip(&mut held, b"still served");
+    server.join();
+}
+
+/// The bind error names what was bound and the address, and carries the OS
+/// error as its source without repeating it.
+fn assert_names_address(e: &NetError, what: &str, addr: SocketAddr) {
+    let text = e.to_string();
+    assert!(text.contains(&addr.to_string()), "{text}");
+    assert!(text.contains(what), "{text}");
+    let source = e.source().expect("a bind error has the OS error as source");
+    let io = source.downcast_ref::<std::io::Error>().unwrap();
+    assert_eq!(io.kind(), std::io::ErrorKind::AddrInUse);
+    assert!(
+        !text.contains(&source.to_string()),
+        "cause repeated: {text}"
+    );
+}
+
+struct Nothing;
+
+impl UdpService for Nothing {
+    fn on_datagram(&mut self, _io: &mut UdpIo<'_>, _from: SocketAddr, _data: &[u8]) {}
+}
+
+#[test]
+fn bind_errors_name_the_address() {
+    let taken = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = taken.local_addr().unwrap();
+    let e = TcpServer::builder(addr).start().unwrap_err();
+    assert_names_address(&e, "tcp", addr);
+
+    let handler = Arc::new(|_: &HttpRequest| HttpResponse::text("x"));
+    let e = StatusServer::start(addr, handler).unwrap_err();
+    assert_names_address(&e, "http", addr);
+
+    let taken = UdpSocket::bind("127.0.0.1:0").unwrap();
+    let addr = taken.local_addr().unwrap();
+    let Err(e) = UdpServer::<Nothing>::bind(addr) else {
+        panic!("bound {addr} twice");
+    };
+    assert_names_address(&e, "udp", addr);
+}
