@@ -10,13 +10,17 @@ use clap::{Parser, Subcommand};
 
 mod cmd;
 
+use cmd::agent::AgentOpts;
+
 /// lars: load balance and remote service schedule. Talk to the local agent as
 /// an application would, load-test the services, edit routes, run everything.
 #[derive(Debug, Parser)]
 #[command(name = "lars", version, propagate_version = true)]
 struct Cli {
+    /// Agent options given before the subcommand; they apply to get-host,
+    /// get-route, report, simulator, qps and up.
     #[command(flatten)]
-    agent: cmd::agent::AgentArgs,
+    agent: AgentOpts,
 
     #[command(subcommand)]
     command: Command,
@@ -25,25 +29,55 @@ struct Cli {
 #[derive(Debug, Subcommand)]
 enum Command {
     /// Ask the agent for one host of a service.
-    GetHost(cmd::agent::KeyArgs),
+    GetHost {
+        #[command(flatten)]
+        agent: AgentOpts,
+        #[command(flatten)]
+        args: cmd::agent::KeyArgs,
+    },
     /// Ask the agent for every host of a service.
-    GetRoute(cmd::agent::KeyArgs),
+    GetRoute {
+        #[command(flatten)]
+        agent: AgentOpts,
+        #[command(flatten)]
+        args: cmd::agent::KeyArgs,
+    },
     /// Report the outcome of one call to the agent.
-    Report(cmd::agent::ReportArgs),
+    Report {
+        #[command(flatten)]
+        agent: AgentOpts,
+        #[command(flatten)]
+        args: cmd::agent::ReportArgs,
+    },
     /// Call a service COUNT times with an error rate; tally hosts and overload.
-    Simulator(cmd::agent::SimulatorArgs),
+    Simulator {
+        #[command(flatten)]
+        agent: AgentOpts,
+        #[command(flatten)]
+        args: cmd::agent::SimulatorArgs,
+    },
     /// Load-test the agent (get_host + report per loop) against a raw UDP reference.
-    Qps(cmd::agent::QpsArgs),
+    Qps {
+        #[command(flatten)]
+        agent: AgentOpts,
+        #[command(flatten)]
+        args: cmd::agent::QpsArgs,
+    },
     /// Edit or list the route table in the store.
     Route(cmd::route::RouteArgs),
     /// Prepare a store: create the schema, write the demo routes.
     Db(cmd::db::DbArgs),
     /// Load-test the dns or the reporter.
     Bench(cmd::bench::BenchArgs),
-    /// Serve the web console, or add a console user.
+    /// Serve the web console, or manage console users.
     Web(cmd::web::WebArgs),
     /// Run dns, reporter, agent and console in one process until Ctrl-C.
-    Up(cmd::up::UpArgs),
+    Up {
+        #[command(flatten)]
+        agent: AgentOpts,
+        #[command(flatten)]
+        args: cmd::up::UpArgs,
+    },
     /// What-if simulator: the balancers against modelled backends, in virtual time.
     Sim(cmd::sim::SimArgs),
 }
@@ -61,19 +95,48 @@ fn main() -> ExitCode {
 }
 
 fn run(cli: Cli) -> anyhow::Result<ExitCode> {
-    let agent = &cli.agent;
+    let before = &cli.agent;
+    let no_agent_options = |command: &str| -> anyhow::Result<()> {
+        let given = before.given();
+        if given.is_empty() {
+            Ok(())
+        } else {
+            anyhow::bail!(
+                "{} {} not apply to `lars {command}` (only to get-host, get-route, report, simulator, qps and up)",
+                given.join(", "),
+                if given.len() == 1 { "does" } else { "do" }
+            )
+        }
+    };
     match cli.command {
-        Command::GetHost(a) => cmd::agent::get_host(agent, &a),
-        Command::GetRoute(a) => cmd::agent::get_route(agent, &a),
-        Command::Report(a) => cmd::agent::report(agent, &a),
-        Command::Simulator(a) => cmd::agent::simulator(agent, &a),
-        Command::Qps(a) => cmd::agent::qps(agent, &a),
-        Command::Route(a) => cmd::route::run(&a).map(|()| ExitCode::SUCCESS),
-        Command::Db(a) => cmd::db::run(&a).map(|()| ExitCode::SUCCESS),
-        Command::Bench(a) => cmd::bench::run(&a).map(|()| ExitCode::SUCCESS),
-        Command::Web(a) => cmd::web::run(&a).map(|()| ExitCode::SUCCESS),
-        Command::Up(a) => cmd::up::run(&a, agent).map(|()| ExitCode::SUCCESS),
-        Command::Sim(a) => cmd::sim::run(&a),
+        Command::GetHost { agent, args } => cmd::agent::get_host(&agent.resolve(before), &args),
+        Command::GetRoute { agent, args } => cmd::agent::get_route(&agent.resolve(before), &args),
+        Command::Report { agent, args } => cmd::agent::report(&agent.resolve(before), &args),
+        Command::Simulator { agent, args } => cmd::agent::simulator(&agent.resolve(before), &args),
+        Command::Qps { agent, args } => cmd::agent::qps(&agent.resolve(before), &args),
+        Command::Up { agent, args } => {
+            cmd::up::run(&args, &agent.resolve(before)).map(|()| ExitCode::SUCCESS)
+        }
+        Command::Route(a) => {
+            no_agent_options("route")?;
+            cmd::route::run(&a).map(|()| ExitCode::SUCCESS)
+        }
+        Command::Db(a) => {
+            no_agent_options("db")?;
+            cmd::db::run(&a).map(|()| ExitCode::SUCCESS)
+        }
+        Command::Bench(a) => {
+            no_agent_options("bench")?;
+            cmd::bench::run(&a).map(|()| ExitCode::SUCCESS)
+        }
+        Command::Web(a) => {
+            no_agent_options("web")?;
+            cmd::web::run(&a).map(|()| ExitCode::SUCCESS)
+        }
+        Command::Sim(a) => {
+            no_agent_options("sim")?;
+            cmd::sim::run(&a)
+        }
     }
 }
 
@@ -117,9 +180,60 @@ mod tests {
             "10.0.0.1",
         ])
         .unwrap();
-        let c = cli.agent.config().unwrap();
+        let Command::GetHost { agent, .. } = &cli.command else {
+            panic!("get-host");
+        };
+        let c = agent.resolve(&cli.agent).config().unwrap();
         assert_eq!(c.agent_addr(1, 2).to_string(), "10.0.0.1:9000");
         assert_eq!(c.timeout().as_millis(), 20);
+
+        // Before the subcommand too; after it wins.
+        let cli = Cli::try_parse_from([
+            "lars",
+            "--base-port",
+            "7000",
+            "--timeout-ms",
+            "30",
+            "qps",
+            "2",
+            "--base-port",
+            "9000",
+        ])
+        .unwrap();
+        let Command::Qps { agent, .. } = &cli.command else {
+            panic!("qps");
+        };
+        let c = agent.resolve(&cli.agent).config().unwrap();
+        assert_eq!(c.agent_addr(1, 2).to_string(), "127.0.0.1:9000");
+        assert_eq!(c.timeout().as_millis(), 30);
+    }
+
+    #[test]
+    fn agent_options_belong_to_the_agent_commands_only() {
+        for sub in ["db", "web", "bench", "route", "sim"] {
+            let help = Cli::command()
+                .find_subcommand_mut(sub)
+                .unwrap_or_else(|| panic!("{sub}"))
+                .render_long_help()
+                .to_string();
+            assert!(!help.contains("--base-port"), "{sub}: {help}");
+            assert!(!help.contains("--agent-ip"), "{sub}: {help}");
+        }
+        for sub in ["get-host", "get-route", "report", "simulator", "qps", "up"] {
+            let help = Cli::command()
+                .find_subcommand_mut(sub)
+                .unwrap_or_else(|| panic!("{sub}"))
+                .render_long_help()
+                .to_string();
+            assert!(help.contains("--base-port"), "{sub}: {help}");
+        }
+        assert!(Cli::try_parse_from(["lars", "db", "init", "--base-port", "1"]).is_err());
+        let cli = Cli::try_parse_from(["lars", "--base-port", "1", "db", "init"]).unwrap();
+        let err = run(cli).unwrap_err().to_string();
+        assert!(
+            err.contains("--base-port does not apply to `lars db`"),
+            "{err}"
+        );
     }
 
     #[test]
@@ -134,7 +248,7 @@ mod tests {
             let parsed = Cli::try_parse_from(args);
             let bad = match parsed {
                 Err(_) => true,
-                Ok(cli) => cli.agent.config().is_err(),
+                Ok(cli) => cli.agent.resolve(&AgentOpts::default()).config().is_err(),
             };
             assert!(bad, "{args:?} should be rejected");
         }

@@ -14,20 +14,73 @@ use lars_bench::simulate::{
 };
 use lars_client::{ApiError, ClientConfig, LarsClient, Outcome};
 
-/// Where the agent listens (global options).
-#[derive(Debug, Args)]
+/// Where the agent listens, as given on the command line: before the
+/// subcommand (`lars --base-port 9000 qps 2`) or after it
+/// (`lars qps 2 --base-port 9000`). Only the agent subcommands (and `up`)
+/// take them, so `db`, `web`, `route`, `bench` and `sim` neither show nor
+/// accept them.
+#[derive(Debug, Clone, Default, Args)]
+pub struct AgentOpts {
+    /// The agent's IPv4 address [default: 127.0.0.1].
+    #[arg(long, value_name = "IP")]
+    pub agent_ip: Option<Ipv4Addr>,
+    /// The agent's first UDP port; key (M, C) uses BASE_PORT + (M + C) % PORTS
+    /// [default: 8888].
+    #[arg(long, value_name = "PORT")]
+    pub base_port: Option<u16>,
+    /// How many consecutive UDP ports the agent listens on [default: 3].
+    #[arg(long, value_name = "N")]
+    pub ports: Option<u16>,
+    /// Receive timeout of every request, in milliseconds [default: 50].
+    #[arg(long, value_name = "MS")]
+    pub timeout_ms: Option<u64>,
+}
+
+impl AgentOpts {
+    /// The options named on the command line, by their flag, for an error
+    /// that says where they do not apply.
+    pub fn given(&self) -> Vec<&'static str> {
+        let mut given = Vec::new();
+        if self.agent_ip.is_some() {
+            given.push("--agent-ip");
+        }
+        if self.base_port.is_some() {
+            given.push("--base-port");
+        }
+        if self.ports.is_some() {
+            given.push("--ports");
+        }
+        if self.timeout_ms.is_some() {
+            given.push("--timeout-ms");
+        }
+        given
+    }
+
+    /// These options (given after the subcommand) over `before` (given
+    /// before it), over the defaults.
+    pub fn resolve(&self, before: &AgentOpts) -> AgentArgs {
+        AgentArgs {
+            agent_ip: self
+                .agent_ip
+                .or(before.agent_ip)
+                .unwrap_or(Ipv4Addr::LOCALHOST),
+            base_port: self.base_port.or(before.base_port).unwrap_or(8888),
+            ports: self.ports.or(before.ports).unwrap_or(3),
+            timeout_ms: self.timeout_ms.or(before.timeout_ms).unwrap_or(50),
+        }
+    }
+}
+
+/// Where the agent listens, resolved from [`AgentOpts`].
+#[derive(Debug, Clone)]
 pub struct AgentArgs {
     /// The agent's IPv4 address.
-    #[arg(long, global = true, default_value_t = Ipv4Addr::LOCALHOST)]
     pub agent_ip: Ipv4Addr,
-    /// The agent's first UDP port; key (M, C) uses BASE_PORT + (M + C) % PORTS.
-    #[arg(long, global = true, default_value_t = 8888)]
+    /// The agent's first UDP port.
     pub base_port: u16,
     /// How many consecutive UDP ports the agent listens on.
-    #[arg(long, global = true, default_value_t = 3)]
     pub ports: u16,
     /// Receive timeout of every request, in milliseconds.
-    #[arg(long, global = true, default_value_t = 50)]
     pub timeout_ms: u64,
 }
 
