@@ -216,6 +216,7 @@ impl Shared {
             keys: snap.routes.len(),
             hosts: snap.hosts,
             connections: net.open.load(Ordering::Relaxed),
+            tcp_limits: net.snapshot().limits(),
             subscribed_connections: sub_conns,
             subscribed_keys: sub_keys,
             requests: self.requests.load(Ordering::Relaxed),

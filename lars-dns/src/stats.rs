@@ -1,5 +1,6 @@
 //! What `/status` and `/metrics` show.
 
+use lars_net::ConnLimitStats;
 use lars_net::http::PromText;
 
 use serde::Serialize;
@@ -16,6 +17,9 @@ pub struct DnsStats {
     pub hosts: usize,
     /// TCP connections open now.
     pub connections: u64,
+    /// What the TCP server's connection limits did (`[reactor] maxConn`,
+    /// `maxConnPerPeer`, `idleTimeout`, `frameTimeout`).
+    pub tcp_limits: ConnLimitStats,
     /// Connections subscribed to at least one key.
     pub subscribed_connections: usize,
     /// Keys with at least one subscriber.
@@ -134,6 +138,7 @@ pub(crate) fn prometheus(s: &DnsStats) -> String {
         "Failed store rounds.",
         s.store.failures,
     );
+    s.tcp_limits.prometheus("lars_dns", &mut out);
     out.into_string()
 }
 
@@ -148,6 +153,7 @@ mod tests {
             keys: 2,
             hosts: 5,
             connections: 3,
+            tcp_limits: ConnLimitStats::default(),
             subscribed_connections: 1,
             subscribed_keys: 1,
             requests: 10,

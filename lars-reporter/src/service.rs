@@ -99,6 +99,7 @@ impl Shared {
             let n = net.snapshot();
             s.bad_frames += n.bad_frames + n.unknown_msgids;
             s.connections = n.open;
+            s.tcp_limits = n.limits();
         }
         s
     }

@@ -118,6 +118,9 @@ pub struct StatsSnapshot {
     pub pending_rows: u64,
     /// TCP connections open.
     pub connections: u64,
+    /// What the TCP server's connection limits did (`[reactor] maxConn`,
+    /// `maxConnPerPeer`, `idleTimeout`, `frameTimeout`).
+    pub tcp_limits: lars_net::ConnLimitStats,
 }
 
 impl Stats {
@@ -355,6 +358,7 @@ impl StatsSnapshot {
                 .enumerate()
                 .map(|(i, d)| (format!("worker=\"{i}\""), *d as u64)),
         );
+        self.tcp_limits.prometheus("lars_reporter", &mut out);
         out.into_string()
     }
 }

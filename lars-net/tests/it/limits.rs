@@ -8,6 +8,7 @@ use std::net::{SocketAddr, TcpListener, TcpStream, UdpSocket};
 use std::sync::Arc;
 use std::time::Duration;
 
+use lars_net::http::PromText;
 use lars_net::{
     HttpRequest, HttpResponse, NetError, StatusServer, TcpServer, UdpIo, UdpServer, UdpService,
 };
@@ -67,6 +68,16 @@ fn idle_connections_beyond_the_per_peer_cap_are_refused_another_peer_is_served()
         (s.refused_per_peer, s.refused_max_conn, s.refused),
         (3, 0, 3)
     );
+    // What the services put on /status and /metrics.
+    assert_eq!(s.limits().refused_per_peer, 3);
+    let mut text = PromText::default();
+    s.limits().prometheus("lars_x", &mut text);
+    let text = text.into_string();
+    assert!(
+        text.contains("\nlars_x_tcp_refused_total{reason=\"per_peer\"} 3\n"),
+        "{text}"
+    );
+    assert!(text.contains("\nlars_x_tcp_closed_total{reason=\"idle\"} 0\n"));
     server.join();
 }
 
