@@ -117,7 +117,8 @@ impl Agent {
                 CoreConfig::new(config.lb.clone())
                     .shard(shard)
                     .report_interval(config.report_interval)
-                    .snapshot_interval(SNAPSHOT_INTERVAL),
+                    .snapshot_interval(SNAPSHOT_INTERVAL)
+                    .key_limits(config.key_limits(count)),
             );
             core.restore(&restored, now);
             let shell = ShardShell {
@@ -304,7 +305,9 @@ impl ShardShell {
     fn flush(&mut self, io: &mut UdpIo<'_>) {
         while let Some(t) = self.core.poll_transmit() {
             match t {
-                Transmit::Dns(_) | Transmit::Reporter(_) => self.senders.send(&t),
+                Transmit::Dns(_) | Transmit::DnsUnsubscribe(_) | Transmit::Reporter(_) => {
+                    self.senders.send(&t);
+                }
                 Transmit::App { via, to, reply } if via == self.index => {
                     send_reply(io, to, &reply);
                 }

@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use lars_core::config::{ConfigError, HttpConfig, Ini, load_with};
-use lars_lb::LoadBalanceConfig;
+use lars_lb::{KeyLimits, LoadBalanceConfig};
 
 /// `lars_lb_agent.conf`.
 #[derive(Debug, Clone, PartialEq)]
@@ -34,9 +34,24 @@ pub struct AgentConfig {
     /// waits in the kernel instead of being dropped; the kernel caps it at
     /// `net.core.rmem_max`. 0 keeps the system default.
     pub rcvbuf: usize,
+    /// Ours: `[agent] max_unknown_keys` (default [`DEFAULT_MAX_UNKNOWN_KEYS`],
+    /// at least 1): keys without hosts (unknown to the dns, or not answered
+    /// yet) the agent holds at once, split evenly over the shards (rounded
+    /// up). Beyond it a new unknown key answers `RET_NOEXIST` without being
+    /// pulled or subscribed, counted in `unknown_keys_refused`.
+    pub max_unknown_keys: usize,
+    /// Ours: `[agent] unknown_key_expiry` (s, default 300; 0 = never): a key
+    /// without hosts that no application used for this long is forgotten
+    /// and unsubscribed at the dns, counted in `keys_expired`.
+    pub unknown_key_expiry: Option<Duration>,
     /// `[http]`.
     pub http: HttpConfig,
 }
+
+/// `[agent] max_unknown_keys` when absent.
+pub const DEFAULT_MAX_UNKNOWN_KEYS: usize = 10_000;
+/// `[agent] unknown_key_expiry` when absent.
+pub const DEFAULT_UNKNOWN_KEY_EXPIRY: Duration = Duration::from_secs(300);
 
 /// `[agent] rcvbuf` when absent: 4 MiB.
 pub const DEFAULT_RCVBUF: usize = 4 << 20;
@@ -61,6 +76,17 @@ impl AgentConfig {
                 format!("expected 0 (system default) or {MIN_RCVBUF}..={MAX_RCVBUF} bytes"),
             ));
         }
+        let max_unknown_keys: usize =
+            ini.get_or("agent", "max_unknown_keys", DEFAULT_MAX_UNKNOWN_KEYS)?;
+        if max_unknown_keys == 0 {
+            return Err(ini.bad(
+                "agent",
+                "max_unknown_keys",
+                "0",
+                "expected at least 1 (a new key is unknown until the dns answers)",
+            ));
+        }
+        let expiry = ini.seconds_or("agent", "unknown_key_expiry", DEFAULT_UNKNOWN_KEY_EXPIRY)?;
         let snapshot = ini
             .raw("agent", "snapshot_path")
             .unwrap_or("./lars_agent_routes.snapshot");
@@ -74,8 +100,19 @@ impl AgentConfig {
             report_interval: ini.seconds_or("agent", "report_interval", Duration::from_secs(1))?,
             snapshot_path: (!snapshot.is_empty()).then(|| PathBuf::from(snapshot)),
             rcvbuf,
+            max_unknown_keys,
+            unknown_key_expiry: (!expiry.is_zero()).then_some(expiry),
             http: HttpConfig::from_ini(ini)?,
         })
+    }
+
+    /// The key limits of one of `shards` cores: `max_unknown_keys` split
+    /// evenly, rounded up.
+    pub fn key_limits(&self, shards: usize) -> KeyLimits {
+        KeyLimits {
+            max_empty_keys: self.max_unknown_keys.div_ceil(shards.max(1)),
+            empty_key_expiry: self.unknown_key_expiry,
+        }
     }
 
     /// Loads `path`; every key nothing reads is logged as a warning

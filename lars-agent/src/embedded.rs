@@ -88,7 +88,9 @@ impl EmbeddedAgent {
     /// settings do not apply).
     pub fn start(config: AgentConfig) -> Result<Self, AgentError> {
         let core = AgentCore::new(
-            CoreConfig::new(config.lb.clone()).report_interval(config.report_interval),
+            CoreConfig::new(config.lb.clone())
+                .report_interval(config.report_interval)
+                .key_limits(config.key_limits(1)),
         );
         let inner = Arc::new(Inner {
             driven: Mutex::new(Driven { core, armed: None }),

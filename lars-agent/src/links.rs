@@ -50,6 +50,7 @@ impl Senders {
     pub(crate) fn send(&self, t: &Transmit) {
         let sent = match t {
             Transmit::Dns(req) => self.dns.send(MessageId::GetRouteRequest, req),
+            Transmit::DnsUnsubscribe(req) => self.dns.send(MessageId::UnsubscribeRoute, req),
             Transmit::Reporter(msg) => self.reporter.send(MessageId::ReportStatusRequest, msg),
             Transmit::App { .. } | Transmit::Shard { .. } => return,
         };

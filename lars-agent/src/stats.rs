@@ -37,6 +37,16 @@ pub struct AgentStats {
     pub counter_restarts: u64,
     /// Host state changes.
     pub transitions: u64,
+    /// New unknown keys answered `RET_NOEXIST` without a pull: the keys
+    /// without hosts were at `[agent] max_unknown_keys`.
+    pub unknown_keys_refused: u64,
+    /// Keys without hosts forgotten after `[agent] unknown_key_expiry`
+    /// without use.
+    pub keys_expired: u64,
+    /// Unsubscribes (msgid 101) sent to the dns for forgotten keys.
+    pub unsubscribes: u64,
+    /// Keys whose hosts the dns confirmed deleted (`confirmed_empty`).
+    pub routes_deleted: u64,
     /// Whether the dns is connected.
     pub dns_connected: bool,
     /// Successful connects to the dns.
@@ -66,6 +76,10 @@ impl AgentStats {
             report_keys_dropped: sum(|c| c.report_keys_dropped),
             counter_restarts: sum(|c| c.counter_restarts),
             transitions: sum(|c| c.transitions),
+            unknown_keys_refused: sum(|c| c.unknown_keys_refused),
+            keys_expired: sum(|c| c.keys_expired),
+            unsubscribes: sum(|c| c.unsubscribes),
+            routes_deleted: sum(|c| c.routes_deleted),
             ..AgentStats::default()
         }
     }

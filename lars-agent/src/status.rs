@@ -54,6 +54,7 @@ pub(crate) struct Addrs {
 #[derive(Debug, Clone, Copy, Default)]
 struct Gauges {
     keys: usize,
+    unknown_keys: usize,
     idle: usize,
     overload: usize,
     pending_report_keys: usize,
@@ -65,6 +66,7 @@ fn gauges(shared: &impl Shards) -> Gauges {
             let r = core.routes();
             let mut g = Gauges {
                 keys: r.len(),
+                unknown_keys: r.empty_keys(),
                 pending_report_keys: core.pending_report_keys(),
                 ..Gauges::default()
             };
@@ -79,6 +81,7 @@ fn gauges(shared: &impl Shards) -> Gauges {
         .into_iter()
         .fold(Gauges::default(), |a, g| Gauges {
             keys: a.keys + g.keys,
+            unknown_keys: a.unknown_keys + g.unknown_keys,
             idle: a.idle + g.idle,
             overload: a.overload + g.overload,
             pending_report_keys: a.pending_report_keys + g.pending_report_keys,
@@ -115,6 +118,9 @@ fn status(shared: &impl Shards) -> HttpResponse {
         "udp_kernel_drops": shared.udp_drops(),
         "shards": addrs.shards,
         "keys": g.keys,
+        "unknown_keys": g.unknown_keys,
+        "unknown_keys_refused": s.unknown_keys_refused,
+        "keys_expired": s.keys_expired,
         "hosts": { "idle": g.idle, "overload": g.overload },
         "requests": {
             "get_host": s.get_host,
@@ -132,7 +138,9 @@ fn status(shared: &impl Shards) -> HttpResponse {
             "connected": s.dns_connected,
             "connects": s.dns_connects,
             "pulls": s.pulls,
+            "unsubscribes": s.unsubscribes,
             "routes_applied": s.routes_applied,
+            "routes_deleted": s.routes_deleted,
         },
         "reporter": {
             "addr": addrs.reporter.to_string(),
@@ -375,6 +383,36 @@ fn metrics(shared: &impl Shards) -> HttpResponse {
         g.pending_report_keys as u64,
     );
     m("lars_agent_keys", "gauge", "Keys known", g.keys as u64);
+    m(
+        "lars_agent_unknown_keys",
+        "gauge",
+        "Keys known without hosts",
+        g.unknown_keys as u64,
+    );
+    m(
+        "lars_agent_unknown_keys_refused_total",
+        "counter",
+        "New unknown keys answered NOEXIST without a pull ([agent] max_unknown_keys reached)",
+        s.unknown_keys_refused,
+    );
+    m(
+        "lars_agent_keys_expired_total",
+        "counter",
+        "Keys without hosts forgotten after [agent] unknown_key_expiry without use",
+        s.keys_expired,
+    );
+    m(
+        "lars_agent_dns_unsubscribes_total",
+        "counter",
+        "Unsubscribes (msgid 101) sent to the dns for forgotten keys",
+        s.unsubscribes,
+    );
+    m(
+        "lars_agent_dns_routes_deleted_total",
+        "counter",
+        "Keys whose hosts the dns confirmed deleted (removed despite empty_route_protection)",
+        s.routes_deleted,
+    );
     m(
         "lars_agent_hosts_idle",
         "gauge",

@@ -165,6 +165,9 @@ pub enum MessageId {
     ApiGetRouteRequest = 7,
     /// agent -> api: all hosts of a key.
     ApiGetRouteResponse = 8,
+    /// Ours: agent -> dns, drop this connection's subscription to a key
+    /// (body `GetRouteRequest`); an original dns skips it.
+    UnsubscribeRoute = 101,
 }
 
 impl MessageId {
@@ -179,6 +182,7 @@ impl MessageId {
             6 => Self::ReportRequest,
             7 => Self::ApiGetRouteRequest,
             8 => Self::ApiGetRouteResponse,
+            101 => Self::UnsubscribeRoute,
             _ => return None,
         })
     }

@@ -93,10 +93,15 @@ impl Dns {
 
         let addr = SocketAddr::V4(config.reactor.addr);
         let sh = Arc::clone(&shared);
+        let sh_unsub = Arc::clone(&shared);
         let sh_close = Arc::clone(&shared);
-        let router = lars_net::Router::new().route(MessageId::GetRouteRequest, move |conn, f| {
-            sh.on_request(conn, f);
-        });
+        let router = lars_net::Router::new()
+            .route(MessageId::GetRouteRequest, move |conn, f| {
+                sh.on_request(conn, f);
+            })
+            .route(MessageId::UnsubscribeRoute, move |conn, f| {
+                sh_unsub.on_unsubscribe(conn, f);
+            });
         let mut server = TcpServer::from_config(&config.reactor)
             .name("lars-dns")
             .router(router)

@@ -9,7 +9,7 @@ use std::time::{Duration, SystemTime};
 use arc_swap::ArcSwap;
 use bytes::Bytes;
 use hashbrown::{HashMap, HashSet};
-use lars_core::proto::{GetRouteRequest, GetRouteResponse};
+use lars_core::proto::{GetRouteRequest, GetRouteResponse, GetRouteResponseExt};
 use lars_core::{MessageId, ModKey, frame};
 use lars_lb::{Routes, Subscriptions};
 use lars_net::{Conn, Frame, NetStats};
@@ -26,6 +26,10 @@ pub(crate) struct Snapshot {
     pub(crate) hosts: usize,
     /// The store's `RouteVersion` this generation was loaded at.
     pub(crate) store_version: u64,
+    /// Whether an empty answer is marked `confirmed_empty`: only when the
+    /// table has keys (an empty table looks like a wrong or wiped store,
+    /// which agents' empty-route protection should ride out).
+    pub(crate) confirm_empty: bool,
 }
 
 impl Snapshot {
@@ -35,20 +39,51 @@ impl Snapshot {
             .map(|(k, hosts)| (*k, route_frame(*k, hosts)))
             .collect();
         let hosts = routes.values().map(|h| h.len()).sum();
+        let confirm_empty = !routes.is_empty();
         Self {
             routes,
             frames,
             hosts,
             store_version,
+            confirm_empty,
         }
     }
 
-    /// The reply frame for `key`: its hosts, or an empty list.
+    /// The reply frame for `key`: its hosts, or an empty list (marked
+    /// `confirmed_empty` when the table has keys).
     pub(crate) fn frame(&self, key: ModKey) -> Bytes {
         match self.frames.get(&key) {
             Some(f) => f.clone(),
+            None if self.confirm_empty => confirmed_empty_frame(key),
             None => route_frame(key, &[]),
         }
+    }
+}
+
+/// An empty `GetRouteResponse` for `key` carrying our field 4,
+/// `confirmed_empty = true` (declared as `GetRouteResponseExt`, encoded in
+/// the same body): a lars agent drops the key's hosts even under empty-route
+/// protection; an original agent skips the field.
+pub(crate) fn confirmed_empty_frame(key: ModKey) -> Bytes {
+    use prost::Message as _;
+    let (modid, cmdid) = key.to_wire();
+    let mut body = GetRouteResponse {
+        modid,
+        cmdid,
+        host: Vec::new(),
+    }
+    .encode_to_vec();
+    body.extend(
+        GetRouteResponseExt {
+            confirmed_empty: true,
+        }
+        .encode_to_vec(),
+    );
+    let mut out = bytes::BytesMut::with_capacity(frame::HEADER_LEN + body.len());
+    match frame::encode_raw(MessageId::GetRouteResponse.into(), &body, &mut out) {
+        Ok(()) => out.freeze(),
+        // A few bytes always fit a frame.
+        Err(_) => route_frame(key, &[]),
     }
 }
 
@@ -75,7 +110,20 @@ pub(crate) fn route_frame(key: ModKey, hosts: &[lars_core::HostAddr]) -> Bytes {
 /// Per-connection state kept on its worker loop: the keys it subscribed to,
 /// so that only the first request for a key takes the subscriptions lock.
 #[derive(Debug, Default)]
-struct ConnKeys(HashSet<ModKey>);
+struct ConnKeys {
+    keys: HashSet<ModKey>,
+    /// Of `keys`, those that had no hosts when subscribed (bounded by
+    /// [`MAX_UNHOSTED_SUBSCRIPTIONS`]).
+    unhosted: HashSet<ModKey>,
+}
+
+/// Subscriptions one connection may hold to keys that had no hosts when it
+/// asked: beyond it such a key is answered (empty) but not subscribed, so a
+/// client asking for endless unknown keys (an original agent keeps every
+/// key it was asked for) cannot grow the dns without bound. It loses
+/// nothing: agents pull a key they use again after `update_timeout` (15 s
+/// by default), as the original does, and so see hosts added later.
+pub(crate) const MAX_UNHOSTED_SUBSCRIPTIONS: usize = 10_000;
 
 /// State shared by the worker loops, the reloader and the status listener.
 #[derive(Debug)]
@@ -84,6 +132,8 @@ pub(crate) struct Shared {
     pub(crate) subs: Mutex<Subscriptions>,
     requests: AtomicU64,
     bad_requests: AtomicU64,
+    unsubscribes: AtomicU64,
+    unhosted_refused: AtomicU64,
     pub(crate) pushes: AtomicU64,
     pub(crate) reloads: AtomicU64,
     health: Mutex<HealthState>,
@@ -106,6 +156,8 @@ impl Shared {
             subs: Mutex::new(Subscriptions::default()),
             requests: AtomicU64::new(0),
             bad_requests: AtomicU64::new(0),
+            unsubscribes: AtomicU64::new(0),
+            unhosted_refused: AtomicU64::new(0),
             pushes: AtomicU64::new(0),
             reloads: AtomicU64::new(1),
             health: Mutex::new(HealthState {
@@ -142,31 +194,78 @@ impl Shared {
         };
         self.requests.fetch_add(1, Ordering::Relaxed);
         let key = ModKey::from_wire(req.modid, req.cmdid);
+        if conn.data::<ConnKeys>().is_none() {
+            conn.set_data(ConnKeys::default());
+        }
+        let hosted = self.snapshot.load().frames.contains_key(&key);
         let new = match conn.data_mut::<ConnKeys>() {
-            Some(keys) => keys.0.insert(key),
-            None => {
-                let mut keys = ConnKeys::default();
-                keys.0.insert(key);
-                conn.set_data(keys);
+            Some(ck) if ck.keys.contains(&key) => false,
+            Some(ck) if !hosted && ck.unhosted.len() >= MAX_UNHOSTED_SUBSCRIPTIONS => {
+                if self.unhosted_refused.fetch_add(1, Ordering::Relaxed) == 0 {
+                    tracing::warn!(
+                        peer = %conn.peer_addr(),
+                        limit = MAX_UNHOSTED_SUBSCRIPTIONS,
+                        "a connection holds the most subscriptions to keys without hosts; \
+                         further ones are answered without subscribing"
+                    );
+                }
+                false
+            }
+            Some(ck) => {
+                ck.keys.insert(key);
+                if !hosted {
+                    ck.unhosted.insert(key);
+                }
                 true
             }
+            None => false, // set above
         };
         if new {
             self.subs().subscribe(conn.id().0, key);
         }
-        let snap = self.snapshot.load();
-        match snap.frames.get(&key) {
-            Some(frame) => conn.send_frames(frame),
-            None => conn.send_frames(&route_frame(key, &[])),
+        // Read after subscribing (see above): a swap in between is pushed.
+        conn.send_frames(&self.snapshot.load().frame(key));
+    }
+
+    /// `UnsubscribeRoute` (ours, msgid 101): the agent forgot the key; drop
+    /// this connection's subscription to it. Unknown keys are ignored.
+    pub(crate) fn on_unsubscribe(&self, conn: &mut Conn, f: Frame) {
+        let req: GetRouteRequest = match f.message() {
+            Ok(r) => r,
+            Err(e) => {
+                self.bad_requests.fetch_add(1, Ordering::Relaxed);
+                tracing::debug!("{} from {}: {e}", conn.id(), conn.peer_addr());
+                return;
+            }
+        };
+        let key = ModKey::from_wire(req.modid, req.cmdid);
+        let had = conn.data_mut::<ConnKeys>().is_some_and(|ck| {
+            ck.unhosted.remove(&key);
+            ck.keys.remove(&key)
+        });
+        if had {
+            self.subs().unsubscribe(conn.id().0, key);
+            self.unsubscribes.fetch_add(1, Ordering::Relaxed);
         }
     }
 
     /// A connection closed: forget its subscriptions at once; its id is
     /// never reused, so nothing can be pushed to a successor.
     pub(crate) fn on_close(&self, conn: &mut Conn) {
-        if conn.data::<ConnKeys>().is_some_and(|k| !k.0.is_empty()) {
+        if conn.data::<ConnKeys>().is_some_and(|k| !k.keys.is_empty()) {
             self.subs().unsubscribe_all(conn.id().0);
         }
+    }
+
+    /// Unsubscribes received that dropped a subscription.
+    pub(crate) fn unsubscribes(&self) -> u64 {
+        self.unsubscribes.load(Ordering::Relaxed)
+    }
+
+    /// Requests answered without subscribing: the connection held
+    /// [`MAX_UNHOSTED_SUBSCRIPTIONS`] subscriptions to keys without hosts.
+    pub(crate) fn unhosted_refused(&self) -> u64 {
+        self.unhosted_refused.load(Ordering::Relaxed)
     }
 
     /// Records a successful store round.
@@ -221,6 +320,8 @@ impl Shared {
             subscribed_keys: sub_keys,
             requests: self.requests.load(Ordering::Relaxed),
             bad_requests: self.bad_requests.load(Ordering::Relaxed),
+            unsubscribes: self.unsubscribes(),
+            unhosted_refused: self.unhosted_refused(),
             pushes: self.pushes.load(Ordering::Relaxed),
             reloads: self.reloads.load(Ordering::Relaxed),
             last_reload_unix: h.last_reload.map(stats::unix_secs),

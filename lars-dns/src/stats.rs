@@ -28,6 +28,11 @@ pub struct DnsStats {
     pub requests: u64,
     /// `GetRouteRequest`s whose body did not decode (skipped).
     pub bad_requests: u64,
+    /// `UnsubscribeRoute`s (ours, msgid 101) that dropped a subscription.
+    pub unsubscribes: u64,
+    /// Requests answered without subscribing: the connection held the most
+    /// subscriptions to keys without hosts (10,000).
+    pub unhosted_refused: u64,
     /// `GetRouteResponse`s pushed to subscribers after a change.
     pub pushes: u64,
     /// Table swaps that changed something, start-up load included.
@@ -109,6 +114,18 @@ pub(crate) fn prometheus(s: &DnsStats) -> String {
         s.bad_requests,
     );
     metric(
+        "lars_dns_unsubscribes_total",
+        "counter",
+        "UnsubscribeRoutes (msgid 101) that dropped a subscription.",
+        s.unsubscribes,
+    );
+    metric(
+        "lars_dns_unhosted_subscriptions_refused_total",
+        "counter",
+        "Requests for keys without hosts answered without subscribing (per-connection limit).",
+        s.unhosted_refused,
+    );
+    metric(
         "lars_dns_pushes_total",
         "counter",
         "GetRouteResponses pushed to subscribers.",
@@ -158,6 +175,8 @@ mod tests {
             subscribed_keys: 1,
             requests: 10,
             bad_requests: 0,
+            unsubscribes: 0,
+            unhosted_refused: 0,
             pushes: 4,
             reloads: 2,
             last_reload_unix: Some(1_700_000_000),

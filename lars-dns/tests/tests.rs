@@ -189,7 +189,13 @@ fn thousand_concurrent_connections() {
     let fx = SqliteFx::new();
     let k = ModKey::new(1, 1);
     fx.admin().set_hosts(k, &[host("10.0.0.1:80")]).unwrap();
-    let mut dns = start_dns(fx.dns_store(), 100, 60_000);
+    // All from 127.0.0.1: above the per-peer connection limit's default.
+    let mut config = DnsConfig::default();
+    config.reactor.addr.set_port(0);
+    config.reactor.thread_num = 2;
+    config.reactor.max_conn_per_peer = 2000;
+    config.version_interval = Duration::from_millis(100);
+    let mut dns = Dns::start(config, fx.dns_store()).unwrap();
     let mut clients: Vec<Client> = (0..1000)
         .map(|_| Client::connect(dns.local_addr()))
         .collect();

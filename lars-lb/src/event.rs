@@ -102,6 +102,14 @@ pub enum LbEvent {
         /// The service.
         key: ModKey,
     },
+    /// The dns confirmed that `key` has no hosts (deleted in the store): its
+    /// `hosts` hosts left, whatever empty-route protection says.
+    RouteDeleted {
+        /// The service.
+        key: ModKey,
+        /// How many hosts left.
+        hosts: usize,
+    },
 }
 
 /// Default capacity of an event queue.

@@ -98,7 +98,7 @@ pub use config::{AdaptiveConfig, LoadBalanceConfig, Policy};
 pub use event::{Counters, DEFAULT_EVENT_CAPACITY, HostState, LbEvent, Reason, Transition};
 pub use lars_core::{HostAddr, ModKey};
 pub use lb::{Choice, HostReport, HostView, LoadBalance, Outcome, UpdateSummary};
-pub use route::{KeyReport, RouteApplied, RouteLb, RouteStatus};
+pub use route::{KeyLimits, KeyReport, RouteApplied, RouteLb, RouteStatus};
 pub use table::{ConnId, RouteTable, Routes, Subscriptions};
 
 /// The `[loadbalance]` configuration ([`LoadBalanceConfig`]).

@@ -3,7 +3,7 @@
 
 use std::cmp::Reverse;
 use std::collections::BinaryHeap;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use crate::config::LoadBalanceConfig;
 use hashbrown::HashMap;
@@ -46,6 +46,32 @@ pub struct KeyReport {
     pub results: Vec<HostReport>,
 }
 
+/// Bounds on the keys a [`RouteLb`] holds without hosts: what stops a
+/// spray of unknown keys from growing the agent (and its dns subscriptions)
+/// without end. The default is unbounded, as the original.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct KeyLimits {
+    /// Keys without hosts (asked for, unknown to the dns or not answered
+    /// yet) held at once; beyond it a new unknown key answers
+    /// [`Choice::NoExist`] without being created or pulled (counted in
+    /// [`RouteLb::refused_keys`]).
+    pub max_empty_keys: usize,
+    /// A key without hosts that no application used (get_host, get_route,
+    /// report) for this long is forgotten (counted in
+    /// [`RouteLb::expired_keys`], handed out by
+    /// [`RouteLb::take_forgotten`]); `None` keeps them forever.
+    pub empty_key_expiry: Option<Duration>,
+}
+
+impl Default for KeyLimits {
+    fn default() -> Self {
+        Self {
+            max_empty_keys: usize::MAX,
+            empty_key_expiry: None,
+        }
+    }
+}
+
 #[derive(Debug)]
 struct Entry {
     lb: LoadBalance,
@@ -53,6 +79,8 @@ struct Entry {
     /// When the dns last answered for this key; `None` = never (or restored
     /// from a snapshot), which makes the next use pull.
     updated: Option<Instant>,
+    /// When an application last used the key (or it was created).
+    used: Instant,
 }
 
 /// The load balancers of many keys, as the agent needs them.
@@ -88,6 +116,15 @@ pub struct RouteLb {
     pulls: Vec<ModKey>,
     timers: BinaryHeap<Reverse<(Instant, ModKey)>>,
     events: EventQueue,
+    limits: KeyLimits,
+    /// Keys in `map` without hosts.
+    empty_keys: usize,
+    /// When the next expiry sweep of keys without hosts is due.
+    sweep_at: Option<Instant>,
+    /// Keys forgotten (expired) since the last `take_forgotten`.
+    forgotten: Vec<ModKey>,
+    refused: u64,
+    expired: u64,
 }
 
 impl RouteLb {
@@ -99,7 +136,27 @@ impl RouteLb {
             pulls: Vec::new(),
             timers: BinaryHeap::new(),
             events: EventQueue::new(DEFAULT_EVENT_CAPACITY),
+            limits: KeyLimits::default(),
+            empty_keys: 0,
+            sweep_at: None,
+            forgotten: Vec::new(),
+            refused: 0,
+            expired: 0,
         }
+    }
+
+    /// Bounds the keys without hosts (see [`KeyLimits`]); keys already held
+    /// stay (an expiry applies from the next use or creation of a key).
+    pub fn set_key_limits(&mut self, limits: KeyLimits) {
+        self.limits = limits;
+        if limits.empty_key_expiry.is_none() {
+            self.sweep_at = None;
+        }
+    }
+
+    /// The bounds in use.
+    pub fn key_limits(&self) -> KeyLimits {
+        self.limits
     }
 
     /// The configuration in use.
@@ -115,9 +172,10 @@ impl RouteLb {
     /// than `update_timeout` (or never came from the dns) queues a pull.
     pub fn get_host(&mut self, key: ModKey, now: Instant) -> Choice {
         let Some(e) = self.map.get_mut(&key) else {
-            self.create_pulling(key);
+            self.create_pulling(key, now);
             return Choice::NoExist;
         };
+        e.used = now;
         let before = e.lb.next_deadline();
         let choice = e.lb.choice_one_host(now);
         let stale = e.status == RouteStatus::New
@@ -140,9 +198,10 @@ impl RouteLb {
     /// [`get_host`](Self::get_host)) when the key is unknown or empty.
     pub fn get_route(&mut self, key: ModKey, now: Instant) -> Option<Vec<HostAddr>> {
         let Some(e) = self.map.get_mut(&key) else {
-            self.create_pulling(key);
+            self.create_pulling(key, now);
             return None;
         };
+        e.used = now;
         let stale = e.status == RouteStatus::New
             && e.updated
                 .is_none_or(|u| now.saturating_duration_since(u) > self.cfg.update_timeout);
@@ -168,6 +227,7 @@ impl RouteLb {
         now: Instant,
     ) -> Option<HostState> {
         let e = self.map.get_mut(&key)?;
+        e.used = now;
         let before = e.lb.next_deadline();
         let state = e.lb.report(host, outcome, now);
         if e.lb.next_deadline() != before {
@@ -200,14 +260,46 @@ impl RouteLb {
                 return RouteApplied::KeptEmpty;
             }
             self.remove(key);
+            self.forgotten.push(key);
             self.events.push(LbEvent::KeyRemoved { key });
             return RouteApplied::Removed;
         }
+        let was_empty = e.lb.is_empty();
         let before = e.lb.next_deadline();
         let sum = e.lb.update(hosts, now);
         if e.lb.next_deadline() != before {
             push_timer(&mut self.timers, key, e.lb.next_deadline());
         }
+        let is_empty = e.lb.is_empty();
+        self.recount(was_empty, is_empty, now);
+        RouteApplied::Updated(sum)
+    }
+
+    /// Applies a dns answer for `key` that says its host list is empty *on
+    /// purpose* (a lars dns's `confirmed_empty`: the store has no row for
+    /// it): unlike [`apply_route`](Self::apply_route) with an empty list,
+    /// empty-route protection does not apply, because this is a deliberate
+    /// delete, not a failure. Every host leaves (an [`LbEvent::RouteDeleted`]
+    /// when there were some); the key stays, without hosts, fresh, and
+    /// expires like any key without hosts. A key not in use is ignored.
+    pub fn apply_confirmed_empty(&mut self, key: ModKey, now: Instant) -> RouteApplied {
+        let Some(e) = self.map.get_mut(&key) else {
+            return RouteApplied::Ignored;
+        };
+        e.status = RouteStatus::New;
+        e.updated = Some(now);
+        let hosts = e.lb.len();
+        if hosts == 0 {
+            return RouteApplied::Updated(UpdateSummary::default());
+        }
+        let used = e.used;
+        let before = e.lb.next_deadline();
+        let sum = e.lb.update(&[], now);
+        if e.lb.next_deadline() != before {
+            push_timer(&mut self.timers, key, e.lb.next_deadline());
+        }
+        self.events.push(LbEvent::RouteDeleted { key, hosts });
+        self.recount(false, true, used);
         RouteApplied::Updated(sum)
     }
 
@@ -219,22 +311,61 @@ impl RouteLb {
             return;
         }
         let cfg = self.cfg.clone();
-        let e = self.map.entry(key).or_insert_with(|| Entry {
-            lb: LoadBalance::new(key, cfg),
-            status: RouteStatus::New,
-            updated: None,
+        let mut created = false;
+        let e = self.map.entry(key).or_insert_with(|| {
+            created = true;
+            Entry {
+                lb: LoadBalance::new(key, cfg),
+                status: RouteStatus::New,
+                updated: None,
+                used: now,
+            }
         });
+        let was_empty = !created && e.lb.is_empty();
         let before = e.lb.next_deadline();
         e.lb.update(hosts, now);
         if e.lb.next_deadline() != before {
             push_timer(&mut self.timers, key, e.lb.next_deadline());
         }
+        self.recount(was_empty, false, now);
     }
 
     /// Forgets `key` entirely; true when it was known.
     pub fn remove(&mut self, key: ModKey) -> bool {
         // Heap entries of a removed key are skipped when they come up.
-        self.map.remove(&key).is_some()
+        match self.map.remove(&key) {
+            Some(e) => {
+                if e.lb.is_empty() {
+                    self.empty_keys = self.empty_keys.saturating_sub(1);
+                }
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// Keys forgotten since the last call: expired keys without hosts, and
+    /// keys removed by an empty answer (protection off). The driver tells the
+    /// dns it no longer needs their pushes.
+    pub fn take_forgotten(&mut self) -> Vec<ModKey> {
+        std::mem::take(&mut self.forgotten)
+    }
+
+    /// Keys without hosts held now.
+    pub fn empty_keys(&self) -> usize {
+        self.empty_keys
+    }
+
+    /// New unknown keys refused because [`KeyLimits::max_empty_keys`] keys
+    /// without hosts were held.
+    pub fn refused_keys(&self) -> u64 {
+        self.refused
+    }
+
+    /// Keys without hosts forgotten after [`KeyLimits::empty_key_expiry`]
+    /// without use.
+    pub fn expired_keys(&self) -> u64 {
+        self.expired
     }
 
     /// The next key to pull from the dns (send a `GetRouteRequest`).
@@ -323,12 +454,19 @@ impl RouteLb {
     /// When [`handle_timeout`](Self::handle_timeout) next has work (may be
     /// early after hosts changed, never late). O(1).
     pub fn next_deadline(&self) -> Option<Instant> {
-        self.timers.peek().map(|Reverse((d, _))| *d)
+        let timer = self.timers.peek().map(|Reverse((d, _))| *d);
+        match (timer, self.sweep_at) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
     }
 
     /// Applies every key's timers due at `now` (see
     /// [`LoadBalance::handle_timeout`]). O(due keys * log keys).
     pub fn handle_timeout(&mut self, now: Instant) {
+        if self.sweep_at.is_some_and(|d| d <= now) {
+            self.sweep(now);
+        }
         while let Some(&Reverse((d, key))) = self.timers.peek() {
             if d > now {
                 break;
@@ -374,7 +512,13 @@ impl RouteLb {
         self.events.dropped()
     }
 
-    fn create_pulling(&mut self, key: ModKey) {
+    /// Creates an unknown key, PULLING, and queues its pull; refused (and
+    /// counted) when the keys without hosts are at their limit.
+    fn create_pulling(&mut self, key: ModKey, now: Instant) {
+        if self.empty_keys >= self.limits.max_empty_keys {
+            self.refused += 1;
+            return;
+        }
         let mut lb = LoadBalance::new(key, self.cfg.clone());
         if !self.events.enabled() {
             lb.set_event_capacity(0);
@@ -385,9 +529,58 @@ impl RouteLb {
                 lb,
                 status: RouteStatus::Pulling,
                 updated: None,
+                used: now,
             },
         );
         self.pulls.push(key);
+        self.recount(false, true, now);
+    }
+
+    /// Keeps the count of keys without hosts, and the expiry sweep armed
+    /// while there are some (a key that became empty, last used at `used`,
+    /// is due at `used + expiry` at the earliest).
+    fn recount(&mut self, was_empty: bool, is_empty: bool, used: Instant) {
+        match (was_empty, is_empty) {
+            (false, true) => {
+                self.empty_keys += 1;
+                if let Some(expiry) = self.limits.empty_key_expiry {
+                    let due = used.checked_add(expiry).unwrap_or(used);
+                    self.sweep_at = Some(self.sweep_at.map_or(due, |s| s.min(due)));
+                }
+            }
+            (true, false) => self.empty_keys = self.empty_keys.saturating_sub(1),
+            _ => {}
+        }
+    }
+
+    /// Forgets the keys without hosts unused for the expiry, and schedules
+    /// the next sweep for the earliest of the others. O(keys).
+    fn sweep(&mut self, now: Instant) {
+        self.sweep_at = None;
+        let Some(expiry) = self.limits.empty_key_expiry else {
+            return;
+        };
+        let mut next: Option<Instant> = None;
+        let mut gone = Vec::new();
+        for (key, e) in &self.map {
+            if !e.lb.is_empty() {
+                continue;
+            }
+            let due = e.used.checked_add(expiry).unwrap_or(e.used);
+            if due <= now {
+                gone.push(*key);
+            } else {
+                next = Some(next.map_or(due, |n| n.min(due)));
+            }
+        }
+        gone.sort_unstable();
+        for key in gone {
+            self.remove(key);
+            self.pulls.retain(|k| *k != key);
+            self.expired += 1;
+            self.forgotten.push(key);
+        }
+        self.sweep_at = next;
     }
 }
 

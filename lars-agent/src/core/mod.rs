@@ -57,11 +57,11 @@ use std::time::{Duration, Instant};
 
 use lars_core::frame::{self, Frame};
 use lars_core::proto::{
-    GetHostRequest, GetHostResponse, GetRouteRequest, GetRouteResponse, ReportRequest,
-    ReportStatusRequest,
+    GetHostRequest, GetHostResponse, GetRouteRequest, GetRouteResponse, GetRouteResponseExt,
+    ReportRequest, ReportStatusRequest,
 };
 use lars_core::{HostAddr, MessageId, ModKey, RetCode};
-use lars_lb::{Choice, LbEvent, LoadBalanceConfig, Outcome, RouteApplied, RouteLb};
+use lars_lb::{Choice, KeyLimits, LbEvent, LoadBalanceConfig, Outcome, RouteApplied, RouteLb};
 use lars_stats::{CumulativeSender, DEFAULT_MAX_PENDING_KEYS};
 
 /// Routes of many keys, as a snapshot holds them.
@@ -103,6 +103,7 @@ pub struct CoreConfig {
     report_interval: Duration,
     snapshot_interval: Option<Duration>,
     max_pending_report_keys: usize,
+    key_limits: KeyLimits,
 }
 
 impl CoreConfig {
@@ -116,7 +117,18 @@ impl CoreConfig {
             report_interval: Duration::from_secs(1),
             snapshot_interval: None,
             max_pending_report_keys: DEFAULT_MAX_PENDING_KEYS,
+            key_limits: KeyLimits::default(),
         }
+    }
+
+    /// Bounds the keys held without hosts: at most `limits.max_empty_keys`
+    /// (a new unknown key beyond it answers `RET_NOEXIST` without a pull,
+    /// counted in `unknown_keys_refused`), each forgotten after
+    /// `limits.empty_key_expiry` without use (counted in `keys_expired`)
+    /// and unsubscribed at the dns. Unbounded by default.
+    pub fn key_limits(mut self, limits: KeyLimits) -> Self {
+        self.key_limits = limits;
+        self
     }
 
     /// This core is `shard`.
@@ -239,6 +251,10 @@ impl Reply {
 pub enum Transmit {
     /// A pull for the dns connection.
     Dns(GetRouteRequest),
+    /// For the dns connection: the key was forgotten here, its pushes are
+    /// no longer wanted (lars-only msgid `UnsubscribeRoute` (101), body
+    /// `GetRouteRequest`; an original dns skips it).
+    DnsUnsubscribe(GetRouteRequest),
     /// A statistics message for the reporter connection, in order.
     Reporter(ReportStatusRequest),
     /// A reply datagram to the application at `to`, sent from the port of
@@ -307,6 +323,16 @@ pub struct CoreCounters {
     pub report_keys_dropped: u64,
     /// Host counters restarted from zero before passing 2^31.
     pub counter_restarts: u64,
+    /// New unknown keys answered `RET_NOEXIST` without being created or
+    /// pulled: the keys without hosts were at their limit.
+    pub unknown_keys_refused: u64,
+    /// Keys without hosts forgotten after their expiry without use.
+    pub keys_expired: u64,
+    /// Unsubscribes handed out for the dns.
+    pub unsubscribes: u64,
+    /// Keys whose hosts the dns confirmed deleted (`confirmed_empty`):
+    /// their hosts left despite empty-route protection.
+    pub routes_deleted: u64,
 }
 
 /// One shard of the agent, sans-IO (see the module docs).
@@ -330,6 +356,8 @@ pub struct AgentCore {
     last_report: Option<Instant>,
     next_snapshot: Option<Instant>,
     routes_changed: bool,
+    /// The keys without hosts are at their limit (logged once per spell).
+    refusing: bool,
     counters: CoreCounters,
 }
 
@@ -337,8 +365,10 @@ impl AgentCore {
     /// A core with no routes, the dns and the reporter disconnected.
     pub fn new(config: CoreConfig) -> Self {
         let caller = u32::from(Ipv4Addr::LOCALHOST);
+        let mut routes = RouteLb::new(config.lb);
+        routes.set_key_limits(config.key_limits);
         Self {
-            routes: RouteLb::new(config.lb),
+            routes,
             stats: CumulativeSender::new(caller, config.max_pending_report_keys),
             shard: config.shard,
             report_interval: config.report_interval,
@@ -352,6 +382,7 @@ impl AgentCore {
             last_report: None,
             next_snapshot: None,
             routes_changed: false,
+            refusing: false,
             counters: CoreCounters::default(),
         }
     }
@@ -479,6 +510,11 @@ impl AgentCore {
 
     /// A frame from the dns: a GetRouteResponse (answer or push) is applied;
     /// anything else is logged and dropped.
+    ///
+    /// An empty host list that a lars dns marks `confirmed_empty` (field 4,
+    /// read as [`GetRouteResponseExt`] from the same body) is a deliberate
+    /// delete: the hosts leave even under empty-route protection. An
+    /// unmarked empty list (a failure, or an original dns) is protected.
     pub fn handle_dns_frame(&mut self, frame: &Frame, now: Instant) {
         if frame.msgid != i32::from(MessageId::GetRouteResponse) {
             tracing::warn!(msgid = frame.msgid, "unexpected frame from the dns dropped");
@@ -489,7 +525,22 @@ impl AgentCore {
                 let key = ModKey::from_wire(rsp.modid, rsp.cmdid);
                 let hosts: Vec<HostAddr> =
                     rsp.host.iter().filter_map(HostAddr::from_proto).collect();
-                self.apply_route(key, &hosts, now);
+                let confirmed = rsp.host.is_empty()
+                    && frame
+                        .message::<GetRouteResponseExt>()
+                        .is_ok_and(|ext| ext.confirmed_empty);
+                if confirmed {
+                    self.counters.routes_applied += 1;
+                    let applied = self.routes.apply_confirmed_empty(key, now);
+                    if matches!(applied, RouteApplied::Updated(sum) if sum.removed > 0) {
+                        self.counters.routes_deleted += 1;
+                        self.mark_routes_changed(now);
+                        self.arm_report(now);
+                    }
+                    self.after_lb(now);
+                } else {
+                    self.apply_route(key, &hosts, now);
+                }
             }
             Err(e) => tracing::warn!("bad GetRouteResponse from the dns: {e}"),
         }
@@ -521,6 +572,7 @@ impl AgentCore {
     pub fn get_host(&mut self, key: ModKey, now: Instant) -> Choice {
         self.counters.get_host += 1;
         let choice = self.routes.get_host(key, now);
+        self.check_refused();
         match choice {
             Choice::Idle(_) | Choice::Probe(_) => self.counters.get_host_succ += 1,
             Choice::Overload => self.counters.get_host_overload += 1,
@@ -543,6 +595,7 @@ impl AgentCore {
     pub fn get_route(&mut self, key: ModKey, now: Instant) -> Vec<HostAddr> {
         self.counters.get_route += 1;
         let hosts = self.routes.get_route(key, now).unwrap_or_default();
+        self.check_refused();
         self.after_lb(now);
         hosts
     }
@@ -613,6 +666,8 @@ impl AgentCore {
             report_messages: s.messages,
             report_keys_dropped: s.keys_dropped,
             counter_restarts: s.counter_restarts,
+            unknown_keys_refused: self.routes.refused_keys(),
+            keys_expired: self.routes.expired_keys(),
             ..self.counters
         }
     }
@@ -701,10 +756,40 @@ impl AgentCore {
             .push_back(Transmit::Dns(GetRouteRequest { modid, cmdid }));
     }
 
-    /// Hands out the balancers' pulls, logs and counts their events.
+    /// Logs once when unknown keys start being refused (the counter says
+    /// how many), again only after the limit was left.
+    fn check_refused(&mut self) {
+        let limit = self.routes.key_limits().max_empty_keys;
+        if self.routes.empty_keys() < limit {
+            self.refusing = false;
+        } else if !self.refusing && self.routes.refused_keys() > 0 {
+            self.refusing = true;
+            tracing::warn!(
+                limit,
+                "keys without hosts at their limit: new unknown keys answer NOEXIST without a \
+                 pull ([agent] max_unknown_keys; counted in unknown_keys_refused)"
+            );
+        }
+    }
+
+    /// Hands out the balancers' pulls and unsubscribes, logs and counts
+    /// their events.
     fn after_lb(&mut self, now: Instant) {
         for key in self.routes.take_pulls() {
             self.pull(key);
+        }
+        let forgotten = self.routes.take_forgotten();
+        if !forgotten.is_empty() {
+            tracing::debug!(keys = forgotten.len(), "keys forgotten");
+            // A disconnected dns dropped our subscriptions already.
+            if self.dns_connected {
+                self.counters.unsubscribes += forgotten.len() as u64;
+                for key in forgotten {
+                    let (modid, cmdid) = key.to_wire();
+                    self.transmits
+                        .push_back(Transmit::DnsUnsubscribe(GetRouteRequest { modid, cmdid }));
+                }
+            }
         }
         while let Some(ev) = self.routes.poll_event() {
             if let LbEvent::Transition(_) = ev {
@@ -741,6 +826,9 @@ fn log_event(ev: &LbEvent) {
         }
         LbEvent::KeyRemoved { key } => {
             tracing::info!(key = %key, "dns sent an empty route; key removed");
+        }
+        LbEvent::RouteDeleted { key, hosts } => {
+            tracing::info!(key = %key, hosts, "dns confirmed the route deleted; hosts removed");
         }
         other => tracing::info!("{other:?}"),
     }

@@ -3,8 +3,8 @@
 use std::time::Duration;
 
 use lars_lb::{
-    Choice, HostState, LbConfig, LbEvent, ModKey, Outcome, RouteApplied, RouteLb, RouteStatus,
-    UpdateSummary,
+    Choice, HostState, KeyLimits, LbConfig, LbEvent, ModKey, Outcome, RouteApplied, RouteLb,
+    RouteStatus, UpdateSummary,
 };
 
 use crate::{host, hosts, t0};
@@ -199,4 +199,100 @@ fn routes_export_and_restore() {
     assert_eq!(b.get_host(K, now), Choice::Idle(host(1)));
     assert_eq!(b.take_pulls(), vec![K]);
     assert_eq!(b.status(K), Some(RouteStatus::Pulling));
+}
+
+fn limited(max_empty_keys: usize, expiry_s: u64) -> RouteLb {
+    let mut r = RouteLb::new(LbConfig::default());
+    r.set_key_limits(KeyLimits {
+        max_empty_keys,
+        empty_key_expiry: Some(Duration::from_secs(expiry_s)),
+    });
+    r
+}
+
+#[test]
+fn unknown_keys_beyond_the_cap_are_refused_without_a_pull() {
+    let now = t0();
+    let mut r = limited(2, 60);
+    let (k1, k2, k3) = (ModKey::new(9, 1), ModKey::new(9, 2), ModKey::new(9, 3));
+    assert_eq!(r.get_host(k1, now), Choice::NoExist);
+    assert_eq!(r.get_route(k2, now), None);
+    assert_eq!(r.empty_keys(), 2);
+    assert_eq!(r.get_host(k3, now), Choice::NoExist);
+    assert_eq!(r.get_route(k3, now), None);
+    assert_eq!(r.refused_keys(), 2);
+    assert_eq!(r.len(), 2);
+    assert_eq!(r.take_pulls(), vec![k1, k2]);
+    // A key that gets hosts no longer counts: room for another.
+    r.apply_route(k1, &hosts(1), now);
+    assert_eq!(r.empty_keys(), 1);
+    assert_eq!(r.get_host(k3, now), Choice::NoExist);
+    assert_eq!(r.take_pulls(), vec![k3]);
+    assert_eq!(r.refused_keys(), 2);
+    // Known keys are never refused, with or without hosts.
+    assert_eq!(r.get_host(k2, now), Choice::NoExist);
+    assert_eq!(r.get_host(k1, now), Choice::Idle(host(1)));
+    assert_eq!(r.refused_keys(), 2);
+}
+
+#[test]
+fn keys_without_hosts_and_without_use_expire_and_are_handed_out() {
+    let now = t0();
+    let s = Duration::from_secs;
+    let mut r = limited(usize::MAX, 60);
+    let (idle, used, served) = (ModKey::new(9, 1), ModKey::new(9, 2), ModKey::new(9, 3));
+    for k in [idle, used, served] {
+        r.get_host(k, now);
+    }
+    r.apply_route(idle, &[], now); // the dns knows no hosts
+    r.apply_route(served, &hosts(1), now);
+    let _ = r.take_pulls();
+    assert_eq!(r.next_deadline(), Some(now + s(60)));
+    r.get_host(used, now + s(30));
+    r.handle_timeout(now + s(59));
+    assert!(r.take_forgotten().is_empty());
+    r.handle_timeout(now + s(60));
+    assert_eq!(r.take_forgotten(), vec![idle]);
+    assert_eq!(r.expired_keys(), 1);
+    assert_eq!(r.status(idle), None);
+    assert_eq!(r.empty_keys(), 1);
+    // The next sweep is when the used key falls due; the served key stays.
+    assert_eq!(r.next_deadline(), Some(now + s(90)));
+    r.handle_timeout(now + s(90));
+    assert_eq!(r.take_forgotten(), vec![used]);
+    assert_eq!(r.next_deadline(), None);
+    r.handle_timeout(now + s(10_000));
+    assert_eq!(r.keys().collect::<Vec<_>>(), vec![served]);
+    // An expired key asked for again is new again: pulled.
+    assert_eq!(r.get_host(idle, now + s(10_001)), Choice::NoExist);
+    assert_eq!(r.take_pulls(), vec![idle]);
+}
+
+#[test]
+fn a_confirmed_empty_answer_removes_hosts_despite_protection() {
+    let now = t0();
+    let mut r = limited(usize::MAX, 60);
+    assert!(r.config().empty_route_protection);
+    r.get_host(K, now);
+    r.apply_route(K, &hosts(2), now);
+    // A plain empty answer (a failure, or an original dns) keeps them.
+    assert_eq!(r.apply_route(K, &[], now), RouteApplied::KeptEmpty);
+    assert_eq!(r.get_route(K, now), Some(hosts(2)));
+    // A confirmed one does not.
+    let applied = r.apply_confirmed_empty(K, now);
+    assert!(
+        matches!(applied, RouteApplied::Updated(s) if s.removed == 2),
+        "{applied:?}"
+    );
+    assert!(
+        r.drain_events()
+            .any(|e| e == LbEvent::RouteDeleted { key: K, hosts: 2 })
+    );
+    assert_eq!(r.get_host(K, now), Choice::NoExist);
+    assert_eq!(r.routes().count(), 0);
+    assert_eq!(r.empty_keys(), 1);
+    // Unknown keys are ignored; then the key expires like any empty one.
+    assert_eq!(r.apply_confirmed_empty(K2, now), RouteApplied::Ignored);
+    r.handle_timeout(now + Duration::from_secs(60));
+    assert_eq!(r.take_forgotten(), vec![K]);
 }

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use lars_core::proto::{GetHostRequest, GetRouteRequest};
 use lars_core::{MessageId, ModKey, RetCode};
-use lars_lb::{Choice, HostReport, KeyReport, LoadBalanceConfig, Outcome, Policy};
+use lars_lb::{Choice, HostReport, KeyLimits, KeyReport, LoadBalanceConfig, Outcome, Policy};
 use lars_stats::COUNTER_LIMIT;
 
 use super::{AgentCore, CoreConfig, Event, Reply, Request, Shard, Transmit};
@@ -223,6 +223,147 @@ fn a_request_for_another_shards_key_is_handled_by_the_owner_from_the_arrival_por
     }
     let owned: Vec<usize> = cores.iter().map(|c| c.routes().len()).collect();
     assert_eq!(owned, vec![1, 0, 1]);
+}
+
+// ---- bounded keys: cap, expiry, unsubscribe ------------------------------
+
+fn limited(max_empty_keys: usize, expiry_s: u64) -> Pair {
+    Pair::with(
+        CoreConfig::new(LoadBalanceConfig::default())
+            .snapshot_interval(Duration::from_secs(2))
+            .key_limits(KeyLimits {
+                max_empty_keys,
+                empty_key_expiry: Some(Duration::from_secs(expiry_s)),
+            }),
+    )
+}
+
+#[test]
+fn a_spray_of_unknown_keys_is_capped_counted_and_not_pulled() {
+    let mut p = limited(100, 300);
+    p.set_route(K, &["10.0.0.1:80"]);
+    assert_eq!(p.host(K), None);
+    for i in 0..1000 {
+        let r = p.get_host(ModKey::new(1000 + i, 7));
+        assert_eq!(r.retcode, retcode(RetCode::NoExist));
+    }
+    let c = p.core.counters();
+    assert_eq!(c.unknown_keys_refused, 900);
+    assert_eq!(c.get_host_noexist, 1001);
+    // 100 unknown keys and the served one; only they were pulled and
+    // subscribed at the dns.
+    assert_eq!(p.core.routes().len(), 101);
+    assert_eq!(p.dns.pulls.len(), 101);
+    assert_eq!(p.dns.subscribed.len(), 101);
+    // A key with hosts is served whatever the cap.
+    assert_eq!(p.host(K), Some(h("10.0.0.1:80")));
+    // A refused key asked for again is still refused (no pull), until room
+    // is made; then it is pulled like any new key.
+    let late = ModKey::new(5000, 7);
+    p.set_route(late, &["10.0.0.5:80"]);
+    assert_eq!(p.host(late), None);
+    assert!(!p.dns.pulls.contains(&late));
+    assert_eq!(p.core.counters().unknown_keys_refused, 901);
+    // After a dns reconnect only the keys held are pulled again.
+    p.dns_down();
+    p.dns_up();
+    assert_eq!(p.dns.pulls.len(), 202);
+}
+
+#[test]
+fn unknown_keys_without_use_expire_are_unsubscribed_and_used_keys_stay() {
+    let mut p = limited(10_000, 300);
+    p.set_route(K, &["10.0.0.1:80"]);
+    assert_eq!(p.host(K), None);
+    let sprayed: Vec<ModKey> = (0..50).map(|i| ModKey::new(2000 + i, 1)).collect();
+    for &k in &sprayed {
+        assert_eq!(p.host(k), None);
+    }
+    let kept = ModKey::new(9, 9); // no hosts, but asked for every minute
+    assert_eq!(p.host(kept), None);
+    assert_eq!(p.dns.subscribed.len(), 52);
+    for _ in 0..4 {
+        p.advance(Duration::from_secs(60));
+        assert_eq!(p.host(kept), None);
+        assert_eq!(p.core.counters().keys_expired, 0);
+    }
+    // 300 s after their last use the sprayed keys go, in one sweep.
+    p.advance(Duration::from_secs(59));
+    assert_eq!(p.core.counters().keys_expired, 0);
+    p.advance(Duration::from_secs(1));
+    let c = p.core.counters();
+    assert_eq!((c.keys_expired, c.unsubscribes), (50, 50));
+    assert_eq!(p.dns.unsubscribes, sprayed);
+    assert_eq!(p.dns.subscribed.len(), 2);
+    assert_eq!(p.core.routes().len(), 2);
+    assert_eq!(p.host(K), Some(h("10.0.0.1:80")));
+    // The used one goes 300 s after its last use (at 240 s); the key with
+    // hosts is idle too, yet never expires.
+    p.advance(Duration::from_secs(239));
+    assert_eq!(p.core.counters().keys_expired, 50);
+    p.advance(Duration::from_secs(1));
+    assert_eq!(p.core.counters().keys_expired, 51);
+    assert_eq!(p.dns.unsubscribes.last(), Some(&kept));
+    // Nothing left to sweep: an idle core has no deadline.
+    p.advance(Duration::from_secs(3));
+    assert_eq!(p.core.poll_timeout(), None);
+    // While the dns is away nothing is sent (it forgot our subscriptions).
+    let late = ModKey::new(77, 1);
+    assert_eq!(p.host(late), None);
+    p.dns_down();
+    p.advance(Duration::from_secs(301));
+    let c = p.core.counters();
+    assert_eq!((c.keys_expired, c.unsubscribes), (52, 51));
+}
+
+#[test]
+fn a_delete_the_dns_confirms_removes_the_hosts_despite_protection() {
+    let mut p = limited(10_000, 300);
+    p.dns.confirms_empty = true;
+    assert!(p.core.routes().config().empty_route_protection);
+    p.set_route(K, &["10.0.0.1:80", "10.0.0.2:80"]);
+    assert_eq!(p.get_route(K), vec![]);
+    assert_eq!(p.get_route(K).len(), 2);
+    p.advance(Duration::from_secs(2));
+    assert!(matches!(p.core.poll_event(), Some(Event::Snapshot(r)) if r.len() == 1));
+    // The operator deletes every host: the push says so.
+    p.set_route(K, &[]);
+    assert_eq!(p.get_route(K), vec![]);
+    assert_eq!(p.get_host(K).retcode, retcode(RetCode::NoExist));
+    assert_eq!(p.core.counters().routes_deleted, 1);
+    // The snapshot forgets the key.
+    p.advance(Duration::from_secs(2));
+    assert_eq!(p.core.poll_event(), Some(Event::Snapshot(vec![])));
+    // Hosts added again come back with the next push.
+    p.set_route(K, &["10.0.0.3:80"]);
+    assert_eq!(p.host(K), Some(h("10.0.0.3:80")));
+}
+
+#[test]
+fn an_unconfirmed_empty_answer_keeps_the_hosts_even_after_a_restart() {
+    // A dns that lost its store (or an original dns) answers empty without
+    // confirming: protection keeps the hosts, also for keys restored from a
+    // snapshot and pulled after a restart.
+    let mut p = limited(10_000, 300);
+    p.set_route(K, &["10.0.0.1:80"]);
+    assert_eq!(p.host(K), None);
+    p.set_route(K, &[]);
+    assert_eq!(p.host(K), Some(h("10.0.0.1:80")));
+    let mut restarted = limited(10_000, 300);
+    restarted
+        .core
+        .restore(&[(K, vec![h("10.0.0.1:80")])], restarted.now);
+    restarted.dns_down();
+    restarted.dns_up();
+    assert_eq!(restarted.dns.pulls, vec![K]);
+    assert_eq!(restarted.host(K), Some(h("10.0.0.1:80")));
+    // A lars dns confirming the delete removes them after the restart too.
+    restarted.dns.confirms_empty = true;
+    restarted.dns_down();
+    restarted.dns_up();
+    assert_eq!(restarted.host(K), None);
+    assert_eq!(restarted.core.snapshot_routes(), vec![]);
+    assert_eq!(p.core.counters().routes_deleted, 0);
 }
 
 // ---- statistics ------------------------------------------------------------

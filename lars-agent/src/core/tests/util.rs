@@ -10,8 +10,8 @@ use std::time::{Duration, Instant};
 
 use lars_core::frame::{self, Frame};
 use lars_core::proto::{
-    GetHostRequest, GetHostResponse, GetRouteRequest, GetRouteResponse, ReportRequest,
-    ReportStatusRequest,
+    GetHostRequest, GetHostResponse, GetRouteRequest, GetRouteResponse, GetRouteResponseExt,
+    ReportRequest, ReportStatusRequest,
 };
 use lars_core::{HostAddr, MessageId, ModKey};
 use lars_lb::LoadBalanceConfig;
@@ -52,20 +52,38 @@ pub(super) struct FakeDns {
     pub hold: bool,
     /// Answers not sent yet (while `hold`).
     pub held: Vec<ModKey>,
+    /// Every unsubscribe received, in order.
+    pub unsubscribes: Vec<ModKey>,
+    /// As a lars dns: empty answers carry `confirmed_empty` (an original
+    /// dns, or a lars dns with an empty table, sends them plain).
+    pub confirms_empty: bool,
 }
 
 impl FakeDns {
     fn answer(&self, key: ModKey) -> Frame {
         let (modid, cmdid) = key.to_wire();
-        let host = self
+        let host: Vec<_> = self
             .routes
             .get(&key)
             .map(|hs| hs.iter().map(|h| h.to_proto()).collect())
             .unwrap_or_default();
-        as_frame(&datagram(
-            MessageId::GetRouteResponse,
-            &GetRouteResponse { modid, cmdid, host },
-        ))
+        let mut body = prost::Message::encode_to_vec(&GetRouteResponse {
+            modid,
+            cmdid,
+            host: host.clone(),
+        });
+        if host.is_empty() && self.confirms_empty {
+            body.extend(prost::Message::encode_to_vec(&GetRouteResponseExt {
+                confirmed_empty: true,
+            }));
+        }
+        let len = i32::try_from(body.len()).expect("a small test message");
+        let mut out = i32::from(MessageId::GetRouteResponse)
+            .to_le_bytes()
+            .to_vec();
+        out.extend(len.to_le_bytes());
+        out.extend(body);
+        as_frame(&out)
     }
 }
 
@@ -171,6 +189,13 @@ impl Pair {
                             self.dns.pulls.push(key);
                             self.dns.subscribed.insert(key);
                             self.dns.held.push(key);
+                        }
+                    }
+                    Transmit::DnsUnsubscribe(GetRouteRequest { modid, cmdid }) => {
+                        if self.dns.connected {
+                            let key = ModKey::from_wire(modid, cmdid);
+                            self.dns.unsubscribes.push(key);
+                            self.dns.subscribed.remove(&key);
                         }
                     }
                     Transmit::Reporter(msg) => {
@@ -279,9 +304,13 @@ impl Pair {
     /// The route table of the dns says `hosts` for `key` (pushed to the
     /// agent if it is subscribed).
     pub fn set_route(&mut self, key: ModKey, hosts: &[&str]) {
-        self.dns
-            .routes
-            .insert(key, hosts.iter().map(|s| h(s)).collect());
+        if hosts.is_empty() {
+            self.dns.routes.remove(&key);
+        } else {
+            self.dns
+                .routes
+                .insert(key, hosts.iter().map(|s| h(s)).collect());
+        }
         if self.dns.connected && self.dns.subscribed.contains(&key) {
             let push = self.dns.answer(key);
             self.core.handle_dns_frame(&push, self.now);
