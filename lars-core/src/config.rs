@@ -531,6 +531,28 @@ mod tests {
     }
 
     #[test]
+    fn sample_confs_spell_the_reactor_limits_right() {
+        for (file, port) in [("lars_dns.conf", 7778), ("lars_reporter.conf", 7779)] {
+            let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+                .join("../conf")
+                .join(file);
+            let ini = Ini::load(&path).unwrap();
+            let c = ReactorConfig::from_ini(&ini, port).unwrap();
+            let d = ReactorConfig::defaults(port);
+            assert_eq!(c.max_conn_per_peer, d.max_conn_per_peer, "{file}");
+            assert_eq!(c.idle_timeout, d.idle_timeout, "{file}");
+            assert_eq!(c.frame_timeout, d.frame_timeout, "{file}");
+            assert_eq!(c.refused_log_interval, d.refused_log_interval, "{file}");
+            let typos: Vec<_> = ini
+                .unread()
+                .into_iter()
+                .filter(|u| u.section == "reactor")
+                .collect();
+            assert!(typos.is_empty(), "{typos:?}");
+        }
+    }
+
+    #[test]
     fn io_error_does_not_repeat_its_cause() {
         let e = Ini::load("/nonexistent/lars.conf").unwrap_err();
         let cause = std::error::Error::source(&e).unwrap().to_string();
