@@ -60,6 +60,7 @@ pub(crate) fn router(state: AppState) -> Router {
         .route("/api/login", post(api::auth::login))
         .route("/api/logout", post(api::auth::logout))
         .route("/api/session", get(api::auth::session))
+        .route("/api/stats", get(api::auth::stats))
         .route("/api/version", get(api::versions::version))
         .route("/api/changes", get(api::versions::changes))
         .route(
@@ -137,11 +138,22 @@ fn cookie_value(headers: &HeaderMap, name: &str) -> Option<String> {
         .map(|(_, v)| v.to_owned())
 }
 
-/// Runs before every handler: finds the session, turns away requests without
-/// a login (401 for the API, a redirect to `/login` for pages), checks the
-/// CSRF token of every write, and adds security headers to the answer.
+/// Runs before every handler: turns away a `Host` the console does not
+/// answer to (421), finds the session, turns away requests without a login
+/// (401 for the API, a redirect to `/login` for pages), checks the CSRF
+/// token of every write, and adds security headers to the answer.
 async fn guard(State(state): State<AppState>, req: Request, next: Next) -> Response {
-    let mut resp = match check(&state, req).await {
+    let host = req
+        .headers()
+        .get(header::HOST)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned)
+        .or_else(|| req.uri().authority().map(|a| a.as_str().to_owned()));
+    let checked = match state.check_host(host.as_deref()) {
+        Ok(()) => check(&state, req).await,
+        Err(e) => Err(e.render(Surface::of(req.uri().path()))),
+    };
+    let mut resp = match checked {
         Ok((mut req, session)) => {
             if let Some(s) = session {
                 req.extensions_mut().insert(s);

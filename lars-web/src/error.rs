@@ -5,9 +5,10 @@
 //! console or creating a user.
 
 use std::net::SocketAddr;
+use std::time::Duration;
 
 use axum::Json;
-use axum::http::StatusCode;
+use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{Html, IntoResponse, Response};
 use lars_store::StoreError;
 use maud::html;
@@ -21,16 +22,17 @@ use crate::views;
 #[non_exhaustive]
 pub enum WebError {
     /// The listen address could not be bound.
-    #[error("cannot listen on {addr}: {source}")]
+    #[error("cannot listen on {addr}")]
     Bind {
         /// The address.
         addr: SocketAddr,
         /// The OS error.
+        #[source]
         source: std::io::Error,
     },
-    /// The server's runtime or thread could not be created.
-    #[error("cannot start the web server: {0}")]
-    Runtime(std::io::Error),
+    /// The server's runtime or threads could not be created.
+    #[error("cannot start the web server")]
+    Runtime(#[source] std::io::Error),
     /// A store operation failed (for example the user name is taken).
     #[error(transparent)]
     Store(#[from] StoreError),
@@ -63,9 +65,23 @@ pub(crate) enum ConsoleError {
     /// No session, an unknown token, or a wrong name or password.
     #[error("{0}")]
     Unauthorized(&'static str),
-    /// Too many failed logins for this name; refused without checking.
-    #[error("Too many failed logins for this user; wait a few minutes.")]
-    Throttled,
+    /// Too many failed logins for this name from this address; refused
+    /// without checking until `retry_after` has passed.
+    #[error(
+        "Too many failed logins for this user from your address; try again in {} s.",
+        retry_secs(*retry_after)
+    )]
+    Throttled {
+        /// How long the block still lasts.
+        retry_after: Duration,
+    },
+    /// Every password check is taken; the login was not checked.
+    #[error("The console is busy checking other logins; try again in a second.")]
+    Busy,
+    /// The `Host` header names a host the console does not answer to (DNS
+    /// rebinding).
+    #[error("{0}")]
+    Host(String),
     /// A write without the session's CSRF token.
     #[error("the CSRF token is missing or wrong")]
     Csrf,
@@ -158,7 +174,9 @@ impl ConsoleError {
             ConsoleError::NotFound(_) => StatusCode::NOT_FOUND,
             ConsoleError::Conflict { .. } => StatusCode::CONFLICT,
             ConsoleError::Unauthorized(_) => StatusCode::UNAUTHORIZED,
-            ConsoleError::Throttled => StatusCode::TOO_MANY_REQUESTS,
+            ConsoleError::Throttled { .. } => StatusCode::TOO_MANY_REQUESTS,
+            ConsoleError::Busy => StatusCode::SERVICE_UNAVAILABLE,
+            ConsoleError::Host(_) => StatusCode::MISDIRECTED_REQUEST,
             ConsoleError::Csrf => StatusCode::FORBIDDEN,
             ConsoleError::BadJson(_) => StatusCode::BAD_REQUEST,
             ConsoleError::ContentType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
@@ -175,7 +193,9 @@ impl ConsoleError {
             ConsoleError::NotFound(_) => "not_found",
             ConsoleError::Conflict { .. } => "conflict",
             ConsoleError::Unauthorized(_) => "unauthorized",
-            ConsoleError::Throttled => "throttled",
+            ConsoleError::Throttled { .. } => "throttled",
+            ConsoleError::Busy => "busy",
+            ConsoleError::Host(_) => "host",
             ConsoleError::Csrf => "csrf",
             ConsoleError::BadJson(_) => "bad_json",
             ConsoleError::ContentType => "content_type",
@@ -221,12 +241,22 @@ impl ConsoleError {
         }
     }
 
+    /// The `Retry-After` seconds of a refusal that passes by itself.
+    pub(crate) fn retry_after(&self) -> Option<u64> {
+        match self {
+            ConsoleError::Throttled { retry_after } => Some(retry_secs(*retry_after)),
+            ConsoleError::Busy => Some(1),
+            _ => None,
+        }
+    }
+
     /// The answer for `surface`.
     pub(crate) fn render(self, surface: Surface) -> Response {
         self.log();
         let status = self.status();
         let message = self.message(surface);
-        match surface {
+        let retry = self.retry_after();
+        let mut resp = match surface {
             Surface::Api => {
                 let mut body = json!({ "error": self.code(), "message": message });
                 if let ConsoleError::Invalid(fields) = &self {
@@ -235,7 +265,22 @@ impl ConsoleError {
                 (status, Json(body)).into_response()
             }
             Surface::Page => error_page(status, &message),
-        }
+        };
+        with_retry_after(&mut resp, retry);
+        resp
+    }
+}
+
+/// Whole seconds to wait, at least 1.
+fn retry_secs(d: Duration) -> u64 {
+    (d.as_secs() + u64::from(d.subsec_nanos() > 0)).max(1)
+}
+
+/// Adds `Retry-After: secs` when there is one.
+pub(crate) fn with_retry_after(resp: &mut Response, secs: Option<u64>) {
+    if let Some(secs) = secs {
+        resp.headers_mut()
+            .insert(header::RETRY_AFTER, HeaderValue::from(secs));
     }
 }
 

@@ -17,7 +17,10 @@
 //! - [`serve`] starts the console on its own thread and returns a
 //!   [`WebHandle`] (its [`local_addr`](WebHandle::local_addr), and
 //!   [`stop`](WebHandle::stop) which joins).
-//! - [`add_user`] creates a console user (the `lars web add-user` command).
+//! - [`add_user`] creates a console user (the `lars web add-user` command);
+//!   [`set_password`] sets or resets one (`lars web set-password`).
+//! - [`WebStats`]: what the console's limits turned away
+//!   ([`WebHandle::stats`], `GET /api/stats`).
 //!
 //! Inside, each use-case (list routes, show a key, edit a host, save a
 //! description, call status, log in, ...) is written once in `console` and
@@ -55,10 +58,12 @@ mod pages;
 mod server;
 mod session;
 mod state;
+mod stats;
 mod validate;
 mod views;
 
-pub use config::{DEFAULT_ADDR, WebConfig};
-pub use console::users::add_user;
+pub use config::{DEFAULT_ADDR, LoginThrottle, WebConfig};
+pub use console::users::{PasswordSet, add_user, set_password};
 pub use error::WebError;
 pub use server::{WebHandle, serve};
+pub use stats::WebStats;

@@ -12,12 +12,14 @@ use crate::app;
 use crate::config::WebConfig;
 use crate::error::WebError;
 use crate::state::AppState;
+use crate::stats::WebStats;
 
 /// The running console. [`stop`](WebHandle::stop) (or dropping the handle)
 /// shuts it down and joins its thread.
 #[derive(Debug)]
 pub struct WebHandle {
     addr: SocketAddr,
+    state: AppState,
     shutdown: watch::Sender<bool>,
     thread: Option<JoinHandle<()>>,
 }
@@ -28,8 +30,15 @@ impl WebHandle {
         self.addr
     }
 
+    /// The console's counters (logins refused as busy or throttled, `Host`
+    /// headers refused, ...), as `GET /api/stats` shows them.
+    pub fn stats(&self) -> WebStats {
+        self.state.stats()
+    }
+
     /// Stops accepting, lets requests in flight finish (at most a few
-    /// seconds), and joins the server thread.
+    /// seconds), and joins the server thread and the password check
+    /// threads.
     pub fn stop(mut self) {
         self.shutdown_and_join();
     }
@@ -77,7 +86,9 @@ pub fn serve(config: WebConfig, store: Store) -> Result<WebHandle, WebError> {
         .build()
         .map_err(WebError::Runtime)?;
     let (shutdown, mut rx) = watch::channel(false);
-    let router = app::router(AppState::new(config, store));
+    let state = AppState::new(config, store, addr).map_err(WebError::Runtime)?;
+    let checker = std::sync::Arc::clone(state.console().checker());
+    let router = app::router(state.clone()).into_make_service_with_connect_info::<SocketAddr>();
     let thread = std::thread::Builder::new()
         .name("lars-web".into())
         .spawn(move || {
@@ -107,11 +118,13 @@ pub fn serve(config: WebConfig, store: Store) -> Result<WebHandle, WebError> {
                 }
             });
             runtime.shutdown_timeout(Duration::from_secs(2));
+            checker.stop();
         })
         .map_err(WebError::Runtime)?;
     tracing::info!(%addr, "web console listening");
     Ok(WebHandle {
         addr,
+        state,
         shutdown,
         thread: Some(thread),
     })

@@ -87,6 +87,11 @@ impl Sessions {
         })
     }
 
+    /// Live sessions (expired ones not yet dropped included).
+    pub(crate) fn len(&self) -> usize {
+        self.lock().len()
+    }
+
     /// Ends a session.
     pub(crate) fn remove(&self, id: &str) {
         self.lock().remove(id);

@@ -75,11 +75,14 @@ pub(crate) fn content(text: &str) -> Result<String, String> {
     Ok(t.to_owned())
 }
 
+/// The longest console user name, in bytes.
+pub(crate) const MAX_USER_NAME: usize = 190;
+
 /// A console user name: 1..=190 bytes, no control characters, no
 /// surrounding blanks.
 pub(crate) fn user_name(name: &str) -> Result<&str, String> {
     let n = name.trim();
-    if n.is_empty() || n.len() > 190 {
+    if n.is_empty() || n.len() > MAX_USER_NAME {
         return Err("the user name must have 1 to 190 bytes".into());
     }
     if n.chars().any(char::is_control) {

@@ -709,34 +709,44 @@ fn add_user_validates_and_rejects_duplicates() {
 }
 
 #[test]
-fn repeated_failed_logins_block_the_name_for_a_while() {
+fn failed_logins_back_off_per_name_and_address_only() {
+    use crate::common::{PASSWORD, request_from};
+    use std::net::{IpAddr, Ipv4Addr};
     let c = Console::start();
     lars_web::add_user(&c.store, "bob", "long-enough-password").unwrap();
-    for _ in 0..10 {
-        let r = c.req(
-            "POST",
-            "/api/login",
-            &[JSON],
-            r#"{"username":"admin","password":"guess-guess"}"#,
-        );
-        assert_eq!(r.status, 401);
+    let a = IpAddr::V4(Ipv4Addr::LOCALHOST);
+    let b = IpAddr::V4(Ipv4Addr::new(127, 0, 0, 2));
+    let login = |from: IpAddr, user: &str, password: &str| {
+        let body = format!(r#"{{"username":"{user}","password":"{password}"}}"#);
+        request_from(from, c.addr, "POST", "/api/login", &[JSON], body.as_bytes())
+    };
+    // The first failures (5 by default) are free, then address A is blocked
+    // for `admin`: even the right password is refused, without a check.
+    for _ in 0..6 {
+        assert_eq!(login(a, "admin", "guess-guess").status, 401);
     }
-    // Even the right password is refused now, without a check.
-    let body = format!(
-        r#"{{"username":"admin","password":"{}"}}"#,
-        crate::common::PASSWORD
-    );
-    let r = c.req("POST", "/api/login", &[JSON], &body);
-    assert_eq!(r.status, 429);
+    let r = login(a, "admin", PASSWORD);
+    assert_eq!(r.status, 429, "{}", r.text());
     assert_eq!(r.json()["error"], "throttled");
-    // Other names are not affected.
-    let r = c.req(
-        "POST",
-        "/api/login",
-        &[JSON],
-        r#"{"username":"bob","password":"long-enough-password"}"#,
-    );
-    assert_eq!(r.status, 200);
+    let wait: u64 = r.header("retry-after").unwrap().parse().unwrap();
+    assert!(wait >= 1, "{wait}");
+    // The same name from another address logs in: nobody locks `admin` out.
+    let r = login(b, "admin", PASSWORD);
+    assert_eq!(r.status, 200, "{}", r.text());
+    // Other names from A are not affected either.
+    assert_eq!(login(a, "bob", "long-enough-password").status, 200);
+    let stats = c.web.as_ref().unwrap().stats();
+    assert_eq!(stats.logins_throttled, 1, "{stats:?}");
+    assert_eq!(stats.logins_failed, 6, "{stats:?}");
+    assert_eq!(stats.logins_ok, 2, "{stats:?}");
+    // The form login answers a throttled name with the page and Retry-After.
+    let r = c.req("GET", "/login", &[], "");
+    let anon = format!("lars_session={}", r.cookie("lars_session").unwrap());
+    let body = format!("csrf={}&username=admin&password=x", r.csrf());
+    let r = c.req("POST", "/login", &[("Cookie", &anon), FORM], &body);
+    assert_eq!(r.status, 429, "{}", r.text());
+    assert!(r.header("retry-after").is_some());
+    assert!(r.text().contains("Too many failed logins"), "{}", r.text());
 }
 
 #[test]
@@ -752,7 +762,7 @@ fn a_busy_port_is_an_error_and_stop_ends_idle_connections() {
     // A browser-like keep-alive connection left open does not hold the stop.
     use std::io::{Read, Write};
     let mut s = std::net::TcpStream::connect(c.addr).unwrap();
-    s.write_all(b"GET /login HTTP/1.1\r\nHost: x\r\n\r\n")
+    s.write_all(format!("GET /login HTTP/1.1\r\nHost: {}\r\n\r\n", c.addr).as_bytes())
         .unwrap();
     let mut buf = [0u8; 512];
     assert!(s.read(&mut buf).unwrap() > 0);
@@ -850,4 +860,69 @@ fn key_page_and_api_errors_are_answered_in_place() {
     );
     assert_eq!(c.store.version().unwrap(), v, "nothing written");
     assert_eq!(c.store.load_routes().unwrap().routes[&key], vec![a, b]);
+}
+
+#[test]
+fn requests_for_other_host_names_are_refused() {
+    use std::io::{Read, Write};
+    let c = Console::start();
+    let with_host = |addr: std::net::SocketAddr, host: &str, path: &str| {
+        let mut s = std::net::TcpStream::connect(addr).unwrap();
+        s.set_read_timeout(Some(std::time::Duration::from_secs(30)))
+            .unwrap();
+        write!(
+            s,
+            "GET {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n"
+        )
+        .unwrap();
+        let mut raw = Vec::new();
+        let _ = s.read_to_end(&mut raw);
+        crate::common::parse_response(&raw)
+    };
+    let port = c.addr.port();
+    // A DNS rebinding page reaches the console under the attacker's name.
+    let r = with_host(c.addr, &format!("rebind.example:{port}"), "/api/version");
+    assert_eq!(r.status, 421, "{}", r.text());
+    assert_eq!(r.json()["error"], "host");
+    assert!(
+        r.json()["message"]
+            .as_str()
+            .unwrap()
+            .contains("rebind.example"),
+        "{}",
+        r.text()
+    );
+    let r = with_host(c.addr, &format!("rebind.example:{port}"), "/login");
+    assert_eq!(r.status, 421);
+    assert!(r.text().contains("allowed host"), "{}", r.text());
+    // The names it is reached under directly are answered.
+    for host in [
+        format!("127.0.0.1:{port}"),
+        format!("localhost:{port}"),
+        format!("[::1]:{port}"),
+    ] {
+        assert_eq!(with_host(c.addr, &host, "/login").status, 200, "{host}");
+    }
+    // A loopback name on another port is someone else's origin.
+    let r = with_host(
+        c.addr,
+        &format!("localhost:{}", port.wrapping_add(1)),
+        "/login",
+    );
+    assert_eq!(r.status, 421);
+    assert_eq!(c.web.as_ref().unwrap().stats().hosts_rejected, 3);
+
+    // Configured names are answered (on any port, or the one given).
+    let config = lars_web::WebConfig {
+        addr: "127.0.0.1:0".parse().unwrap(),
+        allowed_hosts: vec!["console.example.com".into(), "proxy.example:8443".into()],
+        ..lars_web::WebConfig::default()
+    };
+    let web = lars_web::serve(config, c.store.clone()).unwrap();
+    let addr = web.local_addr();
+    assert_eq!(with_host(addr, "console.example.com", "/login").status, 200);
+    assert_eq!(with_host(addr, "proxy.example:8443", "/login").status, 200);
+    assert_eq!(with_host(addr, "proxy.example:8080", "/login").status, 421);
+    assert_eq!(with_host(addr, "rebind.example", "/login").status, 421);
+    web.stop();
 }

@@ -1,8 +1,10 @@
 //! `POST /api/login`, `POST /api/logout`, `GET /api/session`.
 
+use std::net::SocketAddr;
+
 use axum::Extension;
 use axum::Json;
-use axum::extract::State;
+use axum::extract::{ConnectInfo, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use serde_json::json;
@@ -18,14 +20,19 @@ use crate::state::AppState;
 /// `token` and the `csrf_token`, and sets the session cookie.
 pub(crate) async fn login(
     State(state): State<AppState>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
     JsonBody(body): JsonBody,
 ) -> Result<Response, ApiError> {
     let name = body.text("username");
-    let user = match state.console().log_in(&name, body.text("password")).await {
+    let user = match state
+        .console()
+        .log_in(&name, body.text("password"), peer.ip())
+        .await
+    {
         Ok(user) => user,
         Err(e) => {
             if matches!(e, ConsoleError::Unauthorized(_)) {
-                tracing::warn!(user = name, "api login failed");
+                tracing::warn!(user = name, client = %peer.ip(), "api login failed");
             }
             return Err(e.into());
         }
@@ -47,6 +54,11 @@ pub(crate) async fn logout(
     let mut resp = StatusCode::NO_CONTENT.into_response();
     state.set_cookie(&mut resp, None);
     resp
+}
+
+/// `GET /api/stats`: the console's counters ([`crate::WebStats`]).
+pub(crate) async fn stats(State(state): State<AppState>) -> ApiResult {
+    Ok(Json(json!(state.stats())))
 }
 
 /// `GET /api/session`: who is logged in and the CSRF token for cookie

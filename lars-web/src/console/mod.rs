@@ -8,6 +8,7 @@
 //! [`descriptions`], [`status`], [`users`]; the overview and the versions
 //! are here.
 
+pub(crate) mod checker;
 pub(crate) mod descriptions;
 pub(crate) mod routes;
 pub(crate) mod status;
@@ -16,6 +17,7 @@ pub(crate) mod users;
 
 use std::collections::BTreeSet;
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 
 use lars_core::ModKey;
 use lars_store::{
@@ -23,7 +25,10 @@ use lars_store::{
     StatsStore, Store,
 };
 
+use crate::config::WebConfig;
 use crate::error::ConsoleError;
+use crate::stats::{Counters, LogGate, WebStats};
+use checker::Checker;
 use throttle::Throttle;
 
 /// The use-cases over one store (cheap to clone).
@@ -31,6 +36,10 @@ use throttle::Throttle;
 pub(crate) struct Console {
     store: Store,
     throttle: Arc<Throttle>,
+    checker: Arc<Checker>,
+    counters: Arc<Counters>,
+    /// One warning per period for logins refused as busy.
+    busy_log: Arc<LogGate>,
 }
 
 /// What the overview shows.
@@ -55,10 +64,44 @@ pub(crate) struct Versions {
 }
 
 impl Console {
-    pub(crate) fn new(store: Store) -> Self {
-        Self {
+    /// The use-cases over `store` with `config`'s login limits; starts the
+    /// password check threads.
+    pub(crate) fn new(store: Store, config: &WebConfig) -> std::io::Result<Self> {
+        Ok(Self {
             store,
-            throttle: Arc::new(Throttle::default()),
+            throttle: Arc::new(Throttle::new(config.login_throttle)),
+            checker: Arc::new(Checker::start(
+                config.max_password_checks,
+                config.password_check_wait,
+            )?),
+            counters: Arc::new(Counters::default()),
+            busy_log: Arc::new(LogGate::new(std::time::Duration::from_secs(10))),
+        })
+    }
+
+    /// The password check threads (stopped and joined when the console
+    /// stops).
+    pub(crate) fn checker(&self) -> &Arc<Checker> {
+        &self.checker
+    }
+
+    /// The counters.
+    pub(crate) fn counters(&self) -> &Arc<Counters> {
+        &self.counters
+    }
+
+    /// The counters as a snapshot, with `sessions` live sessions.
+    pub(crate) fn stats(&self, sessions: usize) -> WebStats {
+        let c = &self.counters;
+        let get = |a: &std::sync::atomic::AtomicU64| a.load(Ordering::Relaxed);
+        WebStats {
+            logins_ok: get(&c.logins_ok),
+            logins_failed: get(&c.logins_failed),
+            logins_throttled: get(&c.logins_throttled),
+            logins_busy: get(&c.logins_busy),
+            hosts_rejected: get(&c.hosts_rejected),
+            throttle_entries: self.throttle.len() as u64,
+            sessions: sessions as u64,
         }
     }
 

@@ -1,12 +1,14 @@
 //! `GET /login`, `POST /login`, `POST /logout`.
 
+use std::net::SocketAddr;
+
 use axum::Extension;
-use axum::extract::State;
+use axum::extract::{ConnectInfo, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Redirect, Response};
 
 use super::{PageResult, html};
-use crate::error::ConsoleError;
+use crate::error::{ConsoleError, with_retry_after};
 use crate::extract::FormBody;
 use crate::input::Fields;
 use crate::session::SessionInfo;
@@ -54,12 +56,17 @@ fn login_page(
 /// replaces the anonymous one.
 pub(crate) async fn login(
     State(state): State<AppState>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
     session: Option<Extension<SessionInfo>>,
     FormBody(f): FormBody,
 ) -> PageResult {
     let session = session.map(|Extension(s)| s);
     let name = f.text("username");
-    match state.console().log_in(&name, f.text("password")).await {
+    match state
+        .console()
+        .log_in(&name, f.text("password"), peer.ip())
+        .await
+    {
         Ok(user) => {
             if let Some(old) = &session {
                 state.sessions().remove(&old.id);
@@ -71,13 +78,15 @@ pub(crate) async fn login(
             Ok(resp)
         }
         Err(ConsoleError::Unauthorized(_)) => {
-            tracing::warn!(user = name, "console login failed");
+            tracing::warn!(user = name, client = %peer.ip(), "console login failed");
             let msg = "Unknown user or wrong password.";
             login_page(&state, session, StatusCode::UNAUTHORIZED, &name, Some(msg))
         }
-        Err(e @ ConsoleError::Throttled) => {
+        Err(e @ (ConsoleError::Throttled { .. } | ConsoleError::Busy)) => {
             let msg = e.to_string();
-            login_page(&state, session, e.status(), &name, Some(&msg))
+            let mut resp = login_page(&state, session, e.status(), &name, Some(&msg))?;
+            with_retry_after(&mut resp, e.retry_after());
+            Ok(resp)
         }
         Err(e) => Err(e.into()),
     }
