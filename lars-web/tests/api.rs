@@ -709,6 +709,28 @@ fn add_user_validates_and_rejects_duplicates() {
 }
 
 #[test]
+fn set_password_resets_or_creates_a_user() {
+    let c = Console::start();
+    let login = |user: &str, password: &str| {
+        let body = format!(r#"{{"username":"{user}","password":"{password}"}}"#);
+        c.req("POST", "/api/login", &[JSON], &body).status
+    };
+    assert_eq!(
+        lars_web::set_password(&c.store, "admin", "a brand new password").unwrap(),
+        lars_web::PasswordSet::Changed
+    );
+    assert_eq!(login("admin", crate::common::PASSWORD), 401);
+    assert_eq!(login("admin", "a brand new password"), 200);
+    assert_eq!(
+        lars_web::set_password(&c.store, "carol", "carol's password").unwrap(),
+        lars_web::PasswordSet::Created
+    );
+    assert_eq!(login("carol", "carol's password"), 200);
+    assert!(lars_web::set_password(&c.store, "admin", "short").is_err());
+    assert!(lars_web::set_password(&c.store, "", "long enough password").is_err());
+}
+
+#[test]
 fn failed_logins_back_off_per_name_and_address_only() {
     use crate::common::{PASSWORD, request_from};
     use std::net::{IpAddr, Ipv4Addr};
@@ -758,6 +780,11 @@ fn a_busy_port_is_an_error_and_stop_ends_idle_connections() {
     };
     let err = lars_web::serve(config, c.store.clone()).unwrap_err();
     assert!(matches!(err, lars_web::WebError::Bind { .. }), "{err}");
+    // The message names the address; the OS error is the source, said once
+    // when a caller prints the chain.
+    let os = std::error::Error::source(&err).unwrap().to_string();
+    assert_eq!(err.to_string(), format!("cannot listen on {}", c.addr));
+    assert!(!err.to_string().contains(&os), "{err}");
 
     // A browser-like keep-alive connection left open does not hold the stop.
     use std::io::{Read, Write};

@@ -24,10 +24,15 @@ use super::{StoreArgs, redact, stop_flag, wait_for};
 pub struct UpArgs {
     #[command(flatten)]
     store: StoreArgs,
-    /// Write the demo routes (1/1, 1/2, 1/3) and, when the console has no
+    /// Write the demo routes (1/1, 1/2, 1/3) when none of those keys has a
+    /// route yet (routes you edited are kept) and, when the console has no
     /// user yet, create `admin` with a random password (printed once).
     #[arg(long)]
     demo: bool,
+    /// With --demo: write the demo routes even when the keys have routes,
+    /// restoring them as they were first written.
+    #[arg(long, requires = "demo")]
+    reset_demo: bool,
     /// The dns's TCP address.
     #[arg(long, default_value = "127.0.0.1:7778")]
     dns_addr: SocketAddrV4,
@@ -80,11 +85,7 @@ pub fn start(args: &UpArgs, agent: &AgentArgs) -> anyhow::Result<Running> {
     let mut banner = String::new();
     let _ = writeln!(banner, "lars is up; store {}", redact(&args.store.url));
     if args.demo {
-        let v = store.seed_demo().context("cannot write the demo routes")?;
-        let _ = writeln!(
-            banner,
-            "  demo routes 1/1, 1/2, 1/3 written (route version {v})"
-        );
+        let _ = writeln!(banner, "  {}", demo_routes(&store, args.reset_demo)?);
     }
     let routes = store
         .list_routes(RouteFilter::default())
@@ -162,12 +163,19 @@ pub fn start(args: &UpArgs, agent: &AgentArgs) -> anyhow::Result<Running> {
         None
     } else {
         let login = if args.demo { demo_user(&store)? } else { None };
+        // WebError::Bind names the address.
         let web = lars_web::serve(args.web.config(), store.clone())
-            .with_context(|| format!("cannot start the console on {}", args.web.addr))?;
+            .context("cannot start the console")?;
         let _ = write!(banner, "  console   http://{}/", web.local_addr());
         match login {
             Some((name, password)) => {
                 let _ = writeln!(banner, "  (user {name}, password {password})");
+            }
+            None if args.demo => {
+                let _ = writeln!(
+                    banner,
+                    "  (users exist; lost the password? lars web set-password NAME)"
+                );
             }
             None => {
                 let _ = writeln!(banner);
@@ -210,6 +218,33 @@ fn v4(addr: SocketAddr) -> anyhow::Result<SocketAddrV4> {
     }
 }
 
+/// The demo keys.
+const DEMO_KEYS: [(u32, u32); 3] = [(1, 1), (1, 2), (1, 3)];
+
+/// Writes the demo routes when none of the demo keys has a route, or when
+/// `reset`; otherwise leaves them as they are. The banner line saying which.
+fn demo_routes(store: &Store, reset: bool) -> anyhow::Result<String> {
+    let present = store
+        .list_routes(RouteFilter {
+            modid: Some(1),
+            cmdid: None,
+        })
+        .context("cannot read the demo routes")?
+        .iter()
+        .any(|r| DEMO_KEYS.contains(&(r.key.modid, r.key.cmdid)));
+    if present && !reset {
+        return Ok(
+            "demo routes 1/1, 1/2, 1/3 already present, left as they are (--reset-demo restores them)"
+                .to_owned(),
+        );
+    }
+    let v = store.seed_demo().context("cannot write the demo routes")?;
+    let what = if present { "restored" } else { "written" };
+    Ok(format!(
+        "demo routes 1/1, 1/2, 1/3 {what} (route version {v})"
+    ))
+}
+
 /// Creates `admin` with a random password when the store has no console user.
 fn demo_user(store: &Store) -> anyhow::Result<Option<(String, String)>> {
     let users = store
@@ -234,4 +269,50 @@ fn random_password() -> anyhow::Result<String> {
         let _ = write!(s, "{b:02x}");
         s
     }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use lars_core::{HostAddr, ModKey};
+
+    #[test]
+    fn demo_routes_are_written_once_and_restored_on_request() {
+        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+        let url = format!("sqlite://{}/lars.db", dir.path().display());
+        let store = lars_store::open(&url).unwrap_or_else(|e| panic!("{e}"));
+        let hosts = |store: &Store| {
+            store
+                .list_routes(RouteFilter {
+                    modid: Some(1),
+                    cmdid: Some(1),
+                })
+                .unwrap_or_else(|e| panic!("{e}"))
+                .len()
+        };
+        let line = demo_routes(&store, false).unwrap_or_else(|e| panic!("{e}"));
+        assert!(
+            line.starts_with("demo routes 1/1, 1/2, 1/3 written"),
+            "{line}"
+        );
+        assert_eq!(hosts(&store), 3);
+
+        // The operator edits a demo key; a second `lars up --demo` keeps it.
+        let mine: HostAddr = "10.9.9.9:80".parse().unwrap_or_else(|e| panic!("{e:?}"));
+        store
+            .set_hosts(ModKey::new(1, 1), &[mine])
+            .unwrap_or_else(|e| panic!("{e}"));
+        let line = demo_routes(&store, false).unwrap_or_else(|e| panic!("{e}"));
+        assert!(line.contains("already present, left as they are"), "{line}");
+        assert!(line.contains("--reset-demo"), "{line}");
+        assert_eq!(hosts(&store), 1);
+
+        // --reset-demo puts them back.
+        let line = demo_routes(&store, true).unwrap_or_else(|e| panic!("{e}"));
+        assert!(
+            line.starts_with("demo routes 1/1, 1/2, 1/3 restored"),
+            "{line}"
+        );
+        assert_eq!(hosts(&store), 3);
+    }
 }

@@ -1,6 +1,7 @@
-//! `lars web` (serve the console until Ctrl-C) and `lars web add-user NAME`.
+//! `lars web` (serve the console until Ctrl-C), `lars web add-user NAME` and
+//! `lars web set-password NAME`.
 
-use std::io::{BufRead as _, IsTerminal as _};
+use std::io::{BufRead, IsTerminal as _};
 use std::net::SocketAddr;
 
 use anyhow::Context as _;
@@ -8,7 +9,7 @@ use clap::{Args, Subcommand};
 
 use super::StoreArgs;
 
-/// `lars web [--addr A] [add-user NAME]`.
+/// `lars web [--addr A] [add-user NAME | set-password NAME]`.
 #[derive(Debug, Args)]
 #[command(args_conflicts_with_subcommands = true)]
 pub struct WebArgs {
@@ -30,6 +31,16 @@ pub struct ServeArgs {
     /// reached over plain http under a host name other than localhost.
     #[arg(long)]
     pub insecure_cookies: bool,
+    /// A host name the console answers to besides IP addresses and
+    /// localhost (`NAME` on any port, `NAME:PORT` on that port only);
+    /// repeat for more. Requests naming any other host get 421 (DNS
+    /// rebinding protection).
+    #[arg(long = "allowed-host", value_name = "NAME")]
+    pub allowed_hosts: Vec<String>,
+    /// Password checks (argon2, ~19 MiB each) the console runs at once;
+    /// logins beyond them wait up to a second, then get 503 busy.
+    #[arg(long, default_value_t = 2, value_parser = clap::value_parser!(u16).range(1..=64))]
+    pub max_password_checks: u16,
 }
 
 impl ServeArgs {
@@ -38,6 +49,8 @@ impl ServeArgs {
         lars_web::WebConfig {
             addr: self.addr,
             secure_cookies: !self.insecure_cookies,
+            allowed_hosts: self.allowed_hosts.clone(),
+            max_password_checks: usize::from(self.max_password_checks),
             ..lars_web::WebConfig::default()
         }
     }
@@ -51,6 +64,19 @@ enum WebAction {
         /// The user name.
         name: String,
     },
+    /// Set (or reset) a console user's password, creating the user when it
+    /// does not exist: the way back into the console. The password is read
+    /// as with add-user, or only from the first line of stdin with
+    /// `--password-stdin`. Sessions the user has on a running console stay
+    /// valid until they expire or the console restarts.
+    SetPassword {
+        /// The user name.
+        name: String,
+        /// Read the password from the first line of stdin (no prompt, no
+        /// environment variable).
+        #[arg(long)]
+        password_stdin: bool,
+    },
 }
 
 /// Runs `lars web`.
@@ -61,6 +87,18 @@ pub fn run(args: &WebArgs) -> anyhow::Result<()> {
             let password = read_password()?;
             lars_web::add_user(&store, name, &password).context("cannot create the user")?;
             println!("user {name} created");
+            Ok(())
+        }
+        Some(WebAction::SetPassword {
+            name,
+            password_stdin,
+        }) => {
+            let password = if *password_stdin {
+                first_line(&mut std::io::stdin().lock())?
+            } else {
+                read_password()?
+            };
+            println!("{}", set_password(&store, name, &password)?);
             Ok(())
         }
         None => {
@@ -75,6 +113,16 @@ pub fn run(args: &WebArgs) -> anyhow::Result<()> {
     }
 }
 
+/// Sets `name`'s password; the line to print.
+fn set_password(store: &lars_store::Store, name: &str, password: &str) -> anyhow::Result<String> {
+    let done = lars_web::set_password(store, name, password)
+        .with_context(|| format!("cannot set the password of {name}"))?;
+    Ok(match done {
+        lars_web::PasswordSet::Changed => format!("password of {name} changed"),
+        lars_web::PasswordSet::Created => format!("user {name} created"),
+    })
+}
+
 fn read_password() -> anyhow::Result<String> {
     if let Ok(p) = std::env::var("LARS_WEB_PASSWORD") {
         return Ok(p);
@@ -82,9 +130,13 @@ fn read_password() -> anyhow::Result<String> {
     if std::io::stdin().is_terminal() {
         return rpassword::prompt_password("password: ").context("cannot read the password");
     }
+    first_line(&mut std::io::stdin().lock())
+}
+
+/// The first line of `input` without its line end; an error when empty.
+fn first_line(input: &mut dyn BufRead) -> anyhow::Result<String> {
     let mut line = String::new();
-    std::io::stdin()
-        .lock()
+    input
         .read_line(&mut line)
         .context("cannot read the password from stdin")?;
     let p = line.trim_end_matches(['\r', '\n']).to_owned();
@@ -92,4 +144,47 @@ fn read_password() -> anyhow::Result<String> {
         anyhow::bail!("no password given (set LARS_WEB_PASSWORD or pipe it on stdin)");
     }
     Ok(p)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use lars_store::UserStore as _;
+
+    #[test]
+    fn set_password_changes_an_existing_user_and_creates_a_missing_one() {
+        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+        let url = format!("sqlite://{}/lars.db", dir.path().display());
+        let store = lars_store::open(&url).unwrap_or_else(|e| panic!("{e}"));
+        lars_web::add_user(&store, "admin", "the first password").unwrap_or_else(|e| panic!("{e}"));
+        let before = store
+            .user_by_name("admin")
+            .ok()
+            .flatten()
+            .map(|u| u.password_hash);
+
+        let line = first_line(&mut "a second password\r\nignored\n".as_bytes())
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(line, "a second password");
+        let said = set_password(&store, "admin", &line).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(said, "password of admin changed");
+        let after = store
+            .user_by_name("admin")
+            .ok()
+            .flatten()
+            .map(|u| u.password_hash);
+        assert!(after.is_some() && after != before);
+
+        let said =
+            set_password(&store, "ops", "ops password here").unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(said, "user ops created");
+        let err = set_password(&store, "admin", "short")
+            .map(|_| ())
+            .unwrap_err();
+        assert!(
+            format!("{err:#}").contains("at least 8 characters"),
+            "{err:#}"
+        );
+        assert!(first_line(&mut "\n".as_bytes()).is_err());
+    }
 }
