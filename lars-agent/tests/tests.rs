@@ -16,7 +16,7 @@ use lars_client::{ApiError, ClientConfig, LarsClient, Outcome};
 use lars_core::proto::{GetHostRequest, GetHostResponse};
 use lars_core::{MessageId, ModKey, frame};
 use lars_lb::{LoadBalanceConfig, Policy};
-use lars_store::StatsStore;
+use lars_store::{RouteAdmin, StatsStore};
 
 use util::{Env, client, hosts, http_get, json, v4, wait_until};
 
@@ -634,4 +634,124 @@ fn embedded_agent_latencies_reach_the_host_estimate() {
     assert_eq!(v[0].latency_ms, Some(1.0), "{v:?}");
     assert_eq!(v[1].latency_ms, None, "{v:?}");
     e.stop();
+}
+
+// ---- bounded keys and deliberate deletes (issue 13 items 6, 11) ----------
+
+#[test]
+fn sprayed_unknown_keys_are_capped_then_expire_and_leave_the_dns() {
+    let env = Env::new();
+    env.set_hosts(8, 1, &hosts(&["10.0.8.1:80"]));
+    let mut cfg = env.agent_config();
+    cfg.max_unknown_keys = 300; // 100 per shard
+    cfg.unknown_key_expiry = Some(Duration::from_secs(3));
+    let mut agent = Agent::start(cfg).unwrap();
+    let c = client(&agent, T);
+    c.reg_init(8, 1).unwrap();
+    let dns = || env.dns.as_ref().unwrap().stats();
+    // 600 distinct unknown keys, 200 per shard.
+    for i in 0..600 {
+        assert!(matches!(c.get_host(1000 + i, 1), Err(ApiError::NoExist)));
+    }
+    let s = agent.stats();
+    assert_eq!((s.unknown_keys_refused, s.keys_expired), (300, 0), "{s:?}");
+    wait_until(T, "the held keys subscribed at the dns", || {
+        dns().subscribed_keys == 301
+    });
+    // Unused for 3 s, they are forgotten and unsubscribed; the key with
+    // hosts stays, subscribed.
+    wait_until(
+        Duration::from_secs(10),
+        "the sprayed keys to leave the dns",
+        || dns().subscribed_keys == 1,
+    );
+    let s = agent.stats();
+    assert_eq!((s.keys_expired, s.unsubscribes), (300, 300), "{s:?}");
+    assert_eq!(dns().unsubscribes, 300);
+    assert_eq!(c.get_host(8, 1).unwrap().to_string(), "10.0.8.1:80");
+    let v = json(&agent, "/status");
+    assert_eq!(v["keys"], 1, "{v}");
+    assert_eq!(v["unknown_keys"], 0, "{v}");
+    assert_eq!(v["unknown_keys_refused"], 300, "{v}");
+    assert_eq!(v["dns"]["unsubscribes"], 300, "{v}");
+    // After a dns restart only the key in use is pulled again.
+    let pulls = agent.stats().pulls;
+    let mut env = env;
+    env.restart_dns();
+    wait_until(Duration::from_secs(10), "dns reconnect", || {
+        agent.stats().dns_connects >= 2
+    });
+    wait_until(T, "the re-pull", || agent.stats().pulls > pulls);
+    assert_eq!(agent.stats().pulls, pulls + 1);
+    agent.stop();
+}
+
+#[test]
+fn a_deleted_key_leaves_the_agent_and_its_snapshot_even_across_a_restart() {
+    let env = Env::new();
+    env.set_hosts(9, 1, &hosts(&["10.0.9.1:80"]));
+    env.set_hosts(9, 2, &hosts(&["10.0.9.2:80"]));
+    env.set_hosts(9, 3, &hosts(&["10.0.9.3:80"]));
+    let cfg = env.agent_config();
+    assert!(cfg.lb.empty_route_protection, "the default");
+    let mut agent = Agent::start(cfg).unwrap();
+    let c = client(&agent, T);
+    for cmdid in 1..=3 {
+        c.reg_init(9, cmdid).unwrap();
+    }
+    // Deleted while the agent runs: gone within the push (version_interval
+    // 100 ms here, 1 s by default).
+    env.store.delete_key(ModKey::new(9, 1)).unwrap();
+    wait_until(T, "the delete to reach the agent", || {
+        c.get_route(9, 1).unwrap().is_empty()
+    });
+    assert!(matches!(c.get_host(9, 1), Err(ApiError::NoExist)));
+    assert_eq!(agent.stats().routes_deleted, 1);
+    agent.stop();
+    let text = std::fs::read_to_string(env.snapshot_path()).unwrap();
+    assert!(
+        !text.contains("\n9 1 ") && text.contains("\n9 2 "),
+        "{text}"
+    );
+    // Deleted while the agent is down: the snapshot brings it back, the
+    // pull at the dns connect removes it.
+    env.store.delete_key(ModKey::new(9, 2)).unwrap();
+    let mut agent = Agent::start(env.agent_config()).unwrap();
+    let c = client(&agent, T);
+    wait_until(T, "the restored key to be dropped", || {
+        c.get_route(9, 2).unwrap().is_empty()
+    });
+    assert_eq!(c.get_host(9, 3).unwrap().to_string(), "10.0.9.3:80");
+    agent.stop();
+    let text = std::fs::read_to_string(env.snapshot_path()).unwrap();
+    assert!(
+        !text.contains("\n9 2 ") && text.contains("\n9 3 "),
+        "{text}"
+    );
+}
+
+#[test]
+fn a_dns_answering_empty_from_a_wiped_store_leaves_the_hosts() {
+    let mut env = Env::new();
+    env.set_hosts(10, 1, &hosts(&["10.0.10.1:80"]));
+    let mut agent = env.agent();
+    let c = client(&agent, T);
+    c.reg_init(10, 1).unwrap();
+    let applied = agent.stats().routes_applied;
+    // The dns comes back over an empty store (wiped, or the wrong one): it
+    // answers every key empty, unconfirmed.
+    let wiped = env.dir.path().join("wiped.db");
+    let wiped = lars_store::open(&format!("sqlite://{}", wiped.display())).unwrap();
+    env.restart_dns_with(&wiped);
+    wait_until(Duration::from_secs(10), "dns reconnect", || {
+        agent.stats().dns_connects >= 2
+    });
+    wait_until(T, "the re-pull answered", || {
+        agent.stats().routes_applied > applied
+    });
+    assert_eq!(c.get_host(10, 1).unwrap().to_string(), "10.0.10.1:80");
+    assert_eq!(agent.stats().routes_deleted, 0);
+    agent.stop();
+    let text = std::fs::read_to_string(env.snapshot_path()).unwrap();
+    assert!(text.contains("\n10 1 10.0.10.1:80"), "{text}");
 }

@@ -259,3 +259,143 @@ fn sample_conf_loads() {
     assert_eq!(c.store_url, "mysql://root@127.0.0.1:3306/lars_dns");
     assert!(c.http.addr.is_none());
 }
+
+// ---- bounded subscriptions and deliberate deletes (issue 13 items 6, 11) ----
+
+/// Whether a reply body carries our field 4, `confirmed_empty`.
+fn confirmed_empty(body: &[u8]) -> bool {
+    <lars_core::proto::GetRouteResponseExt as prost::Message>::decode(body)
+        .unwrap()
+        .confirmed_empty
+}
+
+#[test]
+fn unsubscribe_drops_the_subscription_and_its_pushes() {
+    let fx = SqliteFx::new();
+    let (k1, k2) = (ModKey::new(1, 1), ModKey::new(2, 2));
+    let (h1, h2) = (host("10.0.0.1:80"), host("10.0.0.2:80"));
+    fx.admin().set_hosts(k1, &[h1]).unwrap();
+    let mut dns = start_dns(fx.dns_store(), 100, 60_000);
+    let mut a = Client::connect(dns.local_addr());
+    let mut b = Client::connect(dns.local_addr());
+    assert_eq!(a.ask(k1), vec![h1]);
+    assert_eq!(a.ask(k2), vec![]);
+    assert_eq!(b.ask(k2), vec![]);
+    wait_stats(&dns, 5, "3 subscriptions", |s| {
+        s.subscribed_keys == 2 && s.subscribed_connections == 2
+    });
+    // a forgets k2 (and asks to forget a key it never had: ignored).
+    a.unsubscribe(k2);
+    a.unsubscribe(ModKey::new(7, 7));
+    wait_stats(&dns, 5, "a's k2 subscription dropped", |s| {
+        s.unsubscribes == 1
+    });
+    b.unsubscribe(k2);
+    wait_stats(&dns, 5, "k2 without subscribers", |s| {
+        s.subscribed_keys == 1 && s.subscribed_connections == 1 && s.unsubscribes == 2
+    });
+    // Hosts for k2 are pushed to nobody; a change of k1 still reaches a.
+    fx.admin().set_hosts(k2, &[h2]).unwrap();
+    let v = fx.admin().add_host(k1, h2).unwrap();
+    let push = a.recv(Duration::from_secs(3)).expect("k1 push");
+    assert_eq!(ModKey::from_wire(push.modid, push.cmdid), k1);
+    wait_stats(&dns, 5, "both changes processed", |s| s.route_version == v);
+    assert!(
+        a.recv(Duration::from_millis(300)).is_none(),
+        "k2 pushed to a"
+    );
+    assert!(
+        b.recv(Duration::from_millis(100)).is_none(),
+        "k2 pushed to b"
+    );
+    // Asking again subscribes again.
+    assert_eq!(b.ask(k2), vec![h2]);
+    wait_stats(&dns, 5, "k2 subscribed again", |s| s.subscribed_keys == 2);
+    let (_, metrics) = http_get(dns.http_addr().unwrap(), "/metrics");
+    assert!(
+        metrics.contains("\nlars_dns_unsubscribes_total 2\n"),
+        "{metrics}"
+    );
+    dns.stop();
+}
+
+#[test]
+fn an_empty_answer_is_confirmed_only_from_a_table_with_keys() {
+    let fx = SqliteFx::new();
+    let (k1, k2, unknown) = (ModKey::new(1, 1), ModKey::new(2, 2), ModKey::new(9, 9));
+    fx.admin().set_hosts(k1, &[host("10.0.0.1:80")]).unwrap();
+    fx.admin().set_hosts(k2, &[host("10.0.0.2:80")]).unwrap();
+    let mut dns = start_dns(fx.dns_store(), 100, 60_000);
+    let mut a = Client::connect(dns.local_addr());
+    a.send(k1);
+    assert!(!confirmed_empty(
+        &a.recv_body(Duration::from_secs(5)).unwrap()
+    ));
+    a.send(k2);
+    a.recv_body(Duration::from_secs(5)).unwrap();
+    // A key the store has no row for: empty, confirmed.
+    a.send(unknown);
+    assert!(confirmed_empty(
+        &a.recv_body(Duration::from_secs(5)).unwrap()
+    ));
+    // A deliberate delete: the push is empty and confirmed.
+    fx.admin().delete_key(k1).unwrap();
+    let body = a.recv_body(Duration::from_secs(3)).expect("delete push");
+    let push = <lars_core::proto::GetRouteResponse as prost::Message>::decode(&body[..]).unwrap();
+    assert_eq!(
+        (ModKey::from_wire(push.modid, push.cmdid), push.host.len()),
+        (k1, 0)
+    );
+    assert!(confirmed_empty(&body));
+    // The table becomes empty: that looks like a wiped or wrong store, so
+    // the empty answers are not confirmed (agents keep their hosts).
+    fx.admin().delete_key(k2).unwrap();
+    let body = a.recv_body(Duration::from_secs(3)).expect("delete push");
+    assert!(!confirmed_empty(&body));
+    a.send(unknown);
+    assert!(!confirmed_empty(
+        &a.recv_body(Duration::from_secs(5)).unwrap()
+    ));
+    dns.stop();
+}
+
+#[test]
+fn subscriptions_to_keys_without_hosts_are_bounded_per_connection() {
+    let fx = SqliteFx::new();
+    let k = ModKey::new(1, 1);
+    fx.admin().set_hosts(k, &[host("10.0.0.1:80")]).unwrap();
+    let mut dns = start_dns(fx.dns_store(), 100, 60_000);
+    let mut a = Client::connect(dns.local_addr());
+    // 10,050 unknown keys, as an original agent sprayed with keys would ask.
+    for batch in 0..201 {
+        for i in 0..50 {
+            a.send(ModKey::new(1000 + batch * 50 + i, 1));
+        }
+        for _ in 0..50 {
+            a.recv_body(Duration::from_secs(10))
+                .expect("every request answered");
+        }
+    }
+    let s = dns.stats();
+    assert_eq!(
+        (s.subscribed_keys, s.unhosted_refused),
+        (10_000, 50),
+        "{s:?}"
+    );
+    // A key with hosts is still subscribed, and pushed.
+    assert_eq!(a.ask(k).len(), 1);
+    wait_stats(&dns, 5, "the hosted key subscribed", |s| {
+        s.subscribed_keys == 10_001
+    });
+    fx.admin().add_host(k, host("10.0.0.2:80")).unwrap();
+    let push = a.recv(Duration::from_secs(3)).expect("push");
+    assert_eq!(push.host.len(), 2);
+    // Unsubscribing makes room again.
+    a.unsubscribe(ModKey::new(1000, 1));
+    a.send(ModKey::new(99_999, 1));
+    a.recv_body(Duration::from_secs(5)).unwrap();
+    wait_stats(&dns, 5, "room made by the unsubscribe", |s| {
+        s.subscribed_keys == 10_001 && s.unhosted_refused == 50
+    });
+    dns.stop();
+}

@@ -137,10 +137,16 @@ impl Env {
     /// Restarts the dns on its previous port (retrying while the port is
     /// still held).
     pub fn restart_dns(&mut self) {
+        let store = self.store.clone();
+        self.restart_dns_with(&store);
+    }
+
+    /// Restarts the dns on its previous port over `store`.
+    pub fn restart_dns_with(&mut self, store: &Store) {
         self.stop_dns();
         let deadline = Instant::now() + Duration::from_secs(10);
         loop {
-            match try_start_dns(&self.store, self.dns_addr.port()) {
+            match try_start_dns(store, self.dns_addr.port()) {
                 Ok(d) => {
                     self.dns = Some(d);
                     return;

@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use lars_core::frame::HEADER_LEN;
 use lars_core::proto::{GetRouteRequest, GetRouteResponse};
-use lars_core::{HostAddr, ModKey, frame};
+use lars_core::{HostAddr, MessageId, ModKey, frame};
 use lars_dns::DnsConfig;
 use lars_dns::{Dns, DnsHandle, DnsStats};
 use lars_store::Store;
@@ -327,6 +327,17 @@ impl Client {
         self.s.write_all(&bytes).unwrap();
     }
 
+    /// Sends our `UnsubscribeRoute` (msgid 101) for `key`.
+    pub fn unsubscribe(&mut self, key: ModKey) {
+        let (modid, cmdid) = key.to_wire();
+        let bytes = frame::to_bytes(
+            MessageId::UnsubscribeRoute.into(),
+            &GetRouteRequest { modid, cmdid },
+        )
+        .unwrap();
+        self.s.write_all(&bytes).unwrap();
+    }
+
     /// Asks for `key` and returns the hosts of the reply.
     pub fn ask(&mut self, key: ModKey) -> Vec<HostAddr> {
         self.send(key);
@@ -339,6 +350,13 @@ impl Client {
 
     /// The next frame (a `GetRouteResponse`), or `None` after `timeout`.
     pub fn recv(&mut self, timeout: Duration) -> Option<GetRouteResponse> {
+        let body = self.recv_body(timeout)?;
+        Some(GetRouteResponse::decode(&body[..]).unwrap())
+    }
+
+    /// The body of the next frame (a `GetRouteResponse`), or `None` after
+    /// `timeout`.
+    pub fn recv_body(&mut self, timeout: Duration) -> Option<Vec<u8>> {
         let deadline = Instant::now() + timeout;
         loop {
             if self.buf.len() >= HEADER_LEN {
@@ -346,10 +364,9 @@ impl Client {
                 let len = i32::from_le_bytes(self.buf[4..8].try_into().unwrap()) as usize;
                 if self.buf.len() >= HEADER_LEN + len {
                     assert_eq!(msgid, 2, "unexpected msgid");
-                    let resp =
-                        GetRouteResponse::decode(&self.buf[HEADER_LEN..HEADER_LEN + len]).unwrap();
+                    let body = self.buf[HEADER_LEN..HEADER_LEN + len].to_vec();
                     self.buf.drain(..HEADER_LEN + len);
-                    return Some(resp);
+                    return Some(body);
                 }
             }
             let now = Instant::now();
