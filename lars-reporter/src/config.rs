@@ -25,6 +25,16 @@ pub struct ReporterConfig {
     /// Ours: `[reporter] max_pending_rows` (default 1,000,000): the bound on
     /// unwritten rows kept while the database is down.
     pub max_pending_rows: usize,
+    /// Ours: `[reporter] db_stall_timeout` (s, default 15; at least 0.01):
+    /// a database write still in flight after this long makes `db_healthy`
+    /// false (and counts a `db_stalls`) until a write succeeds again. The
+    /// write itself ends at the store's I/O timeout.
+    pub db_stall_timeout: Duration,
+    /// Ours: `[reporter] resume_max_rows` (default 2,000,000): the most
+    /// `ServerCallStatus` rows read at start to resume the counters (one
+    /// streamed read of the rows under an hour old); beyond it the first
+    /// report of a stream counts in full, with a warning and `resume_capped`.
+    pub resume_max_rows: u64,
 }
 
 impl ReporterConfig {
@@ -48,6 +58,15 @@ impl ReporterConfig {
                 "expected at least 0.01 seconds",
             ));
         }
+        let db_stall_timeout = ini.seconds_or(sec, "db_stall_timeout", Duration::from_secs(15))?;
+        if db_stall_timeout < Duration::from_millis(10) {
+            return Err(ini.bad(
+                sec,
+                "db_stall_timeout",
+                &db_stall_timeout.as_secs_f64().to_string(),
+                "expected at least 0.01 seconds",
+            ));
+        }
         Ok(Self {
             reactor: ReactorConfig::from_ini(ini, 7779)?,
             store_url: store_url(ini)?,
@@ -56,6 +75,8 @@ impl ReporterConfig {
             flush_interval,
             history_retention_days: ini.get_or(sec, "history_retention_days", 7)?,
             max_pending_rows: ini.get_or(sec, "max_pending_rows", 1_000_000)?,
+            db_stall_timeout,
+            resume_max_rows: ini.get_or(sec, "resume_max_rows", 2_000_000)?,
         })
     }
 
@@ -94,6 +115,8 @@ mod tests {
         for (text, key) in [
             ("[reporter]\ndb_thread_cnt = 0\n", "db_thread_cnt"),
             ("[reporter]\nflush_interval = 0.001\n", "flush_interval"),
+            ("[reporter]\ndb_stall_timeout = 0\n", "db_stall_timeout"),
+            ("[reporter]\nresume_max_rows = -1\n", "resume_max_rows"),
         ] {
             let e = ReporterConfig::from_ini(&Ini::parse("r.conf", text).unwrap())
                 .unwrap_err()

@@ -12,7 +12,7 @@
 //! schedule) is lars-stats'; this file only moves data and reads the clock.
 
 use std::net::SocketAddr;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, OnceLock};
 use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -24,10 +24,10 @@ use lars_core::ring::HashRing;
 use lars_core::{MessageId, ModKey};
 use lars_net::{HttpRequest, HttpResponse, NetStats, Router, StatusServer, TcpServer};
 use lars_stats::{
-    Action, BoundOutcome, Flusher, GiveUp, HostView, Progress, Prune, Receiver, ReportTime,
-    Windows, WriteError,
+    Action, BoundOutcome, EXPIRE_AFTER, Flusher, GiveUp, HostView, Progress, Prune, Receiver,
+    ReportTime, Windows, WriteError,
 };
-use lars_store::{StatsStore, Store, StoreError};
+use lars_store::{Chain, StatsStore, Store, StoreError};
 
 use crate::stats::{Stats, StatsSnapshot, add};
 
@@ -40,10 +40,10 @@ pub const QUEUE_CAPACITY: usize = 65_536;
 #[non_exhaustive]
 pub enum ReporterError {
     /// The TCP or HTTP listener could not be started.
-    #[error("cannot start listener: {0}")]
+    #[error("cannot start listener")]
     Net(#[from] lars_net::NetError),
     /// A thread could not be spawned.
-    #[error("cannot spawn thread: {0}")]
+    #[error("cannot spawn thread")]
     Thread(#[from] std::io::Error),
 }
 
@@ -58,6 +58,11 @@ struct WorkerShared {
     /// it, the writer thread drives it.
     writer: Mutex<Flusher>,
     wake: Condvar,
+    /// When the writer's store operation in flight began, milliseconds
+    /// since [`Shared::started`] plus one; 0 while it is idle.
+    in_flight_since: AtomicU64,
+    /// The operation in flight was already reported as stalled.
+    stall_reported: AtomicBool,
 }
 
 struct Shared {
@@ -67,6 +72,8 @@ struct Shared {
     workers: Vec<Arc<WorkerShared>>,
     net: OnceLock<Arc<NetStats>>,
     started: Instant,
+    /// `[reporter] db_stall_timeout`.
+    stall_after: Duration,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -86,9 +93,39 @@ fn unix_ms() -> u64 {
 }
 
 impl Shared {
+    /// Milliseconds since start, plus one (0 means "none").
+    fn mark(&self) -> u64 {
+        u64::try_from(self.started.elapsed().as_millis())
+            .unwrap_or(u64::MAX - 1)
+            .saturating_add(1)
+    }
+
+    /// How long worker `ws`'s store operation has been in flight.
+    fn in_flight(&self, ws: &WorkerShared) -> Option<Duration> {
+        match ws.in_flight_since.load(Ordering::Relaxed) {
+            0 => None,
+            since => Some(Duration::from_millis(self.mark().saturating_sub(since))),
+        }
+    }
+
     fn snapshot(&self) -> StatsSnapshot {
         let mut s = self.stats.snapshot();
         s.uptime_secs = self.started.elapsed().as_secs();
+        let in_flight = self
+            .workers
+            .iter()
+            .filter_map(|w| self.in_flight(w))
+            .max()
+            .unwrap_or_default();
+        s.db_write_in_flight_secs = in_flight.as_secs();
+        if in_flight > self.stall_after {
+            // Stalled, even before the worker's next tick notices it.
+            s.db_healthy = false;
+        }
+        s.last_flush_age_secs = match s.last_flush_unix_ms {
+            0 => s.uptime_secs,
+            at => unix_ms().saturating_sub(at) / 1000,
+        };
         s.queue_depths = self.senders.iter().map(Sender::len).collect();
         s.pending_rows = self
             .workers
@@ -186,6 +223,8 @@ impl Reporter {
                     windows: Mutex::new(Windows::new()),
                     writer: Mutex::new(flusher),
                     wake: Condvar::new(),
+                    in_flight_since: AtomicU64::new(0),
+                    stall_reported: AtomicBool::new(false),
                 })
             })
             .collect();
@@ -196,18 +235,37 @@ impl Reporter {
             workers,
             net: OnceLock::new(),
             started: Instant::now(),
+            stall_after: config.db_stall_timeout,
         });
         shared.stats.db_healthy.store(true, Ordering::Relaxed);
 
         let flush = config.flush_interval;
-        let mut joins = Vec::with_capacity(n);
+        let mut joins = Vec::with_capacity(n + 1);
+        let mut seed_txs = Vec::with_capacity(n);
         for (i, rx) in receivers.into_iter().enumerate() {
             let sh = Arc::clone(&shared);
             let st = store.clone();
+            let (seed_tx, seed_rx) = crossbeam_channel::bounded(1);
+            seed_txs.push(seed_tx);
             joins.push(
                 thread::Builder::new()
                     .name(format!("reporter-w{i}"))
-                    .spawn(move || worker_main(i, sh, st, rx, flush))?,
+                    .spawn(move || worker_main(i, sh, st, rx, seed_rx, flush))?,
+            );
+        }
+        {
+            let sh = Arc::clone(&shared);
+            let st = store.clone();
+            let max_rows = config.resume_max_rows;
+            joins.push(
+                thread::Builder::new()
+                    .name("reporter-resume".into())
+                    .spawn(move || {
+                        let seeds = resume_receivers(&sh, &st, unix_now(), max_rows);
+                        for (tx, seed) in seed_txs.into_iter().zip(seeds) {
+                            let _ = tx.send(seed);
+                        }
+                    })?,
             );
         }
         let mut handle = ReporterHandle {
@@ -327,38 +385,52 @@ fn json<T: serde::Serialize>(v: &T) -> HttpResponse {
     }
 }
 
-/// The receiver of worker `index`, resumed from the `ServerCallStatus` rows
-/// of its keys (the last counters persisted per `(key, host, caller)`; see
-/// [`Receiver::resume`]). Without it a restarted reporter would take the
+/// One receiver per worker, resumed from the `ServerCallStatus` rows under
+/// [`EXPIRE_AFTER`] old (the last counters persisted per `(key, host,
+/// caller)`; see [`Receiver::resume`]), read once for all workers, streamed
+/// and capped at `max_rows`. Without it a restarted reporter would take the
 /// first report of every cumulative stream as new calls and count the
 /// sender's history twice. A store that cannot be read is logged and counted
-/// (`resume_failures`), and the worker starts empty.
-fn resume_receiver(index: usize, shared: &Shared, store: &Store, now: i64) -> Receiver {
-    let mut receiver = Receiver::new();
-    let rows = match store.call_status(None) {
-        Ok(rows) => rows,
+/// (`resume_failures`): what was read is kept, the rest starts empty.
+fn resume_receivers(shared: &Shared, store: &Store, now: i64, max_rows: u64) -> Vec<Receiver> {
+    let mut receivers: Vec<Receiver> = (0..shared.workers.len()).map(|_| Receiver::new()).collect();
+    let started = Instant::now();
+    let mut resumed = 0;
+    let read = store.for_each_recent_status(now - EXPIRE_AFTER, max_rows, &mut |row| {
+        if let Some(r) = receivers.get_mut(shared.ring.worker(row.key)) {
+            resumed += r.resume(std::iter::once(row), now);
+        }
+    });
+    add(&shared.stats.resumed_streams, resumed);
+    match read {
+        Ok(rows) => {
+            add(&shared.stats.resume_rows_read, rows);
+            if rows >= max_rows {
+                add(&shared.stats.resume_capped, 1);
+                tracing::warn!(
+                    rows,
+                    "resume_max_rows reached: stopped reading the persisted counters; \
+                     the first report of each stream not read counts in full"
+                );
+            }
+            tracing::info!(
+                rows,
+                streams = resumed,
+                ms = started.elapsed().as_millis() as u64,
+                "resumed the persisted counters"
+            );
+        }
         Err(e) => {
             add(&shared.stats.resume_failures, 1);
             tracing::warn!(
-                "reporter worker {index}: cannot read the persisted counters ({e}); \
-                 the first report of each stream counts in full"
+                streams = resumed,
+                "cannot read the persisted counters ({}); the first report of each \
+                 stream not read counts in full",
+                Chain(&e)
             );
-            return receiver;
         }
-    };
-    let mine = rows
-        .into_iter()
-        .filter(|r| shared.ring.worker(r.key) == index);
-    let resumed = receiver.resume(mine, now);
-    add(&shared.stats.resumed_streams, resumed);
-    if resumed > 0 {
-        tracing::info!(
-            worker = index,
-            streams = resumed,
-            "resumed the persisted counters"
-        );
     }
-    receiver
+    receivers
 }
 
 /// What one worker owns outright.
@@ -375,12 +447,12 @@ fn worker_main(
     shared: Arc<Shared>,
     store: Store,
     rx: crossbeam_channel::Receiver<Msg>,
+    seed: crossbeam_channel::Receiver<Receiver>,
     flush: Duration,
 ) {
     let Some(ws) = shared.workers.get(index).cloned() else {
         return;
     };
-    let seed_store = store.clone();
     let writer = {
         let sh = Arc::clone(&shared);
         let ws = Arc::clone(&ws);
@@ -391,11 +463,12 @@ fn worker_main(
     let writer = match writer {
         Ok(j) => Some(j),
         Err(e) => {
-            tracing::error!("cannot spawn writer {index}: {e}; rows stay in memory");
+            tracing::error!("cannot spawn writer {index} ({e}); rows stay in memory");
             None
         }
     };
-    let receiver = resume_receiver(index, &shared, &seed_store, unix_now());
+    // Reports wait in the queue until the resumed counters are here.
+    let receiver = seed.recv().unwrap_or_default();
     let mut w = Worker {
         index,
         shared,
@@ -465,6 +538,7 @@ impl Worker {
     }
 
     fn flush_tick(&mut self) {
+        self.check_stall();
         let side = self.receiver.take_batch();
         if !side.is_empty() {
             let outcome = lock(&self.ws.writer).push(side);
@@ -479,6 +553,32 @@ impl Worker {
             add(&self.shared.stats.expired_hosts, hosts as u64);
             add(&self.shared.stats.expired_streams, streams as u64);
         }
+    }
+}
+
+impl Worker {
+    /// A store operation of this worker's writer in flight longer than
+    /// `db_stall_timeout` marks the database unhealthy (logged and counted
+    /// once per operation); the next successful write marks it healthy.
+    fn check_stall(&self) {
+        let Some(age) = self.shared.in_flight(&self.ws) else {
+            return;
+        };
+        if age <= self.shared.stall_after || self.ws.stall_reported.swap(true, Ordering::Relaxed) {
+            return;
+        }
+        let stats = &self.shared.stats;
+        add(&stats.db_stalls, 1);
+        stats.db_healthy.store(false, Ordering::Relaxed);
+        *lock(&stats.last_db_error) = Some(format!(
+            "a database write has been in flight for {:.1} s",
+            age.as_secs_f64()
+        ));
+        tracing::error!(
+            worker = self.index,
+            secs = age.as_secs(),
+            "database write in flight longer than db_stall_timeout: the database is not answering; rows stay in memory"
+        );
     }
 }
 
@@ -532,7 +632,6 @@ fn classify(e: &StoreError) -> WriteError {
 /// action (new rows, the stop, or its deadline wake it), performs it against
 /// the store with the lock released, and hands the result back.
 fn writer_main(index: usize, shared: Arc<Shared>, ws: Arc<WorkerShared>, store: Store) {
-    let stats = &shared.stats;
     loop {
         let action = {
             let mut f = lock(&ws.writer);
@@ -555,33 +654,42 @@ fn writer_main(index: usize, shared: Arc<Shared>, ws: Arc<WorkerShared>, store: 
                 };
             }
         };
-        match action {
-            Action::WriteHistory { id, rows } => {
-                let result = store.append_history_once(id, unix_now(), &rows);
-                if let Ok(applied) = result {
-                    if !applied {
-                        add(&stats.chunks_already_applied, 1);
-                    }
-                    add(&stats.history_rows_written, rows.len() as u64);
-                    let (s, e) = rows
-                        .iter()
-                        .fold((0, 0), |(s, e), r| (s + r.succ, e + r.err));
-                    add(&stats.succ_written, s);
-                    add(&stats.err_written, e);
+        ws.stall_reported.store(false, Ordering::Relaxed);
+        ws.in_flight_since.store(shared.mark(), Ordering::Relaxed);
+        perform(index, &shared, &ws, &store, action);
+        ws.in_flight_since.store(0, Ordering::Relaxed);
+    }
+}
+
+/// Performs one of the flusher's actions against the store.
+fn perform(index: usize, shared: &Shared, ws: &WorkerShared, store: &Store, action: Action) {
+    let stats = &shared.stats;
+    match action {
+        Action::WriteHistory { id, rows } => {
+            let result = store.append_history_once(id, unix_now(), &rows);
+            if let Ok(applied) = result {
+                if !applied {
+                    add(&stats.chunks_already_applied, 1);
                 }
-                written(index, stats, &ws, result.map(drop));
+                add(&stats.history_rows_written, rows.len() as u64);
+                let (s, e) = rows
+                    .iter()
+                    .fold((0, 0), |(s, e), r| (s + r.succ, e + r.err));
+                add(&stats.succ_written, s);
+                add(&stats.err_written, e);
             }
-            Action::WriteStatus { rows } => {
-                let result = store.upsert_call_status(&rows);
-                if result.is_ok() {
-                    add(&stats.status_rows_written, rows.len() as u64);
-                }
-                written(index, stats, &ws, result);
+            written(index, stats, ws, result.map(drop));
+        }
+        Action::WriteStatus { rows } => {
+            let result = store.upsert_call_status(&rows);
+            if result.is_ok() {
+                add(&stats.status_rows_written, rows.len() as u64);
             }
-            Action::Prune(p) => {
-                let ok = prune(&store, p);
-                lock(&ws.writer).on_pruned(Instant::now(), ok);
-            }
+            written(index, stats, ws, result);
+        }
+        Action::Prune(p) => {
+            let ok = prune(store, p);
+            lock(&ws.writer).on_pruned(Instant::now(), ok);
         }
     }
 }
@@ -610,10 +718,11 @@ fn written(index: usize, stats: &Stats, ws: &WorkerShared, result: Result<(), St
     if stats.db_healthy.swap(false, Ordering::Relaxed) {
         tracing::error!(
             worker = index,
-            "database write failed, keeping rows in memory: {e}"
+            "database write failed, keeping rows in memory: {}",
+            Chain(&e)
         );
     }
-    *lock(&stats.last_db_error) = Some(e.to_string());
+    *lock(&stats.last_db_error) = Some(Chain(&e).to_string());
     match progress {
         Progress::Retry { bound, .. } => report_bound(index, stats, bound),
         Progress::GaveUp { rows, reason, .. } => {
@@ -621,11 +730,12 @@ fn written(index: usize, stats: &Stats, ws: &WorkerShared, result: Result<(), St
             tracing::error!(
                 worker = index,
                 rows,
-                "DROPPING rows that could not be written ({}): {e}",
+                "DROPPING rows that could not be written ({}): {}",
                 match reason {
                     GiveUp::StopTimeout => "stop timeout",
                     GiveUp::Rejected => "repeated statement errors",
-                }
+                },
+                Chain(&e)
             );
         }
         _ => {}
@@ -645,13 +755,13 @@ fn prune(store: &Store, p: Prune) -> bool {
             ),
             Ok(_) => {}
             Err(e) => {
-                tracing::warn!("history prune failed: {e}");
+                tracing::warn!("history prune failed: {}", Chain(&e));
                 ok = false;
             }
         }
     }
     if let Err(e) = store.prune_batches(p.marks_before(now)) {
-        tracing::warn!("pruning the applied-chunk marks failed: {e}");
+        tracing::warn!("pruning the applied-chunk marks failed: {}", Chain(&e));
         ok = false;
     }
     ok

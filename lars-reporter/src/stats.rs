@@ -39,6 +39,9 @@ pub struct Stats {
     pub(crate) resumed_streams: AtomicU64,
     pub(crate) resume_failures: AtomicU64,
     pub(crate) chunks_already_applied: AtomicU64,
+    pub(crate) db_stalls: AtomicU64,
+    pub(crate) resume_rows_read: AtomicU64,
+    pub(crate) resume_capped: AtomicU64,
 }
 
 pub(crate) fn add(a: &AtomicU64, n: u64) {
@@ -88,8 +91,19 @@ pub struct StatsSnapshot {
     pub last_flush_unix_ms: u64,
     /// Duration of the last successful write, microseconds.
     pub last_flush_duration_us: u64,
-    /// Whether the last database write succeeded.
+    /// Seconds since the last successful write (since start when none yet).
+    /// Grows while there is nothing to write too: read it with
+    /// `pending_rows`, or alert on `db_healthy`.
+    pub last_flush_age_secs: u64,
+    /// How long the oldest database write in progress has been running,
+    /// seconds (0: none in progress).
+    pub db_write_in_flight_secs: u64,
+    /// False after a failed write, and while a write has been in flight
+    /// longer than `db_stall_timeout`; true again after a successful write.
     pub db_healthy: bool,
+    /// Writes that stayed in flight longer than `db_stall_timeout` (the
+    /// database stopped answering; each counted once).
+    pub db_stalls: u64,
     /// The last database error, if any.
     pub last_db_error: Option<String>,
     /// Oldest history minutes merged into the next because of the bound.
@@ -107,8 +121,13 @@ pub struct StatsSnapshot {
     pub expired_streams: u64,
     /// Counter streams resumed at start from the persisted `ServerCallStatus`.
     pub resumed_streams: u64,
-    /// Workers that could not read the persisted counters at start.
+    /// Start-up reads of the persisted counters that failed.
     pub resume_failures: u64,
+    /// Persisted counter rows read at start (one streamed read of the rows
+    /// under an hour old, for all workers).
+    pub resume_rows_read: u64,
+    /// 1 when that read stopped at `resume_max_rows`.
+    pub resume_capped: u64,
     /// History chunks retried after a failed write that the store had in
     /// fact committed (skipped, not added twice).
     pub chunks_already_applied: u64,
@@ -138,6 +157,9 @@ impl Stats {
             resets: r(&self.resets),
             resumed_streams: r(&self.resumed_streams),
             resume_failures: r(&self.resume_failures),
+            resume_rows_read: r(&self.resume_rows_read),
+            resume_capped: r(&self.resume_capped),
+            db_stalls: r(&self.db_stalls),
             chunks_already_applied: r(&self.chunks_already_applied),
             succ_in: r(&self.succ_in),
             err_in: r(&self.err_in),
@@ -226,8 +248,20 @@ impl StatsSnapshot {
         m(
             "resume_failures_total",
             "counter",
-            "Workers that could not read the persisted counters at start.",
+            "Start-up reads of the persisted counters that failed.",
             self.resume_failures,
+        );
+        m(
+            "resume_rows_read_total",
+            "counter",
+            "Persisted counter rows read at start.",
+            self.resume_rows_read,
+        );
+        m(
+            "resume_capped_total",
+            "counter",
+            "Start-up reads of the persisted counters stopped at resume_max_rows.",
+            self.resume_capped,
         );
         m(
             "chunks_already_applied_total",
@@ -302,10 +336,28 @@ impl StatsSnapshot {
             self.last_flush_duration_us,
         );
         m(
+            "last_flush_age_seconds",
+            "gauge",
+            "Seconds since the last successful write (since start when none).",
+            self.last_flush_age_secs,
+        );
+        m(
+            "db_write_in_flight_seconds",
+            "gauge",
+            "Age of the oldest database write in progress (0: none).",
+            self.db_write_in_flight_secs,
+        );
+        m(
             "db_healthy",
             "gauge",
-            "1 when the last database write succeeded.",
+            "1 when the last database write succeeded and none is stalled.",
             u64::from(self.db_healthy),
+        );
+        m(
+            "db_stalls_total",
+            "counter",
+            "Database writes in flight longer than db_stall_timeout.",
+            self.db_stalls,
         );
         m(
             "history_minutes_merged_total",
