@@ -953,3 +953,43 @@ fn requests_for_other_host_names_are_refused() {
     assert_eq!(with_host(addr, "rebind.example", "/login").status, 421);
     web.stop();
 }
+
+#[test]
+fn a_burst_of_guesses_is_checked_only_until_the_backoff_starts() {
+    use std::sync::{Arc, Barrier};
+    let c = Console::start();
+    let config = lars_web::WebConfig {
+        addr: "127.0.0.1:0".parse().unwrap(),
+        max_password_checks: 1,
+        password_check_wait: std::time::Duration::from_secs(60),
+        // A block that outlasts any slow scheduling of the burst.
+        login_throttle: lars_web::LoginThrottle {
+            first_backoff: std::time::Duration::from_secs(60),
+            ..lars_web::LoginThrottle::default()
+        },
+        ..lars_web::WebConfig::default()
+    };
+    let web = lars_web::serve(config, c.store.clone()).unwrap();
+    let addr = web.local_addr();
+    let n = 30;
+    let barrier = Arc::new(Barrier::new(n));
+    let threads: Vec<_> = (0..n)
+        .map(|_| {
+            let barrier = Arc::clone(&barrier);
+            std::thread::spawn(move || {
+                barrier.wait();
+                let body = r#"{"username":"admin","password":"guess-guess"}"#;
+                crate::common::request(addr, "POST", "/api/login", &[JSON], body.as_bytes()).status
+            })
+        })
+        .collect();
+    let statuses: Vec<u16> = threads.into_iter().map(|t| t.join().unwrap()).collect();
+    let stats = web.stats();
+    // The guesses queued for the one checker together; once the free
+    // failures (5) and the first blocking one are spent, the rest are
+    // refused without a check.
+    assert_eq!(stats.logins_failed, 6, "{stats:?} {statuses:?}");
+    assert_eq!(stats.logins_throttled, n as u64 - 6, "{stats:?}");
+    assert_eq!(statuses.iter().filter(|s| **s == 429).count(), n - 6);
+    web.stop();
+}

@@ -80,9 +80,11 @@ impl Checker {
         }
     }
 
-    /// Runs `check` on a checker thread during `turn` (given back when the
-    /// check ends, even if the caller stopped waiting).
-    pub(crate) async fn run<T, F>(&self, turn: Turn, check: F) -> Result<T, CheckError>
+    /// Runs `check` on a checker thread during `turn`, and hands the turn
+    /// back with the result so the caller can record the outcome before the
+    /// next check starts (a caller that stopped waiting gives it back
+    /// right away).
+    pub(crate) async fn run<T, F>(&self, turn: Turn, check: F) -> Result<(T, Turn), CheckError>
     where
         T: Send + 'static,
         F: FnOnce(&mut Vec<Block>) -> T + Send + 'static,
@@ -90,8 +92,7 @@ impl Checker {
         let (done, result) = tokio::sync::oneshot::channel();
         let job: Job = Box::new(move |memory| {
             let out = check(memory);
-            drop(turn);
-            let _ = done.send(out);
+            let _ = done.send((out, turn));
         });
         {
             let tx = self.tx.lock().unwrap_or_else(|p| p.into_inner());
@@ -147,8 +148,11 @@ mod tests {
             assert_eq!(c.turn().await.err(), Some(CheckError::Busy));
             drop(a);
             let t = c.turn().await.unwrap_or_else(|e| panic!("{e:?}"));
-            assert_eq!(c.run(t, |_| 7).await, Ok(7));
-            // The turn came back when the check ended.
+            let (seven, t) = c.run(t, |_| 7).await.unwrap_or_else(|e| panic!("{e:?}"));
+            assert_eq!(seven, 7);
+            // The turn is the caller's until it lets go.
+            assert_eq!(c.turn().await.err(), Some(CheckError::Busy));
+            drop(t);
             assert!(c.turn().await.is_ok());
             c.stop();
             assert_eq!(c.turn().await.err(), Some(CheckError::Gone));

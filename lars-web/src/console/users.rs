@@ -108,11 +108,17 @@ impl Console {
             }
             Err(CheckError::Gone) => return Err(stopping()),
         };
+        // A burst of guesses waited for turns together: the failures of
+        // those before it may have blocked the pair meanwhile.
+        if let Some(left) = self.throttle.blocked(&name, client, Instant::now()) {
+            Counters::bump(&self.counters.logins_throttled);
+            return Err(ConsoleError::Throttled { retry_after: left });
+        }
         let n2 = name.clone();
         let hash = self
             .run(move |st| Ok(st.user_by_name(&n2)?.map(|u| (u.username, u.password_hash))))
             .await?;
-        let user = self
+        let (user, turn) = self
             .checker
             .run(turn, move |memory| match hash {
                 Some((user, hash)) => verify_password(memory, &password, &hash).then_some(user),
@@ -123,6 +129,8 @@ impl Console {
             })
             .await
             .map_err(|_| stopping())?;
+        // The outcome is recorded before the turn goes to the next login.
+        let _turn = turn;
         match user {
             Some(u) => {
                 self.throttle.clear(&name, client);
