@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 use crate::config::AgentConfig;
 use crossbeam_channel::Sender;
 use lars_core::proto::GetRouteResponse;
-use lars_core::{MessageId, ModKey};
+use lars_core::{Chain, MessageId, ModKey};
 use lars_net::{NetError, StatusServer, UdpHandle, UdpIo, UdpServer, UdpServerBuilder, UdpService};
 
 use crate::core::{AgentCore, CoreConfig, Event, Reply, Shard, Transmit};
@@ -39,12 +39,13 @@ const EPHEMERAL_ATTEMPTS: usize = 50;
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum AgentError {
-    /// A UDP port could not be bound.
-    #[error("cannot bind UDP {addr}")]
+    /// A UDP port could not be bound (the cause names the address).
+    #[error("cannot open the agent's UDP ports")]
     Bind {
         /// The address.
         addr: SocketAddr,
         /// The cause.
+        #[source]
         source: NetError,
     },
     /// No run of `port_count` consecutive free ephemeral ports was found.
@@ -53,12 +54,14 @@ pub enum AgentError {
     /// The dns or reporter client, or a thread, could not start.
     #[error("cannot start the dns or reporter client")]
     Net(#[from] NetError),
-    /// The status HTTP server could not start.
-    #[error("cannot start the status server on {addr}")]
+    /// The status HTTP server could not start (the cause names the
+    /// address).
+    #[error("cannot start the agent's status server")]
     Http {
         /// The address.
         addr: SocketAddr,
         /// The cause.
+        #[source]
         source: NetError,
     },
     /// A thread or socket could not be created.
@@ -186,7 +189,7 @@ fn load_snapshot(config: &AgentConfig) -> Vec<(ModKey, Vec<lars_core::HostAddr>)
             r
         }
         Err(e) => {
-            tracing::warn!("ignoring the route snapshot: {e}");
+            tracing::warn!("ignoring the route snapshot: {}", Chain(&e));
             Vec::new()
         }
     }
@@ -240,7 +243,9 @@ fn deliver_to(shards: Vec<UdpHandle<ShardShell>>) -> impl Fn(LinkEvent) + Send +
         LinkEvent::DnsFrame(frame) => {
             let key = match frame.message::<GetRouteResponse>() {
                 Ok(rsp) => ModKey::from_wire(rsp.modid, rsp.cmdid),
-                Err(e) => return tracing::warn!("bad GetRouteResponse from the dns: {e}"),
+                Err(e) => {
+                    return tracing::warn!("bad GetRouteResponse from the dns: {}", Chain(&e));
+                }
             };
             if let Some(owner) = shards.get(shard_of(key, shards.len())) {
                 owner.post(move |s, io| {
@@ -352,7 +357,7 @@ fn send_reply(io: &mut UdpIo<'_>, to: SocketAddr, reply: &Reply) {
         Reply::GetRoute(m) => io.send(to, MessageId::ApiGetRouteResponse, m),
     };
     if let Err(e) = sent {
-        tracing::debug!("reply to {to}: {e}");
+        tracing::debug!("reply to {to}: {}", Chain(&e));
     }
 }
 

@@ -55,7 +55,10 @@ impl Senders {
             Transmit::App { .. } | Transmit::Shard { .. } => return,
         };
         if let Err(e) = sent {
-            tracing::warn!("cannot encode a message for the dns or reporter: {e}");
+            tracing::warn!(
+                "cannot encode a message for the dns or reporter: {}",
+                lars_core::Chain(&e)
+            );
         }
     }
 }

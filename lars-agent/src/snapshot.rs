@@ -26,11 +26,12 @@ pub type Routes = Vec<(ModKey, Vec<HostAddr>)>;
 #[non_exhaustive]
 pub enum SnapshotError {
     /// The file could not be read or written.
-    #[error("snapshot {path}: {source}")]
+    #[error("cannot read or write the route snapshot {path}")]
     Io {
         /// The file.
         path: PathBuf,
         /// The OS error.
+        #[source]
         source: io::Error,
     },
     /// The file is not a version 1 snapshot or a line is malformed.
@@ -193,7 +194,7 @@ fn writer_loop(path: &Path, initial: Routes, shards: usize, rx: &Receiver<ShardR
         }
         match write(path, &all) {
             Ok(()) => tracing::debug!(keys = all.len(), "route snapshot written"),
-            Err(e) => tracing::warn!("cannot write route snapshot: {e}"),
+            Err(e) => tracing::warn!("{}", lars_core::Chain(&e)),
         }
     }
 }
@@ -247,6 +248,19 @@ mod tests {
         write(&p, &routes).unwrap();
         assert_eq!(load(&p).unwrap(), routes);
         assert!(!dir.path().join("routes.tmp").exists());
+    }
+
+    #[test]
+    fn an_io_error_names_the_file_and_its_cause_once() {
+        let dir = tempfile::tempdir().unwrap();
+        // A directory cannot be read as a file.
+        let Err(e) = load(dir.path()) else {
+            panic!("a directory loaded as a snapshot");
+        };
+        let cause = std::error::Error::source(&e).unwrap().to_string();
+        let line = lars_core::Chain(&e).to_string();
+        assert_eq!(line.matches(&cause).count(), 1, "{line}");
+        assert!(line.contains(&dir.path().display().to_string()), "{line}");
     }
 
     #[test]

@@ -755,3 +755,23 @@ fn a_dns_answering_empty_from_a_wiped_store_leaves_the_hosts() {
     let text = std::fs::read_to_string(env.snapshot_path()).unwrap();
     assert!(text.contains("\n10 1 10.0.10.1:80"), "{text}");
 }
+
+#[test]
+fn a_port_in_use_is_named_once_in_the_error_chain() {
+    let env = Env::new();
+    let taken = UdpSocket::bind("127.0.0.1:0").unwrap();
+    let port = taken.local_addr().unwrap().port();
+    let mut cfg = env.agent_config();
+    cfg.base_port = port;
+    cfg.port_count = std::num::NonZeroU16::new(1).unwrap();
+    let Err(e) = Agent::start(cfg) else {
+        panic!("bound a port in use");
+    };
+    let line = lars_core::Chain(&e).to_string();
+    assert_eq!(
+        line.matches(&format!("127.0.0.1:{port}")).count(),
+        1,
+        "{line}"
+    );
+    assert!(line.contains("in use"), "{line}");
+}

@@ -31,11 +31,13 @@
 #![warn(missing_docs)]
 
 pub mod config;
+mod error;
 pub mod frame;
 pub mod ring;
 pub mod time;
 mod types;
 
+pub use error::Chain;
 pub use frame::{Frame, FrameError};
 pub use types::{AddrParseError, HostAddr, MessageId, ModKey, RetCode};
 

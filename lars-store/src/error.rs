@@ -70,28 +70,14 @@ impl StoreError {
     }
 }
 
-/// Displays an error and its causes on one line, `outer: cause: root`, for
-/// log lines and status pages that hold the error itself rather than an
-/// `anyhow` chain (a [`StoreError`]'s own message never repeats its cause).
+/// Displays an error and its causes on one line (see [`lars_core::Chain`]):
+/// a [`StoreError`]'s own message never repeats its cause.
 ///
 /// ```
 /// let e = lars_store::open("postgres://x").unwrap_err();
 /// assert!(lars_store::Chain(&e).to_string().starts_with("invalid store url"));
 /// ```
-#[derive(Debug, Clone, Copy)]
-pub struct Chain<'a>(pub &'a (dyn StdError + 'static));
-
-impl std::fmt::Display for Chain<'_> {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{}", self.0)?;
-        let mut cause = self.0.source();
-        while let Some(c) = cause {
-            write!(f, ": {c}")?;
-            cause = c.source();
-        }
-        Ok(())
-    }
-}
+pub use lars_core::Chain;
 
 #[cfg(test)]
 mod tests {

@@ -60,7 +60,7 @@ use lars_core::proto::{
     GetHostRequest, GetHostResponse, GetRouteRequest, GetRouteResponse, GetRouteResponseExt,
     ReportRequest, ReportStatusRequest,
 };
-use lars_core::{HostAddr, MessageId, ModKey, RetCode};
+use lars_core::{Chain, HostAddr, MessageId, ModKey, RetCode};
 use lars_lb::{Choice, KeyLimits, LbEvent, LoadBalanceConfig, Outcome, RouteApplied, RouteLb};
 use lars_stats::{CumulativeSender, DEFAULT_MAX_PENDING_KEYS};
 
@@ -542,7 +542,7 @@ impl AgentCore {
                     self.apply_route(key, &hosts, now);
                 }
             }
-            Err(e) => tracing::warn!("bad GetRouteResponse from the dns: {e}"),
+            Err(e) => tracing::warn!("bad GetRouteResponse from the dns: {}", Chain(&e)),
         }
     }
 
