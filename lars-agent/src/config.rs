@@ -153,6 +153,22 @@ mod tests {
     }
 
     #[test]
+    fn unknown_key_limits_parse_split_over_shards_and_reject_zero() {
+        let c = AgentConfig::default();
+        assert_eq!(c.max_unknown_keys, DEFAULT_MAX_UNKNOWN_KEYS);
+        assert_eq!(c.unknown_key_expiry, Some(DEFAULT_UNKNOWN_KEY_EXPIRY));
+        let text = "[agent]\nmax_unknown_keys = 10\nunknown_key_expiry = 0\n";
+        let c = AgentConfig::from_ini(&Ini::parse("a.conf", text).unwrap()).unwrap();
+        assert_eq!(c.unknown_key_expiry, None);
+        let l = c.key_limits(3);
+        assert_eq!((l.max_empty_keys, l.empty_key_expiry), (4, None));
+        assert_eq!(c.key_limits(1).max_empty_keys, 10);
+        let ini = Ini::parse("a.conf", "[agent]\nmax_unknown_keys = 0\n").unwrap();
+        let e = AgentConfig::from_ini(&ini).unwrap_err().to_string();
+        assert!(e.contains("[agent] max_unknown_keys"), "{e}");
+    }
+
+    #[test]
     fn malformed_values_name_file_section_and_key() {
         let ini = Ini::parse("lars_lb_agent.conf", "[agent]\nport_count = 0\n").unwrap();
         let e = AgentConfig::from_ini(&ini).unwrap_err().to_string();
