@@ -367,7 +367,8 @@ pub struct ReactorConfig {
     /// at once; the next one from that address is closed. 0: no cap.
     pub max_conn_per_peer: usize,
     /// `idleTimeout` (ours, seconds): a connection that has not completed
-    /// its first frame this long after it was accepted is closed. Zero: off.
+    /// its first frame this long after it was accepted is closed, once a
+    /// connection has been refused since it was accepted. Zero: off.
     pub idle_timeout: Duration,
     /// `frameTimeout` (ours, seconds): how long the start of a frame may sit
     /// in a connection's buffer waiting for the rest before the connection

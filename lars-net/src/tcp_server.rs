@@ -26,6 +26,9 @@ const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
 /// Connection deadlines due within this much of each other are handled in
 /// one sweep of a worker's connections.
 const SWEEP_SLACK: Duration = Duration::from_millis(50);
+/// While connections are being refused, workers are asked to close idle
+/// connections without a frame at most this often.
+const SWEEP_ON_REFUSAL: Duration = Duration::from_millis(200);
 
 /// Configures and starts a [`TcpServer`].
 pub struct ServerBuilder {
@@ -80,9 +83,11 @@ impl ServerBuilder {
     }
 
     /// A connection that has not completed its first frame this long after
-    /// it was accepted is closed (`idleTimeout`, default 60 s; zero: never).
-    /// A connection that completed a frame is a client and is never closed
-    /// for being idle.
+    /// it was accepted is closed once a connection has been refused since
+    /// it was accepted (it holds a slot someone wanted): `idleTimeout`,
+    /// default 60 s; zero: never. While nobody is refused, a silent client
+    /// is left alone; a connection that completed a frame is a client and
+    /// is never closed for being idle.
     pub fn idle_timeout(mut self, t: Duration) -> Self {
         self.idle_timeout = (!t.is_zero()).then_some(t);
         self
@@ -156,8 +161,11 @@ impl ServerBuilder {
             peers: Arc::clone(&peers),
             idle_timeout: self.idle_timeout,
             frame_timeout: self.frame_timeout,
+            last_refused_ms: AtomicU64::new(0),
+            epoch: Instant::now(),
         });
         let sh = Arc::clone(&shared);
+        let acceptor_shared = Arc::clone(&shared);
         let log_interval = self.refused_log_interval;
         let why = reasons(
             self.max_conn,
@@ -198,6 +206,8 @@ impl ServerBuilder {
                 server: acceptor_handle,
                 backing_off: false,
                 refused_log: RateLog::new(log_interval, why),
+                shared: acceptor_shared,
+                last_sweep_request: None,
             })
         })?;
         tracing::info!("tcp server listening on {local_addr}");
@@ -353,6 +363,31 @@ struct WorkerShared {
     peers: Arc<Peers>,
     idle_timeout: Option<Duration>,
     frame_timeout: Option<Duration>,
+    /// When the server last refused a connection, as milliseconds after
+    /// `epoch` plus one (0: never).
+    last_refused_ms: AtomicU64,
+    epoch: Instant,
+}
+
+impl WorkerShared {
+    fn note_refused(&self, now: Instant) {
+        let ms = now.saturating_duration_since(self.epoch).as_millis();
+        let ms = u64::try_from(ms).unwrap_or(u64::MAX - 1) + 1;
+        self.last_refused_ms.store(ms, Ordering::Relaxed);
+    }
+
+    /// Whether a connection was refused since `opened_at`: a connection
+    /// opened then that has sent no frame took a slot someone wanted.
+    fn refused_since(&self, opened_at: Instant) -> bool {
+        let ms = self.last_refused_ms.load(Ordering::Relaxed);
+        // Millisecond resolution, rounded up: a refusal in the same
+        // millisecond as the accept counts.
+        ms != 0
+            && self
+                .epoch
+                .checked_add(Duration::from_millis(ms))
+                .is_some_and(|t| t >= opened_at)
+    }
 }
 
 /// Open connections per remote IP address, for `maxConnPerPeer`: taken by
@@ -526,23 +561,19 @@ impl std::fmt::Debug for Worker {
     }
 }
 
-/// When `conn` must be closed by a limit, and which.
-fn expiry(
-    conn: &Conn,
-    idle_timeout: Option<Duration>,
-    frame_timeout: Option<Duration>,
-) -> Option<(Instant, Reason)> {
-    let idle = idle_timeout
+/// When `conn` may be closed for having completed no frame (`None`: it
+/// has, or there is no idle timeout).
+fn idle_deadline(conn: &Conn, idle_timeout: Option<Duration>) -> Option<Instant> {
+    idle_timeout
         .filter(|_| !conn.framed)
-        .map(|t| (conn.opened_at + t, Reason::Idle));
-    let partial = conn
-        .partial_since
+        .map(|t| conn.opened_at + t)
+}
+
+/// When `conn` must be closed for a partial frame waiting too long.
+fn partial_deadline(conn: &Conn, frame_timeout: Option<Duration>) -> Option<Instant> {
+    conn.partial_since
         .zip(frame_timeout)
-        .map(|(since, t)| (since + t, Reason::PartialFrame));
-    match (idle, partial) {
-        (Some(a), Some(b)) => Some(if b.0 < a.0 { b } else { a }),
-        (a, b) => a.or(b),
-    }
+        .map(|(since, t)| since + t)
 }
 
 impl Worker {
@@ -585,15 +616,31 @@ impl Worker {
     }
 
     /// Closes every connection past its idle or partial-frame deadline.
+    ///
+    /// A connection past `idleTimeout` without a frame is closed only if a
+    /// connection was refused since it was accepted (it keeps someone out);
+    /// otherwise it is left alone until the acceptor refuses one and asks
+    /// for a sweep. A partial frame past `frameTimeout` is always closed.
     fn sweep(&mut self, ctx: &mut LoopCtx<Self>, now: Instant) {
         let (idle, frame) = (self.shared.idle_timeout, self.shared.frame_timeout);
         let mut expired = Vec::new();
         let mut next: Option<Instant> = None;
+        let mut soon = |at: Instant| next = Some(next.map_or(at, |n: Instant| n.min(at)));
         for (&id, conn) in &self.conns {
-            match expiry(conn, idle, frame) {
-                Some((at, why)) if at <= now => expired.push((id, why, conn.peer_addr())),
-                Some((at, _)) => next = Some(next.map_or(at, |n| n.min(at))),
+            match partial_deadline(conn, frame) {
+                Some(at) if at <= now => {
+                    expired.push((id, Reason::PartialFrame, conn.peer_addr()));
+                    continue;
+                }
+                Some(at) => soon(at),
                 None => {}
+            }
+            match idle_deadline(conn, idle) {
+                Some(at) if at > now => soon(at),
+                Some(_) if self.shared.refused_since(conn.opened_at) => {
+                    expired.push((id, Reason::Idle, conn.peer_addr()));
+                }
+                _ => {}
             }
         }
         self.next_sweep = None;
@@ -679,10 +726,7 @@ impl LoopState for Worker {
                 let _ = conn.flush(ctx.registry(), event.token());
             }
         }
-        let partial_deadline = conn
-            .partial_since
-            .zip(self.shared.frame_timeout)
-            .map(|(since, t)| since + t);
+        let partial_deadline = partial_deadline(conn, self.shared.frame_timeout);
         if alive && (conn.write_interest || !conn.wbuf.is_empty()) {
             self.after_io(ctx, id);
         } else if !alive {
@@ -711,6 +755,8 @@ struct Acceptor {
     server: ServerHandle,
     backing_off: bool,
     refused_log: RateLog,
+    shared: Arc<WorkerShared>,
+    last_sweep_request: Option<Instant>,
 }
 
 impl Acceptor {
@@ -771,6 +817,19 @@ impl Acceptor {
     fn refuse(&mut self, ctx: &mut LoopCtx<Self>, why: Reason, peer: SocketAddr) {
         NetStats::inc(&self.server.inner.stats.refused);
         let now = Instant::now();
+        self.shared.note_refused(now);
+        // Connections without a frame past idleTimeout may now be closed:
+        // have every worker look (at most once per SWEEP_ON_REFUSAL).
+        if self.shared.idle_timeout.is_some()
+            && self
+                .last_sweep_request
+                .is_none_or(|t| now.saturating_duration_since(t) >= SWEEP_ON_REFUSAL)
+        {
+            self.last_sweep_request = Some(now);
+            for w in &self.server.inner.workers {
+                w.post(|w, ctx| w.sweep(ctx, Instant::now()));
+            }
+        }
         let line = self.refused_log.record(why, peer, now);
         self.log_refused(ctx, line, now);
     }

@@ -116,6 +116,25 @@ fn connections_without_a_frame_are_closed_after_the_idle_timeout() {
 }
 
 #[test]
+fn a_silent_client_is_left_alone_while_nobody_is_refused() {
+    // An agent connects and has nothing to send yet: while it keeps nobody
+    // out, the idle timeout does not cut it (no reconnect churn).
+    let timeout = Duration::from_millis(100);
+    let mut server = builder()
+        .max_conn(10)
+        .idle_timeout(timeout)
+        .start()
+        .unwrap();
+    let addr = server.local_addr();
+    let mut quiet = connect(addr);
+    assert!(wait_until(|| server.stats().snapshot().open == 1));
+    std::thread::sleep(timeout * 5);
+    round_trip(&mut quiet, b"still connected");
+    assert_eq!(server.stats().snapshot().closed_idle, 0);
+    server.join();
+}
+
+#[test]
 fn a_partial_frame_older_than_the_frame_timeout_closes_the_connection() {
     let mut server = builder()
         .idle_timeout(Duration::ZERO)
