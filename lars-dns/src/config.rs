@@ -20,17 +20,36 @@ pub struct DnsConfig {
     /// Ours: `[dns] reload_interval` (s, default 10): full reload even without
     /// a version change.
     pub reload_interval: Duration,
+    /// Ours: `[dns] store_stall_timeout` (s, default 15): a store round (version
+    /// poll or reload) in flight longer than this makes `store.healthy` false
+    /// on `/status` until a round succeeds (the round itself ends at the
+    /// store's I/O timeout).
+    pub store_stall_timeout: Duration,
 }
 
 impl DnsConfig {
     /// Builds the config from a parsed file.
     pub fn from_ini(ini: &Ini) -> Result<Self, ConfigError> {
+        let store_stall_timeout = ini.seconds_or(
+            "dns",
+            "store_stall_timeout",
+            crate::stats::DEFAULT_STORE_STALL_TIMEOUT,
+        )?;
+        if store_stall_timeout < Duration::from_millis(10) {
+            return Err(ini.bad(
+                "dns",
+                "store_stall_timeout",
+                &store_stall_timeout.as_secs_f64().to_string(),
+                "expected at least 0.01 seconds",
+            ));
+        }
         Ok(Self {
             reactor: ReactorConfig::from_ini(ini, 7778)?,
             store_url: store_url(ini)?,
             http: HttpConfig::from_ini(ini)?,
             version_interval: ini.seconds_or("dns", "version_interval", Duration::from_secs(1))?,
             reload_interval: ini.seconds_or("dns", "reload_interval", Duration::from_secs(10))?,
+            store_stall_timeout,
         })
     }
 
@@ -64,6 +83,10 @@ mod tests {
         assert_eq!(c.store_url, DEFAULT_STORE_URL);
         assert_eq!(c.http.addr, None);
         assert_eq!(c.version_interval, Duration::from_secs(1));
+        assert_eq!(c.store_stall_timeout, Duration::from_secs(15));
+        let zero = Ini::parse("d.conf", "[dns]\nstore_stall_timeout = 0\n").unwrap();
+        let e = DnsConfig::from_ini(&zero).unwrap_err().to_string();
+        assert!(e.contains("store_stall_timeout"), "{e}");
     }
 
     #[test]

@@ -63,7 +63,10 @@ impl<S: RouteRead> Reloader<S> {
                 Err(RecvTimeoutError::Timeout) => {}
                 Ok(()) | Err(RecvTimeoutError::Disconnected) => return,
             }
-            match self.tick(Instant::now()) {
+            self.shared.watch.begin(Instant::now());
+            let round = self.tick(Instant::now());
+            self.shared.watch.end(Instant::now(), round.is_ok());
+            match round {
                 Ok(reloaded) => {
                     self.failures = 0;
                     self.shared.store_ok(reloaded);

@@ -90,6 +90,7 @@ impl Dns {
             "routes loaded"
         );
         let shared = Arc::new(Shared::new(snapshot));
+        shared.watch.set_stall_after(config.store_stall_timeout);
 
         let addr = SocketAddr::V4(config.reactor.addr);
         let sh = Arc::clone(&shared);

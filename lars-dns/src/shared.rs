@@ -137,6 +137,8 @@ pub(crate) struct Shared {
     pub(crate) pushes: AtomicU64,
     pub(crate) reloads: AtomicU64,
     health: Mutex<HealthState>,
+    /// The reloader's store rounds in flight (stall detection, ages).
+    pub(crate) watch: stats::StoreWatch,
 }
 
 #[derive(Debug)]
@@ -167,6 +169,7 @@ impl Shared {
                 last_reload: Some(SystemTime::now()),
                 since: SystemTime::now(),
             }),
+            watch: stats::StoreWatch::default(),
         }
     }
 
@@ -293,14 +296,15 @@ impl Shared {
         if h.healthy {
             let snap = self.snapshot.load();
             tracing::warn!(
-                "store failing, serving the last good table (version {}, {} keys): {e}",
+                "store failing, serving the last good table (version {}, {} keys): {}",
                 snap.store_version,
-                snap.routes.len()
+                snap.routes.len(),
+                lars_store::Chain(e)
             );
             h.healthy = false;
             h.since = SystemTime::now();
         }
-        h.last_error = Some(e.to_string());
+        h.last_error = Some(lars_store::Chain(e).to_string());
     }
 
     pub(crate) fn stats(&self, net: &NetStats) -> DnsStats {
@@ -310,7 +314,7 @@ impl Shared {
             (s.connections(), s.keys())
         };
         let h = self.health();
-        DnsStats {
+        let mut out = DnsStats {
             route_version: snap.store_version,
             keys: snap.routes.len(),
             hosts: snap.hosts,
@@ -330,7 +334,12 @@ impl Shared {
                 since_unix: stats::unix_secs(h.since),
                 failures: h.failures,
                 last_error: h.last_error.clone(),
+                last_ok_age_secs: 0,
+                round_in_flight_secs: 0,
+                stalls: 0,
             },
-        }
+        };
+        self.watch.apply(&mut out.store, std::time::Instant::now());
+        out
     }
 }

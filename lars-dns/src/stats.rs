@@ -1,5 +1,8 @@
 //! What `/status` and `/metrics` show.
 
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
 use lars_net::ConnLimitStats;
 use lars_net::http::PromText;
 
@@ -47,8 +50,19 @@ pub struct DnsStats {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 #[non_exhaustive]
 pub struct StoreHealth {
-    /// False while store reads fail (the last good table is served).
+    /// False while store reads fail, and while a store round has been in
+    /// flight longer than `[dns] store_stall_timeout` (the database is not
+    /// answering); the last good table is served meanwhile.
     pub healthy: bool,
+    /// Seconds since the last store round that succeeded (a version poll or
+    /// a reload; the start-up load counts).
+    pub last_ok_age_secs: u64,
+    /// How long the store round in progress has been running, seconds (0:
+    /// none in progress).
+    pub round_in_flight_secs: u64,
+    /// Store rounds that stayed in flight longer than `store_stall_timeout`
+    /// (each counted once).
+    pub stalls: u64,
     /// When the current state began, unix seconds.
     pub since_unix: u64,
     /// Failed store rounds since start-up.
@@ -58,6 +72,113 @@ pub struct StoreHealth {
 }
 
 pub(crate) use lars_core::time::unix_secs;
+
+/// Watches the reloader's store rounds: when the one in progress began,
+/// when one last succeeded, and whether one has stalled (in flight longer
+/// than `[dns] store_stall_timeout`). A stalled round is logged and counted
+/// once, when `/status` or `/metrics` first sees it or when it ends,
+/// whichever comes first.
+#[derive(Debug)]
+pub(crate) struct StoreWatch {
+    state: Mutex<WatchState>,
+}
+
+#[derive(Debug)]
+struct WatchState {
+    stall_after: Duration,
+    round_since: Option<Instant>,
+    last_ok: Instant,
+    stalls: u64,
+    stall_reported: bool,
+}
+
+impl Default for StoreWatch {
+    fn default() -> Self {
+        Self {
+            state: Mutex::new(WatchState {
+                stall_after: DEFAULT_STORE_STALL_TIMEOUT,
+                round_since: None,
+                last_ok: Instant::now(),
+                stalls: 0,
+                stall_reported: false,
+            }),
+        }
+    }
+}
+
+/// The default of `[dns] store_stall_timeout`.
+pub(crate) const DEFAULT_STORE_STALL_TIMEOUT: Duration = Duration::from_secs(15);
+
+impl StoreWatch {
+    fn state(&self) -> std::sync::MutexGuard<'_, WatchState> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Sets the stall bound (`[dns] store_stall_timeout`).
+    pub(crate) fn set_stall_after(&self, d: Duration) {
+        self.state().stall_after = d;
+    }
+
+    /// A store round begins.
+    pub(crate) fn begin(&self, now: Instant) {
+        let mut s = self.state();
+        s.round_since = Some(now);
+        s.stall_reported = false;
+    }
+
+    /// The round begun last ended, successfully or not.
+    pub(crate) fn end(&self, now: Instant, ok: bool) {
+        let mut s = self.state();
+        if let Some(since) = s.round_since.take() {
+            s.report_stall(now.saturating_duration_since(since));
+        }
+        if ok {
+            s.last_ok = now;
+        }
+    }
+
+    /// Fills the watch's part of `h` at `now`: ages, stalls, and health
+    /// false while the round in flight is past the bound.
+    pub(crate) fn apply(&self, h: &mut StoreHealth, now: Instant) {
+        let mut s = self.state();
+        let in_flight = s
+            .round_since
+            .map(|since| now.saturating_duration_since(since));
+        if let Some(age) = in_flight {
+            if s.report_stall(age) {
+                h.healthy = false;
+                h.last_error = Some(format!(
+                    "a store round has been in flight for {:.1} s",
+                    age.as_secs_f64()
+                ));
+            }
+        }
+        h.round_in_flight_secs = in_flight.unwrap_or_default().as_secs();
+        h.last_ok_age_secs = now.saturating_duration_since(s.last_ok).as_secs();
+        h.stalls = s.stalls;
+    }
+}
+
+impl WatchState {
+    /// Whether a round `age` old is stalled; counts and logs it the first
+    /// time.
+    fn report_stall(&mut self, age: Duration) -> bool {
+        if age <= self.stall_after {
+            return false;
+        }
+        if !self.stall_reported {
+            self.stall_reported = true;
+            self.stalls += 1;
+            tracing::warn!(
+                secs = age.as_secs(),
+                "a store round has been in flight longer than store_stall_timeout ({:.1} s): \
+                 the database is not answering; serving the last good table",
+                self.stall_after.as_secs_f64()
+            );
+        }
+        true
+    }
+}
 
 /// The Prometheus text exposition of `s`.
 pub(crate) fn prometheus(s: &DnsStats) -> String {
@@ -155,6 +276,24 @@ pub(crate) fn prometheus(s: &DnsStats) -> String {
         "Failed store rounds.",
         s.store.failures,
     );
+    metric(
+        "lars_dns_store_last_ok_age_seconds",
+        "gauge",
+        "Seconds since the last successful store round (version poll or reload).",
+        s.store.last_ok_age_secs,
+    );
+    metric(
+        "lars_dns_store_round_in_flight_seconds",
+        "gauge",
+        "Age of the store round in progress (0: none).",
+        s.store.round_in_flight_secs,
+    );
+    metric(
+        "lars_dns_store_stalls_total",
+        "counter",
+        "Store rounds in flight longer than store_stall_timeout.",
+        s.store.stalls,
+    );
     s.tcp_limits.prometheus("lars_dns", &mut out);
     out.into_string()
 }
@@ -185,16 +324,61 @@ mod tests {
                 since_unix: 1,
                 failures: 3,
                 last_error: Some("down".into()),
+                last_ok_age_secs: 12,
+                round_in_flight_secs: 11,
+                stalls: 1,
             },
         };
         let text = prometheus(&s);
         assert!(text.contains("\nlars_dns_route_version 7\n"));
         assert!(text.contains("\nlars_dns_store_up 0\n"));
+        assert!(text.contains("\nlars_dns_store_last_ok_age_seconds 12\n"));
+        assert!(text.contains("\nlars_dns_store_stalls_total 1\n"));
         assert!(text.contains("# TYPE lars_dns_requests_total counter\n"));
         for line in text.lines().filter(|l| !l.starts_with('#')) {
             let (name, value) = line.split_once(' ').unwrap();
             assert!(name.starts_with("lars_dns_"), "{line}");
             value.parse::<u64>().unwrap();
         }
+    }
+
+    #[test]
+    fn a_round_past_the_bound_is_unhealthy_and_counted_once() {
+        let w = StoreWatch::default();
+        w.set_stall_after(Duration::from_secs(10));
+        let t0 = Instant::now();
+        let health = |now| {
+            let mut h = StoreHealth {
+                healthy: true,
+                since_unix: 0,
+                failures: 0,
+                last_error: None,
+                last_ok_age_secs: 0,
+                round_in_flight_secs: 0,
+                stalls: 0,
+            };
+            w.apply(&mut h, now);
+            h
+        };
+        w.begin(t0);
+        let h = health(t0 + Duration::from_secs(5));
+        assert!(h.healthy);
+        assert_eq!((h.round_in_flight_secs, h.stalls), (5, 0));
+        let h = health(t0 + Duration::from_secs(11));
+        assert!(!h.healthy && h.last_error.is_some());
+        assert_eq!((h.round_in_flight_secs, h.stalls), (11, 1));
+        let h = health(t0 + Duration::from_secs(30));
+        assert_eq!((h.last_ok_age_secs, h.stalls), (30, 1), "counted once");
+        w.end(t0 + Duration::from_secs(31), true);
+        let h = health(t0 + Duration::from_secs(32));
+        assert!(h.healthy);
+        assert_eq!(
+            (h.round_in_flight_secs, h.last_ok_age_secs, h.stalls),
+            (0, 1, 1)
+        );
+        // A long round nobody looked at is counted when it ends.
+        w.begin(t0 + Duration::from_secs(40));
+        w.end(t0 + Duration::from_secs(60), false);
+        assert_eq!(health(t0 + Duration::from_secs(61)).stalls, 2);
     }
 }

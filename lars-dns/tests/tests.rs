@@ -3,6 +3,9 @@
 //! speaking the wire protocol.
 #![allow(clippy::unwrap_used)]
 
+#[path = "../../lars-store/tests/freeze_proxy.rs"]
+mod freeze_proxy;
+mod hung_store;
 mod support;
 
 use std::time::{Duration, Instant};
