@@ -162,6 +162,8 @@ pub fn run(options: BenchOptions) -> Result<BenchReport, BenchError> {
             config.reactor.addr = SocketAddrV4::new(Ipv4Addr::LOCALHOST, 0);
             config.reactor.thread_num = options.threads.max(1);
             config.reactor.max_conn = options.conns.saturating_add(16);
+            // Every load connection comes from 127.0.0.1.
+            config.reactor.max_conn_per_peer = 0;
             let mut handle = Dns::start(config, store)?;
             let addr = handle.local_addr();
             let reply = fetch_reply(addr, &request)?;

@@ -124,6 +124,8 @@ fn reporter(a: &ReporterBenchArgs) -> anyhow::Result<()> {
             let mut cfg = ReporterConfig::default();
             cfg.reactor.addr = std::net::SocketAddrV4::new(std::net::Ipv4Addr::LOCALHOST, 0);
             cfg.reactor.thread_num = 1;
+            // Every load connection (up to 1024) comes from 127.0.0.1.
+            cfg.reactor.max_conn_per_peer = 0;
             // clap's range keeps it in 1..=64.
             cfg.db_thread_cnt = std::num::NonZeroUsize::new(a.db_threads as usize)
                 .unwrap_or(std::num::NonZeroUsize::MIN);
