@@ -32,6 +32,10 @@ pub const DEFAULT_IO_TIMEOUT: Duration = Duration::from_secs(10);
 /// setting the I/O timeout in milliseconds: `mysql://...?io_timeout_ms=5000`.
 pub const IO_TIMEOUT_PARAM: &str = "io_timeout_ms";
 
+/// Rows per pruning `DELETE`: a week of history at once could otherwise run
+/// past the I/O timeout (and hold its locks as long).
+const DELETE_CHUNK: u64 = 10_000;
+
 /// The TCP connect timeout (or the I/O timeout when shorter).
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 
@@ -919,12 +923,22 @@ impl MysqlStore {
         )
     }
 
-    /// Runs a `DELETE ... WHERE <time> < ?`; returns the rows deleted.
+    /// Runs a `DELETE ... WHERE <time> < ?` in statements of at most
+    /// [`DELETE_CHUNK`] rows (each far inside the I/O timeout, and short
+    /// locks), until one deletes fewer; returns the rows deleted.
     fn delete_before(&self, sql: &str, purpose: &'static str, older_than: i64) -> Result<u64> {
-        self.run(|c| {
-            c.exec_drop(sql, (older_than,)).ctx(purpose)?;
-            Ok(c.affected_rows())
-        })
+        let sql = format!("{sql} LIMIT {DELETE_CHUNK}");
+        let mut total = 0;
+        loop {
+            let n = self.run(|c| {
+                c.exec_drop(&sql, (older_than,)).ctx(purpose)?;
+                Ok(c.affected_rows())
+            })?;
+            total += n;
+            if n < DELETE_CHUNK {
+                return Ok(total);
+            }
+        }
     }
 
     pub(crate) fn call_status(&self, key: Option<ModKey>) -> Result<Vec<CallStatusRow>> {

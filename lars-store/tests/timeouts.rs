@@ -103,3 +103,21 @@ both!(recent_status_rows_are_streamed_with_a_cap, |db| {
         .unwrap();
     assert_eq!((n, capped), (30, 30));
 });
+
+both!(pruning_many_rows_deletes_them_all_in_chunks, |db| {
+    let s = db.open();
+    // 25,000 old rows (more than two pruning statements) and 10 new ones.
+    let rows: Vec<_> = (0..25_010u32)
+        .map(|i| lars_store::HistoryRow {
+            key: ModKey::new(3, 1 + i % 10),
+            host: HostAddr::new(0x0A00_0000 + i, 80),
+            minute: if i < 25_000 { 60 } else { 6_000 },
+            succ: 1,
+            err: 0,
+        })
+        .collect();
+    s.append_history(&rows).unwrap();
+    assert_eq!(s.prune_history(600).unwrap(), 25_000);
+    assert_eq!(s.history_totals(None, 0).unwrap(), (10, 0));
+    assert_eq!(s.prune_history(600).unwrap(), 0);
+});
