@@ -710,7 +710,13 @@ fn add_user_validates_and_rejects_duplicates() {
 
 #[test]
 fn set_password_resets_or_creates_a_user() {
-    let c = Console::start();
+    set_password_over(&Console::start());
+    if let Some(c) = Console::start_mysql("set_password") {
+        set_password_over(&c);
+    }
+}
+
+fn set_password_over(c: &Console) {
     let login = |user: &str, password: &str| {
         let body = format!(r#"{{"username":"{user}","password":"{password}"}}"#);
         c.req("POST", "/api/login", &[JSON], &body).status
