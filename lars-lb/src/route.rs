@@ -6,7 +6,7 @@ use std::collections::BinaryHeap;
 use std::time::{Duration, Instant};
 
 use crate::config::LoadBalanceConfig;
-use hashbrown::HashMap;
+use hashbrown::{HashMap, HashSet};
 use lars_core::{HostAddr, ModKey};
 
 use crate::event::{DEFAULT_EVENT_CAPACITY, EventQueue, HostState, LbEvent};
@@ -93,6 +93,13 @@ struct Entry {
 /// `get_route`), as in the original; [`next_deadline`](Self::next_deadline)
 /// covers the hosts' timers.
 ///
+/// Keys without hosts can be bounded ([`set_key_limits`](Self::set_key_limits)):
+/// a cap on how many are held (a new unknown key beyond it answers
+/// `NoExist` without being created or pulled) and an expiry after which an
+/// unused one is forgotten; forgotten keys are drained with
+/// [`take_forgotten`](Self::take_forgotten) (the agent unsubscribes them at
+/// the dns). Keys with hosts are never touched.
+///
 /// ```
 /// use std::time::Instant;
 /// use lars_lb::{Choice, LbConfig, ModKey, Outcome, RouteLb};
@@ -117,8 +124,9 @@ pub struct RouteLb {
     timers: BinaryHeap<Reverse<(Instant, ModKey)>>,
     events: EventQueue,
     limits: KeyLimits,
-    /// Keys in `map` without hosts.
-    empty_keys: usize,
+    /// The keys in `map` without hosts (what the limits bound and the
+    /// sweep scans).
+    empty: HashSet<ModKey>,
     /// When the next expiry sweep of keys without hosts is due.
     sweep_at: Option<Instant>,
     /// Keys forgotten (expired) since the last `take_forgotten`.
@@ -137,7 +145,7 @@ impl RouteLb {
             timers: BinaryHeap::new(),
             events: EventQueue::new(DEFAULT_EVENT_CAPACITY),
             limits: KeyLimits::default(),
-            empty_keys: 0,
+            empty: HashSet::new(),
             sweep_at: None,
             forgotten: Vec::new(),
             refused: 0,
@@ -271,7 +279,7 @@ impl RouteLb {
             push_timer(&mut self.timers, key, e.lb.next_deadline());
         }
         let is_empty = e.lb.is_empty();
-        self.recount(was_empty, is_empty, now);
+        self.recount(key, was_empty, is_empty, now);
         RouteApplied::Updated(sum)
     }
 
@@ -299,7 +307,7 @@ impl RouteLb {
             push_timer(&mut self.timers, key, e.lb.next_deadline());
         }
         self.events.push(LbEvent::RouteDeleted { key, hosts });
-        self.recount(false, true, used);
+        self.recount(key, false, true, used);
         RouteApplied::Updated(sum)
     }
 
@@ -327,7 +335,7 @@ impl RouteLb {
         if e.lb.next_deadline() != before {
             push_timer(&mut self.timers, key, e.lb.next_deadline());
         }
-        self.recount(was_empty, false, now);
+        self.recount(key, was_empty, false, now);
     }
 
     /// Forgets `key` entirely; true when it was known.
@@ -336,7 +344,7 @@ impl RouteLb {
         match self.map.remove(&key) {
             Some(e) => {
                 if e.lb.is_empty() {
-                    self.empty_keys = self.empty_keys.saturating_sub(1);
+                    self.empty.remove(&key);
                 }
                 true
             }
@@ -353,7 +361,7 @@ impl RouteLb {
 
     /// Keys without hosts held now.
     pub fn empty_keys(&self) -> usize {
-        self.empty_keys
+        self.empty.len()
     }
 
     /// New unknown keys refused because [`KeyLimits::max_empty_keys`] keys
@@ -515,7 +523,7 @@ impl RouteLb {
     /// Creates an unknown key, PULLING, and queues its pull; refused (and
     /// counted) when the keys without hosts are at their limit.
     fn create_pulling(&mut self, key: ModKey, now: Instant) {
-        if self.empty_keys >= self.limits.max_empty_keys {
+        if self.empty.len() >= self.limits.max_empty_keys {
             self.refused += 1;
             return;
         }
@@ -533,28 +541,33 @@ impl RouteLb {
             },
         );
         self.pulls.push(key);
-        self.recount(false, true, now);
+        self.recount(key, false, true, now);
     }
 
-    /// Keeps the count of keys without hosts, and the expiry sweep armed
+    /// Keeps the set of keys without hosts, and the expiry sweep armed
     /// while there are some (a key that became empty, last used at `used`,
     /// is due at `used + expiry` at the earliest).
-    fn recount(&mut self, was_empty: bool, is_empty: bool, used: Instant) {
+    fn recount(&mut self, key: ModKey, was_empty: bool, is_empty: bool, used: Instant) {
         match (was_empty, is_empty) {
             (false, true) => {
-                self.empty_keys += 1;
+                self.empty.insert(key);
                 if let Some(expiry) = self.limits.empty_key_expiry {
                     let due = used.checked_add(expiry).unwrap_or(used);
                     self.sweep_at = Some(self.sweep_at.map_or(due, |s| s.min(due)));
                 }
             }
-            (true, false) => self.empty_keys = self.empty_keys.saturating_sub(1),
+            (true, false) => {
+                self.empty.remove(&key);
+            }
             _ => {}
         }
     }
 
     /// Forgets the keys without hosts unused for the expiry, and schedules
-    /// the next sweep for the earliest of the others. O(keys).
+    /// the next sweep when the earliest of the others falls due, but no
+    /// sooner than 1/16 of the expiry from now: a key goes at most that
+    /// late, and keys used at scattered times cost one sweep per
+    /// 1/16 expiry, not one each. O(keys without hosts).
     fn sweep(&mut self, now: Instant) {
         self.sweep_at = None;
         let Some(expiry) = self.limits.empty_key_expiry else {
@@ -562,10 +575,10 @@ impl RouteLb {
         };
         let mut next: Option<Instant> = None;
         let mut gone = Vec::new();
-        for (key, e) in &self.map {
-            if !e.lb.is_empty() {
+        for key in &self.empty {
+            let Some(e) = self.map.get(key) else {
                 continue;
-            }
+            };
             let due = e.used.checked_add(expiry).unwrap_or(e.used);
             if due <= now {
                 gone.push(*key);
@@ -580,7 +593,8 @@ impl RouteLb {
             self.expired += 1;
             self.forgotten.push(key);
         }
-        self.sweep_at = next;
+        let soonest = now.checked_add(expiry / 16).unwrap_or(now);
+        self.sweep_at = next.map(|n| n.max(soonest));
     }
 }
 

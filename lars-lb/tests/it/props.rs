@@ -224,3 +224,89 @@ proptest! {
         }
     }
 }
+
+/// Operations on a `RouteLb` with bounded keys (8 keys, 4 hosts).
+#[derive(Debug, Clone)]
+enum RouteOp {
+    GetHost(u32),
+    GetRoute(u32),
+    Report(u32, u32),
+    /// A dns answer with the hosts whose bit is set.
+    Answer(u32, u8),
+    ConfirmedEmpty(u32),
+    Advance(u32),
+}
+
+fn route_op() -> impl Strategy<Value = RouteOp> {
+    prop_oneof![
+        4 => (0..8u32).prop_map(RouteOp::GetHost),
+        1 => (0..8u32).prop_map(RouteOp::GetRoute),
+        2 => (0..8u32, 1..=4u32).prop_map(|(k, h)| RouteOp::Report(k, h)),
+        3 => (0..8u32, 0..16u8).prop_map(|(k, m)| RouteOp::Answer(k, m)),
+        1 => (0..8u32).prop_map(RouteOp::ConfirmedEmpty),
+        2 => (0..20_000u32).prop_map(RouteOp::Advance),
+    ]
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(256))]
+
+    /// The set of keys without hosts matches the balancers; creation never
+    /// passes the limit; forgotten keys are gone; nothing without hosts
+    /// outlives its expiry by more than a sixteenth of it.
+    #[test]
+    fn route_lb_key_limit_invariants(
+        max in 1..6usize,
+        protection in any::<bool>(),
+        ops in prop::collection::vec(route_op(), 0..120),
+    ) {
+        use lars_lb::{KeyLimits, RouteLb};
+        let expiry = Duration::from_secs(16);
+        let mut now = t0();
+        let cfg = LbConfig { empty_route_protection: protection, ..LbConfig::default() };
+        let mut r = RouteLb::new(cfg);
+        r.set_key_limits(KeyLimits { max_empty_keys: max, empty_key_expiry: Some(expiry) });
+        let key = |k: u32| ModKey::new(k, 1);
+        for op in ops {
+            let before = r.empty_keys();
+            let known = |r: &RouteLb, k: u32| r.status(key(k)).is_some();
+            match op {
+                RouteOp::GetHost(k) => {
+                    let new = !known(&r, k);
+                    r.get_host(key(k), now);
+                    if new {
+                        prop_assert!(r.empty_keys() <= max.max(before));
+                    }
+                }
+                RouteOp::GetRoute(k) => { r.get_route(key(k), now); }
+                RouteOp::Report(k, h) => { r.report(key(k), host(h), Outcome::Success, now); }
+                RouteOp::Answer(k, m) => {
+                    let hosts: Vec<HostAddr> = (1..=4).filter(|i| m & (1 << (i - 1)) != 0).map(host).collect();
+                    r.apply_route(key(k), &hosts, now);
+                }
+                RouteOp::ConfirmedEmpty(k) => { r.apply_confirmed_empty(key(k), now); }
+                RouteOp::Advance(ms) => {
+                    now += Duration::from_millis(u64::from(ms));
+                    if r.next_deadline().is_some_and(|d| d <= now) {
+                        r.handle_timeout(now);
+                    }
+                }
+            }
+            let _ = r.take_pulls();
+            let empty = r.keys().filter(|k| r.lb(*k).is_some_and(|lb| lb.is_empty())).count();
+            prop_assert_eq!(r.empty_keys(), empty);
+            for k in r.take_forgotten() {
+                prop_assert!(r.status(k).is_none(), "{k} forgotten but held");
+            }
+            if empty > 0 {
+                prop_assert!(r.next_deadline().is_some());
+            }
+        }
+        // Left alone, every key without hosts goes within expiry + 1/16.
+        let end = now + expiry + expiry / 16;
+        while let Some(d) = r.next_deadline().filter(|d| *d <= end) {
+            r.handle_timeout(d);
+        }
+        prop_assert_eq!(r.empty_keys(), 0);
+    }
+}

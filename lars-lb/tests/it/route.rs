@@ -296,3 +296,28 @@ fn a_confirmed_empty_answer_removes_hosts_despite_protection() {
     r.handle_timeout(now + Duration::from_secs(60));
     assert_eq!(r.take_forgotten(), vec![K]);
 }
+
+#[test]
+fn keys_used_at_scattered_times_expire_in_few_sweeps_and_at_most_a_sixteenth_late() {
+    let now = t0();
+    let s = Duration::from_secs;
+    let mut r = limited(usize::MAX, 160);
+    for i in 0..100u32 {
+        r.get_host(ModKey::new(100 + i, 1), now + s(u64::from(i)));
+    }
+    let mut sweeps = 0;
+    let mut gone = 0;
+    while let Some(d) = r.next_deadline() {
+        r.handle_timeout(d);
+        let f = r.take_forgotten();
+        for k in &f {
+            // Key 100 + i was last used at i s: due at 160 + i s.
+            let due = now + s(160 + u64::from(k.modid - 100));
+            assert!(d >= due && d <= due + s(10), "{k} at {:?}", d - now);
+        }
+        gone += f.len();
+        sweeps += 1;
+    }
+    assert_eq!(gone, 100);
+    assert!(sweeps <= 11, "{sweeps} sweeps");
+}
