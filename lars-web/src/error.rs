@@ -233,9 +233,9 @@ impl ConsoleError {
     fn log(&self) {
         match self {
             ConsoleError::Store(e) if e.is_unavailable() => {
-                tracing::warn!("store unavailable: {e}");
+                tracing::warn!("store unavailable: {}", lars_store::Chain(e));
             }
-            ConsoleError::Store(e) => tracing::error!("store error: {e}"),
+            ConsoleError::Store(e) => tracing::error!("store error: {}", lars_store::Chain(e)),
             ConsoleError::Internal(m) => tracing::error!("internal error: {m}"),
             _ => {}
         }
