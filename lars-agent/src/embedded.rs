@@ -194,6 +194,10 @@ impl EmbeddedAgent {
             if !hosts.is_empty() {
                 return Ok(hosts.into_iter().map(SocketAddrV4::from).collect());
             }
+            if d.core.routes().status(key).is_none() {
+                // Refused ([agent] max_unknown_keys): nothing was pulled.
+                return Err(ApiError::NoExist);
+            }
             let left = deadline.saturating_duration_since(Instant::now());
             if left.is_zero() {
                 return Err(ApiError::NoExist);

@@ -775,3 +775,28 @@ fn a_port_in_use_is_named_once_in_the_error_chain() {
     );
     assert!(line.contains("in use"), "{line}");
 }
+
+#[test]
+fn embedded_agent_caps_and_expires_unknown_keys() {
+    let env = Env::new();
+    env.set_hosts(11, 1, &hosts(&["10.0.11.1:80"]));
+    let mut cfg = env.agent_config();
+    cfg.max_unknown_keys = 2;
+    cfg.unknown_key_expiry = Some(Duration::from_secs(1));
+    let mut e = EmbeddedAgent::start(cfg).unwrap();
+    let dns = || env.dns.as_ref().unwrap().stats();
+    assert!(matches!(e.get_host(20, 1), Err(ApiError::NoExist)));
+    assert!(matches!(e.get_host(20, 2), Err(ApiError::NoExist)));
+    wait_until(T, "both subscribed", || dns().subscribed_keys == 2);
+    // At the limit: refused at once, nothing pulled.
+    let pulls = e.stats().pulls;
+    assert!(matches!(e.reg_init(11, 1), Err(ApiError::NoExist)));
+    let s = e.stats();
+    assert_eq!((s.unknown_keys_refused, s.pulls), (1, pulls), "{s:?}");
+    // Once the unused ones expire (and leave the dns) there is room.
+    wait_until(Duration::from_secs(5), "expiry", || {
+        e.stats().keys_expired == 2 && dns().subscribed_keys == 0
+    });
+    assert_eq!(e.reg_init(11, 1).unwrap()[0].to_string(), "10.0.11.1:80");
+    e.stop();
+}
