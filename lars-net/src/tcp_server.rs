@@ -475,7 +475,7 @@ enum Reason {
 #[derive(Debug)]
 struct RateLog {
     interval: Duration,
-    /// What each [`Reason`] means here, e.g. `maxConn 1024 reached`.
+    /// What each [`Reason`] means here, e.g. `at maxConn 1024`.
     reasons: [String; 4],
     counts: [u64; 4],
     last_peer: Option<SocketAddr>,
@@ -503,12 +503,14 @@ impl RateLog {
         self.flush(now)
     }
 
-    /// When the counted events may be logged (`None`: nothing to log).
+    /// When the events counted but not yet logged may be logged (`None`:
+    /// there are none; the first event of all is logged at once by
+    /// [`record`](Self::record), so a pending count always follows a line).
     fn due(&self) -> Option<Instant> {
         if self.counts.iter().all(|&c| c == 0) {
             return None;
         }
-        Some(self.last_line.map_or(Instant::now(), |t| t + self.interval))
+        self.last_line.map(|t| t + self.interval)
     }
 
     /// The line for the events counted so far, if it is due at `now`.
