@@ -128,13 +128,13 @@ impl fmt::Display for BenchReport {
 #[non_exhaustive]
 pub enum BenchError {
     /// A socket operation failed.
-    #[error("i/o error: {0}")]
+    #[error("i/o error")]
     Io(#[from] io::Error),
     /// The in-process dns could not start.
-    #[error("cannot start the dns: {0}")]
+    #[error("cannot start the dns")]
     Dns(#[from] DnsError),
     /// The temporary store could not be prepared.
-    #[error("cannot prepare the store: {0}")]
+    #[error("cannot prepare the store")]
     Store(#[from] lars_store::StoreError),
     /// The options cannot be measured.
     #[error("invalid options: {0}")]
@@ -424,6 +424,26 @@ impl Drop for TempDb {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn errors_name_their_cause_once() {
+        let refused = || io::Error::from(io::ErrorKind::ConnectionRefused);
+        let errors: [Box<dyn std::error::Error>; 2] = [
+            Box::new(BenchError::from(refused())),
+            Box::new(crate::reporter::BenchError::from(refused())),
+        ];
+        for e in errors {
+            // The whole chain, as `{:#}` prints it.
+            let mut chain = e.to_string();
+            let mut cause = e.source();
+            while let Some(c) = cause {
+                chain = format!("{chain}: {c}");
+                cause = c.source();
+            }
+            let cause = refused().to_string();
+            assert_eq!(chain.matches(&cause).count(), 1, "{chain}");
+        }
+    }
 
     #[test]
     fn measures_both_servers_briefly() {

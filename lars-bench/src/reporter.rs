@@ -106,10 +106,10 @@ pub struct BenchReport {
 #[non_exhaustive]
 pub enum BenchError {
     /// The store could not be opened or read.
-    #[error("store: {0}")]
+    #[error("store")]
     Store(#[from] lars_store::StoreError),
     /// A connection to the reporter failed.
-    #[error("connection to the reporter: {0}")]
+    #[error("connection to the reporter")]
     Io(#[from] std::io::Error),
     /// An option is out of range.
     #[error("invalid option: {0}")]
