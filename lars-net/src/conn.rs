@@ -94,7 +94,8 @@ pub struct NetStats {
     /// `refusedLogInterval`, each counting the refusals since the last).
     pub refused_log_lines: AtomicU64,
     /// Connections closed because they completed no frame within
-    /// `idleTimeout` of being accepted.
+    /// `idleTimeout` of being accepted, while connections were being
+    /// refused.
     pub closed_idle: AtomicU64,
     /// Connections closed because a partial frame sat in their buffer
     /// longer than `frameTimeout`.

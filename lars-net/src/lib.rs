@@ -7,6 +7,9 @@
 //! - [`TcpServer`] — an acceptor and `threads` worker loops; connections are
 //!   [`Conn`]s identified by a [`ConnId`], frames go to a [`Router`];
 //!   [`ServerHandle`] reaches any connection or every worker from any thread.
+//!   Connection limits (`maxConn`, `maxConnPerPeer`, `idleTimeout`,
+//!   `frameTimeout`) keep idle or stuck peers from locking clients out;
+//!   what they did is in [`NetStats`] ([`ConnLimitStats`]).
 //!   [`TcpClient`] stays connected for its whole life (reconnect with backoff).
 //! - [`UdpServer`] — one loop owning one socket and a [`UdpService`]:
 //!   datagrams, its deadline (`poll_timeout`) and posted tasks get `&mut S`;
