@@ -766,3 +766,20 @@ fn prune(store: &Store, p: Prune) -> bool {
     }
     ok
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn errors_do_not_repeat_their_cause() {
+        let e = ReporterError::Thread(std::io::Error::other("no threads left"));
+        assert_eq!(e.to_string(), "cannot spawn thread");
+        let cause = std::error::Error::source(&e).map(ToString::to_string);
+        assert_eq!(cause.as_deref(), Some("no threads left"));
+        assert_eq!(
+            Chain(&e).to_string(),
+            "cannot spawn thread: no threads left"
+        );
+    }
+}
