@@ -300,7 +300,7 @@ impl StatusServer {
         self.addr
     }
 
-    /// Stops serving and joins every thread (within about [`SLICE`] of a
+    /// Stops serving and joins every thread (within about `SLICE` (100 ms) of a
     /// worker's current read or write).
     pub fn stop(&mut self) {
         self.stop_and_join(true);
