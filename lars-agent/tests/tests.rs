@@ -800,3 +800,44 @@ fn embedded_agent_caps_and_expires_unknown_keys() {
     assert_eq!(e.reg_init(11, 1).unwrap()[0].to_string(), "10.0.11.1:80");
     e.stop();
 }
+
+#[test]
+fn against_an_original_dns_unsubscribes_are_skipped_and_empty_answers_protected() {
+    let env = Env::new();
+    let dns = util::OriginalDns::start();
+    let key = ModKey::new(12, 1);
+    dns.set_and_push(key, &hosts(&["10.0.12.1:80"]));
+    let mut cfg = env.agent_config();
+    cfg.dns = dns.addr;
+    cfg.unknown_key_expiry = Some(Duration::from_secs(1));
+    let mut agent = Agent::start(cfg).unwrap();
+    let c = client(&agent, T);
+    assert_eq!(c.reg_init(12, 1).unwrap()[0].to_string(), "10.0.12.1:80");
+    for cmdid in 1..=5 {
+        assert!(matches!(c.get_host(13, cmdid), Err(ApiError::NoExist)));
+    }
+    // The unknown keys expire; their unsubscribes reach the original dns,
+    // which skips them and keeps the connection.
+    wait_until(
+        Duration::from_secs(5),
+        "unsubscribes skipped by the dns",
+        || {
+            dns.unknown_msgids
+                .load(std::sync::atomic::Ordering::Relaxed)
+                == 5
+        },
+    );
+    assert_eq!(agent.stats().unsubscribes, 5);
+    assert_eq!(c.get_host(12, 1).unwrap().to_string(), "10.0.12.1:80");
+    // An original dns cannot confirm a delete: its empty push is protected.
+    let applied = agent.stats().routes_applied;
+    dns.set_and_push(key, &[]);
+    wait_until(T, "the empty push applied", || {
+        agent.stats().routes_applied > applied
+    });
+    assert_eq!(c.get_host(12, 1).unwrap().to_string(), "10.0.12.1:80");
+    let s = agent.stats();
+    assert_eq!((s.dns_connects, s.routes_deleted), (1, 0), "{s:?}");
+    assert_eq!(dns.accepted.load(std::sync::atomic::Ordering::Relaxed), 1);
+    agent.stop();
+}

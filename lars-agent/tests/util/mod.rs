@@ -1,16 +1,20 @@
 //! Test harness: dns, reporter and agent in-process over SQLite, on
 //! ephemeral ports; real UDP clients.
 
+use std::collections::HashMap;
 use std::io::{Read, Write};
-use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4, TcpStream};
+use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4, TcpListener, TcpStream};
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use lars_agent::AgentConfig;
 use lars_agent::{Agent, AgentHandle};
 use lars_client::{ClientConfig, LarsClient};
 use lars_core::config::{HttpConfig, Ini};
-use lars_core::{HostAddr, ModKey};
+use lars_core::proto::{GetRouteRequest, GetRouteResponse};
+use lars_core::{HostAddr, MessageId, ModKey, frame};
 use lars_dns::DnsConfig;
 use lars_dns::{Dns, DnsHandle};
 use lars_lb::Policy;
@@ -260,4 +264,124 @@ pub fn json(agent: &AgentHandle, path: &str) -> serde_json::Value {
     let (code, body) = http_get(agent, path);
     assert_eq!(code, 200, "{path}: {body}");
     serde_json::from_str(&body).unwrap()
+}
+
+/// A dns behaving as the original: answers `GetRouteRequest` (1) with a
+/// plain `GetRouteResponse` (no field 4) from its table, pushes on demand,
+/// and skips every other msgid (its `msg_router` prints "msgid N is not
+/// register!" and reads on). One connection at a time; stopped on drop.
+pub struct OriginalDns {
+    pub addr: SocketAddrV4,
+    table: Arc<Mutex<HashMap<ModKey, Vec<HostAddr>>>>,
+    conn: Arc<Mutex<Option<TcpStream>>>,
+    /// Frames with a msgid it has no callback for.
+    pub unknown_msgids: Arc<AtomicU64>,
+    /// Connections accepted.
+    pub accepted: Arc<AtomicU64>,
+    stop: Arc<AtomicBool>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl OriginalDns {
+    pub fn start() -> Self {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        listener.set_nonblocking(true).unwrap();
+        let addr = as_v4(listener.local_addr().unwrap());
+        let table: Arc<Mutex<HashMap<ModKey, Vec<HostAddr>>>> = Arc::default();
+        let conn: Arc<Mutex<Option<TcpStream>>> = Arc::default();
+        let unknown_msgids = Arc::new(AtomicU64::new(0));
+        let accepted = Arc::new(AtomicU64::new(0));
+        let stop = Arc::new(AtomicBool::new(false));
+        let (t, c, u, a, s) = (
+            Arc::clone(&table),
+            Arc::clone(&conn),
+            Arc::clone(&unknown_msgids),
+            Arc::clone(&accepted),
+            Arc::clone(&stop),
+        );
+        let thread = std::thread::spawn(move || {
+            let mut stream: Option<TcpStream> = None;
+            let mut buf = Vec::new();
+            while !s.load(Ordering::Relaxed) {
+                if let Ok((sock, _)) = listener.accept() {
+                    sock.set_nonblocking(false).unwrap();
+                    sock.set_read_timeout(Some(Duration::from_millis(20)))
+                        .unwrap();
+                    *c.lock().unwrap() = Some(sock.try_clone().unwrap());
+                    stream = Some(sock);
+                    buf.clear();
+                    a.fetch_add(1, Ordering::Relaxed);
+                }
+                let Some(sock) = stream.as_mut() else {
+                    std::thread::sleep(Duration::from_millis(20));
+                    continue;
+                };
+                let mut chunk = [0u8; 4096];
+                match sock.read(&mut chunk) {
+                    Ok(0) => stream = None,
+                    Ok(n) => buf.extend_from_slice(&chunk[..n]),
+                    Err(_) => {} // timeout: check stop, accept
+                }
+                while let Some((msgid, body)) = take_frame(&mut buf) {
+                    if msgid == i32::from(MessageId::GetRouteRequest) {
+                        let req = <GetRouteRequest as prost::Message>::decode(&body[..]).unwrap();
+                        let key = ModKey::from_wire(req.modid, req.cmdid);
+                        let hosts = t.lock().unwrap().get(&key).cloned().unwrap_or_default();
+                        write_route(&c, key, &hosts);
+                    } else {
+                        u.fetch_add(1, Ordering::Relaxed);
+                    }
+                }
+            }
+        });
+        Self {
+            addr,
+            table,
+            conn,
+            unknown_msgids,
+            accepted,
+            stop,
+            thread: Some(thread),
+        }
+    }
+
+    /// Sets `key`'s hosts and pushes them (the original pushes every
+    /// changed key to its subscribers).
+    pub fn set_and_push(&self, key: ModKey, hosts: &[HostAddr]) {
+        self.table.lock().unwrap().insert(key, hosts.to_vec());
+        write_route(&self.conn, key, hosts);
+    }
+}
+
+impl Drop for OriginalDns {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(t) = self.thread.take() {
+            t.join().unwrap();
+        }
+    }
+}
+
+/// Takes one whole frame (msgid, body) off the front of `buf`, if there
+/// is one.
+fn take_frame(buf: &mut Vec<u8>) -> Option<(i32, Vec<u8>)> {
+    let head = buf.get(..8)?;
+    let msgid = i32::from_le_bytes(head[..4].try_into().unwrap());
+    let len = usize::try_from(i32::from_le_bytes(head[4..].try_into().unwrap())).unwrap();
+    let body = buf.get(8..8 + len)?.to_vec();
+    buf.drain(..8 + len);
+    Some((msgid, body))
+}
+
+fn write_route(conn: &Mutex<Option<TcpStream>>, key: ModKey, hosts: &[HostAddr]) {
+    let (modid, cmdid) = key.to_wire();
+    let rsp = GetRouteResponse {
+        modid,
+        cmdid,
+        host: hosts.iter().map(|h| h.to_proto()).collect(),
+    };
+    let bytes = frame::to_bytes(MessageId::GetRouteResponse.into(), &rsp).unwrap();
+    if let Some(s) = conn.lock().unwrap().as_mut() {
+        let _ = s.write_all(&bytes);
+    }
 }
