@@ -194,6 +194,10 @@ const MAX_SCAN: u32 = 16;
 /// `probe_interval_max`. After a host's learned outage length the search is
 /// finer (doubling from half the `probe_interval`).
 const BACKOFF: f64 = 3.0;
+/// The longest probe delay: a century means "never" and, unlike any
+/// `Duration` a `LoadBalanceConfig` may hold, can be added to a clock
+/// reading (and made from an `f64`) without overflow.
+const MAX_PROBE_DELAY: Duration = Duration::from_secs(100 * 365 * 24 * 3600);
 /// Failed probes in one ejection that make it an outage worth learning.
 const LEARN_AFTER: u32 = 2;
 /// Weight of a host at the start of its slow-start ramp.
@@ -335,7 +339,10 @@ impl LoadBalance {
             && streak
             && let Some(outage) = a.outage
         {
-            return outage.max(cfg.probe_interval).min(cfg.probe_interval_max);
+            return outage
+                .max(cfg.probe_interval)
+                .min(cfg.probe_interval_max)
+                .min(MAX_PROBE_DELAY);
         }
         // `strikes` already counts this ejection (and `first` comes before
         // that count): the level this ejection started from, plus its failed
@@ -356,7 +363,7 @@ impl LoadBalance {
         let max = cfg.probe_interval_max.as_secs_f64();
         let d = (base * f64::powi(factor, exp.min(31) as i32)).min(max);
         let jitter = 0.9 + 0.2 * self.ak.unit();
-        Duration::from_secs_f64((d * jitter).min(max))
+        Duration::from_secs_f64((d * jitter).min(max).min(MAX_PROBE_DELAY.as_secs_f64()))
     }
 
     fn schedule_probe(&mut self, i: u32, at: Instant) {

@@ -377,3 +377,23 @@ fn a_host_that_stops_answering_stops_collecting_calls() {
         Some(HostState::Overload)
     );
 }
+
+/// Found by the fuzz target `lb_ops`: a config may hold any `Duration`
+/// (an embedder builds it; the loader once accepted `1e19` seconds), and
+/// ejecting a host then added the probe interval to `now` (`Instant +
+/// Duration` overflow) or made it from an `f64` too big: a panic either way.
+/// The probe is simply never due.
+#[test]
+fn huge_probe_interval_does_not_overflow_the_clock() {
+    let mut cfg = LbConfig::default();
+    cfg.adaptive.probe_interval = Duration::MAX;
+    cfg.adaptive.probe_interval_max = Duration::MAX;
+    let (mut lb, now) = lb_with(cfg, 3);
+    lb.report(host(3), fail(), now);
+    assert_eq!(lb.report(host(3), fail(), now), Some(HostState::Overload));
+    let later = now + Duration::from_secs(3600);
+    assert!(lb.next_deadline().is_none_or(|d| d > later));
+    lb.handle_timeout(later);
+    assert!((0..100).all(|_| lb.choice_one_host(later) != Choice::Probe(host(3))));
+    lb.check_invariants().unwrap();
+}
