@@ -135,6 +135,11 @@ pub fn load_with<T>(
     Ok(config)
 }
 
+/// The largest number of seconds [`Ini::seconds_or`] accepts: a century
+/// means "never" and can still be added to a clock reading (the services
+/// compute `now + interval`; a larger `Duration` overflows `Instant`).
+pub const MAX_SECONDS: Duration = Duration::from_secs(100 * 365 * 24 * 3600);
+
 impl Ini {
     /// Reads and parses a file.
     pub fn load(path: impl AsRef<Path>) -> Result<Self, ConfigError> {
@@ -288,7 +293,12 @@ impl Ini {
         v.parse::<f64>()
             .ok()
             .and_then(|s| Duration::try_from_secs_f64(s).ok())
-            .ok_or_else(|| self.bad(section, key, v, "expected a non-negative number of seconds"))
+            .filter(|d| *d <= MAX_SECONDS)
+            .ok_or_else(|| {
+                let why =
+                    "expected a non-negative number of seconds, at most 3153600000 (a century)";
+                self.bad(section, key, v, why)
+            })
     }
 
     /// A float that must lie in `0.0..=1.0`, or the default when absent.
@@ -499,6 +509,21 @@ mod tests {
         let e = ReactorConfig::from_ini(&ini, 7778).unwrap_err().to_string();
         assert!(e.contains("lars_dns.conf"), "{e}");
         assert!(e.contains("[reactor] port"), "{e}");
+    }
+
+    /// Found by the fuzz target `config_ini`: `seconds_or` accepted any
+    /// value a `Duration` holds, and the services add these intervals to a
+    /// clock reading (`Instant + 1e19 s` panics: the dns on its first refused
+    /// connection with `refusedLogInterval = 1e19`).
+    #[test]
+    fn seconds_beyond_a_century_are_refused() {
+        let ini = Ini::parse("f.conf", "[r]\nbig = 1e19\nok = 3153600000\ninf = inf\n").unwrap();
+        let e = ini.seconds_or("r", "big", Duration::ZERO).unwrap_err();
+        assert!(e.to_string().contains("[r] big"), "{e}");
+        assert!(ini.seconds_or("r", "inf", Duration::ZERO).is_err());
+        let ok = ini.seconds_or("r", "ok", Duration::ZERO).unwrap();
+        assert_eq!(ok, Duration::from_secs(3_153_600_000));
+        assert!(std::time::Instant::now().checked_add(ok).is_some());
     }
 
     #[test]
