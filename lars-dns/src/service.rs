@@ -24,8 +24,9 @@ pub enum DnsError {
     /// unreachable). After start-up store trouble never stops the service.
     #[error("cannot load the routes at start-up")]
     Store(#[source] StoreError),
-    /// The TCP listener or a worker loop could not be started.
-    #[error("cannot start the dns server on {addr}")]
+    /// The TCP listener or a worker loop could not be started (a bind
+    /// error, the usual cause, names the address).
+    #[error("cannot start the dns server")]
     Listen {
         /// The configured `[reactor] ip:port`.
         addr: SocketAddr,
@@ -33,8 +34,9 @@ pub enum DnsError {
         #[source]
         source: NetError,
     },
-    /// The HTTP status listener could not be started.
-    #[error("cannot start the status listener on {addr}")]
+    /// The HTTP status listener could not be started (a bind error names
+    /// the address).
+    #[error("cannot start the dns status listener")]
     Http {
         /// The configured `[http] ip:port`.
         addr: SocketAddr,

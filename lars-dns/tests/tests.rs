@@ -402,3 +402,22 @@ fn subscriptions_to_keys_without_hosts_are_bounded_per_connection() {
     });
     dns.stop();
 }
+
+#[test]
+fn a_port_in_use_is_named_once_in_the_error_chain() {
+    let fx = SqliteFx::new();
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = taken.local_addr().unwrap();
+    for http in [false, true] {
+        let mut config = DnsConfig::default();
+        if http {
+            config.reactor.addr.set_port(0);
+            config.http.addr = Some(addr);
+        } else {
+            config.reactor.addr.set_port(addr.port());
+        }
+        let e = Dns::start(config, fx.dns_store()).unwrap_err();
+        let line = lars_core::Chain(&e).to_string();
+        assert_eq!(line.matches(&addr.to_string()).count(), 1, "{line}");
+    }
+}
