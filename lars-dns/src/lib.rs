@@ -9,6 +9,13 @@
 //! stops lookups: the dns keeps serving its last good table and recovers by
 //! itself.
 //!
+//! Two lars-only additions, ignored by the original programs: a lars agent
+//! sends `UnsubscribeRoute (101)` for a key it forgot (its subscription is
+//! dropped), and an empty answer from a table that has keys carries
+//! `confirmed_empty` (field 4), which tells a lars agent the hosts were
+//! deleted rather than lost. A connection holds at most 10,000 subscriptions
+//! to keys without hosts. See docs/dns.md.
+//!
 //! Principal types:
 //! - [`Dns`]: starts the service ([`Dns::start`]) from a
 //!   [`DnsConfig`] and a store (anything
