@@ -3,7 +3,7 @@
 
 use crate::core::CoreCounters;
 
-/// Counters of a running agent (see [`AgentHandle::stats`]).
+/// Counters of a running agent (see [`AgentHandle::stats`](crate::AgentHandle::stats)).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct AgentStats {
