@@ -47,6 +47,9 @@ pub struct AgentStats {
     pub unsubscribes: u64,
     /// Keys whose hosts the dns confirmed deleted (`confirmed_empty`).
     pub routes_deleted: u64,
+    /// Unconfirmed empty answers for keys with hosts, kept through by
+    /// `empty_route_protection`.
+    pub empty_routes_kept: u64,
     /// Whether the dns is connected.
     pub dns_connected: bool,
     /// Successful connects to the dns.
@@ -80,6 +83,7 @@ impl AgentStats {
             keys_expired: sum(|c| c.keys_expired),
             unsubscribes: sum(|c| c.unsubscribes),
             routes_deleted: sum(|c| c.routes_deleted),
+            empty_routes_kept: sum(|c| c.empty_routes_kept),
             ..AgentStats::default()
         }
     }

@@ -141,6 +141,7 @@ fn status(shared: &impl Shards) -> HttpResponse {
             "unsubscribes": s.unsubscribes,
             "routes_applied": s.routes_applied,
             "routes_deleted": s.routes_deleted,
+            "empty_routes_kept": s.empty_routes_kept,
         },
         "reporter": {
             "addr": addrs.reporter.to_string(),
@@ -412,6 +413,12 @@ fn metrics(shared: &impl Shards) -> HttpResponse {
         "counter",
         "Keys whose hosts the dns confirmed deleted (removed despite empty_route_protection)",
         s.routes_deleted,
+    );
+    m(
+        "lars_agent_dns_empty_routes_kept_total",
+        "counter",
+        "Unconfirmed empty answers for keys with hosts, kept through by empty_route_protection",
+        s.empty_routes_kept,
     );
     m(
         "lars_agent_hosts_idle",

@@ -750,7 +750,10 @@ fn a_dns_answering_empty_from_a_wiped_store_leaves_the_hosts() {
         agent.stats().routes_applied > applied
     });
     assert_eq!(c.get_host(10, 1).unwrap().to_string(), "10.0.10.1:80");
-    assert_eq!(agent.stats().routes_deleted, 0);
+    let s = agent.stats();
+    assert_eq!((s.routes_deleted, s.empty_routes_kept), (0, 1), "{s:?}");
+    let v = json(&agent, "/status");
+    assert_eq!(v["dns"]["empty_routes_kept"], 1, "{v}");
     agent.stop();
     let text = std::fs::read_to_string(env.snapshot_path()).unwrap();
     assert!(text.contains("\n10 1 10.0.10.1:80"), "{text}");

@@ -333,6 +333,9 @@ pub struct CoreCounters {
     /// Keys whose hosts the dns confirmed deleted (`confirmed_empty`):
     /// their hosts left despite empty-route protection.
     pub routes_deleted: u64,
+    /// Unconfirmed empty answers for keys with hosts that empty-route
+    /// protection kept the hosts through.
+    pub empty_routes_kept: u64,
 }
 
 /// One shard of the agent, sans-IO (see the module docs).
@@ -698,7 +701,7 @@ impl AgentCore {
                 self.mark_routes_changed(now);
                 self.arm_report(now);
             }
-            RouteApplied::KeptEmpty => {}
+            RouteApplied::KeptEmpty => self.counters.empty_routes_kept += 1,
             RouteApplied::Ignored => {
                 tracing::debug!(key = %key, "route for a key not in use ignored");
             }

@@ -349,6 +349,7 @@ fn an_unconfirmed_empty_answer_keeps_the_hosts_even_after_a_restart() {
     assert_eq!(p.host(K), None);
     p.set_route(K, &[]);
     assert_eq!(p.host(K), Some(h("10.0.0.1:80")));
+    assert_eq!(p.core.counters().empty_routes_kept, 1);
     let mut restarted = limited(10_000, 300);
     restarted
         .core
