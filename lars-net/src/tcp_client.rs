@@ -20,6 +20,10 @@ use crate::error::Result;
 use crate::event_loop::{LoopCtx, LoopHandle, LoopState, LoopThread, TimerId};
 
 const READ_CHUNK: usize = 64 * 1024;
+/// A connection that lived this long, or received a frame, resets the
+/// reconnect backoff when lost; one the server closed sooner (a full server
+/// refusing it) counts as a failed attempt.
+const STABLE_AFTER: Duration = Duration::from_secs(1);
 
 /// What a client does with frames sent while it is not connected.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -80,7 +84,9 @@ impl ClientBuilder {
     }
 
     /// Reconnect delays: starts at `min`, doubles per failure up to `max`
-    /// (defaults 100 ms and 5 s); reset by a successful connect.
+    /// (defaults 100 ms and 5 s); reset when a connection that received a
+    /// frame or lived at least 1 s is lost. A connection the server closes
+    /// at once (a full server refusing it) is a failure like any other.
     pub fn backoff(mut self, min: Duration, max: Duration) -> Self {
         self.min_backoff = min.max(Duration::from_millis(1));
         self.max_backoff = max.max(self.min_backoff);
@@ -370,7 +376,6 @@ impl ClientLoop {
         // Registered READABLE|WRITABLE for the connect; flush() below sets
         // the interest to what the write buffer needs.
         conn.write_interest = true;
-        self.backoff = self.min_backoff;
         self.connected.store(true, Ordering::Release);
         NetStats::inc(&self.stats.accepted);
         self.stats.open.store(1, Ordering::Relaxed);
@@ -396,6 +401,11 @@ impl ClientLoop {
 
     fn lost(&mut self, ctx: &mut LoopCtx<Self>) {
         if let State::Connected(conn) = &mut self.state {
+            if conn.framed || conn.opened_at.elapsed() >= STABLE_AFTER {
+                self.backoff = self.min_backoff;
+            } else {
+                NetStats::inc(&self.stats.connect_failures);
+            }
             if let Some(hook) = &self.on_close {
                 hook(conn);
             }

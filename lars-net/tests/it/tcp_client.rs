@@ -127,3 +127,24 @@ fn drop_policy_counts_dropped_frames() {
     assert!(!client.is_connected());
     client.join();
 }
+
+#[test]
+fn a_server_that_refuses_every_connection_is_retried_with_growing_backoff() {
+    // maxConn 0: every connection is accepted and closed at once, as a full
+    // server does. Each such "connect" must count as a failure for the
+    // backoff, or the client reconnects every `min` (a storm against a
+    // server that is already full).
+    let mut server = builder().max_conn(0).start().unwrap();
+    let mut client = TcpClient::builder(server.local_addr())
+        .backoff(Duration::from_millis(10), Duration::from_secs(1))
+        .start()
+        .unwrap();
+    assert!(wait_until(|| server.stats().snapshot().refused >= 2));
+    std::thread::sleep(Duration::from_secs(1));
+    // 10 + 20 + 40 + ... ms: at most 8 attempts fit in the first ~1.3 s
+    // (a fixed 10 ms retry would make about a hundred).
+    let attempts = server.stats().snapshot().refused;
+    assert!(attempts <= 10, "{attempts} attempts in about a second");
+    client.join();
+    server.join();
+}
