@@ -10,7 +10,7 @@ use arc_swap::ArcSwap;
 use bytes::Bytes;
 use hashbrown::{HashMap, HashSet};
 use lars_core::proto::{GetRouteRequest, GetRouteResponse, GetRouteResponseExt};
-use lars_core::{MessageId, ModKey, frame};
+use lars_core::{Chain, MessageId, ModKey, frame};
 use lars_lb::{Routes, Subscriptions};
 use lars_net::{Conn, Frame, NetStats};
 use lars_store::StoreError;
@@ -115,6 +115,8 @@ struct ConnKeys {
     /// Of `keys`, those that had no hosts when subscribed (bounded by
     /// [`MAX_UNHOSTED_SUBSCRIPTIONS`]).
     unhosted: HashSet<ModKey>,
+    /// The limit was logged for this connection.
+    warned: bool,
 }
 
 /// Subscriptions one connection may hold to keys that had no hosts when it
@@ -191,7 +193,7 @@ impl Shared {
             Ok(r) => r,
             Err(e) => {
                 self.bad_requests.fetch_add(1, Ordering::Relaxed);
-                tracing::debug!("{} from {}: {e}", conn.id(), conn.peer_addr());
+                tracing::debug!("{} from {}: {}", conn.id(), conn.peer_addr(), Chain(&e));
                 return;
             }
         };
@@ -204,12 +206,14 @@ impl Shared {
         let new = match conn.data_mut::<ConnKeys>() {
             Some(ck) if ck.keys.contains(&key) => false,
             Some(ck) if !hosted && ck.unhosted.len() >= MAX_UNHOSTED_SUBSCRIPTIONS => {
-                if self.unhosted_refused.fetch_add(1, Ordering::Relaxed) == 0 {
+                self.unhosted_refused.fetch_add(1, Ordering::Relaxed);
+                if !std::mem::replace(&mut ck.warned, true) {
                     tracing::warn!(
                         peer = %conn.peer_addr(),
                         limit = MAX_UNHOSTED_SUBSCRIPTIONS,
-                        "a connection holds the most subscriptions to keys without hosts; \
-                         further ones are answered without subscribing"
+                        "this connection holds the most subscriptions to keys without hosts; \
+                         further ones are answered without subscribing (counted in \
+                         unhosted_refused)"
                     );
                 }
                 false
@@ -237,7 +241,7 @@ impl Shared {
             Ok(r) => r,
             Err(e) => {
                 self.bad_requests.fetch_add(1, Ordering::Relaxed);
-                tracing::debug!("{} from {}: {e}", conn.id(), conn.peer_addr());
+                tracing::debug!("{} from {}: {}", conn.id(), conn.peer_addr(), Chain(&e));
                 return;
             }
         };
