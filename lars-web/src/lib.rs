@@ -53,6 +53,8 @@ mod config;
 mod console;
 mod error;
 mod extract;
+#[doc(hidden)]
+pub mod fuzzing;
 mod input;
 mod pages;
 mod server;
