@@ -378,7 +378,8 @@ pub struct ReactorConfig {
     pub max_conn_per_peer: usize,
     /// `idleTimeout` (ours, seconds): a connection that has not completed
     /// its first frame this long after it was accepted is closed, once a
-    /// connection has been refused since it was accepted. Zero: off.
+    /// connection has been refused since it was accepted (for `maxConn`, or
+    /// from the same address for `maxConnPerPeer`). Zero: off.
     pub idle_timeout: Duration,
     /// `frameTimeout` (ours, seconds): how long the start of a frame may sit
     /// in a connection's buffer waiting for the rest before the connection

@@ -83,8 +83,9 @@ impl ServerBuilder {
     }
 
     /// A connection that has not completed its first frame this long after
-    /// it was accepted is closed once a connection has been refused since
-    /// it was accepted (it holds a slot someone wanted): `idleTimeout`,
+    /// it was accepted is closed once, since it was accepted, a connection
+    /// has been refused for `maxConn` or one from its own address for
+    /// `maxConnPerPeer` (it holds a slot someone wanted): `idleTimeout`,
     /// default 60 s; zero: never. While nobody is refused, a silent client
     /// is left alone; a connection that completed a frame is a client and
     /// is never closed for being idle.
@@ -363,8 +364,8 @@ struct WorkerShared {
     peers: Arc<Peers>,
     idle_timeout: Option<Duration>,
     frame_timeout: Option<Duration>,
-    /// When the server last refused a connection, as milliseconds after
-    /// `epoch` plus one (0: never).
+    /// When the server last refused a connection for `maxConn`, as
+    /// milliseconds after `epoch` plus one (0: never).
     last_refused_ms: AtomicU64,
     epoch: Instant,
 }
@@ -376,46 +377,68 @@ impl WorkerShared {
         self.last_refused_ms.store(ms, Ordering::Relaxed);
     }
 
-    /// Whether a connection was refused since `opened_at`: a connection
-    /// opened then that has sent no frame took a slot someone wanted.
-    fn refused_since(&self, opened_at: Instant) -> bool {
+    /// Whether `conn` (no frame yet) holds a slot someone wanted: a
+    /// connection was refused for `maxConn` since it was accepted, or one
+    /// from its own address for `maxConnPerPeer`.
+    fn wanted(&self, conn: &Conn, peers: &PeerTable) -> bool {
         let ms = self.last_refused_ms.load(Ordering::Relaxed);
         // Millisecond resolution, rounded up: a refusal in the same
         // millisecond as the accept counts.
-        ms != 0
+        let max_conn = ms != 0
             && self
                 .epoch
                 .checked_add(Duration::from_millis(ms))
-                .is_some_and(|t| t >= opened_at)
+                .is_some_and(|t| t >= conn.opened_at);
+        max_conn
+            || peers
+                .get(&conn.peer_addr().ip())
+                .and_then(|p| p.refused_at)
+                .is_some_and(|t| t >= conn.opened_at)
     }
 }
+
+/// One remote address's connections, for `maxConnPerPeer`.
+#[derive(Debug, Default)]
+struct Peer {
+    open: usize,
+    /// When a connection from it was last refused for `maxConnPerPeer`.
+    refused_at: Option<Instant>,
+}
+
+type PeerTable = HashMap<IpAddr, Peer>;
 
 /// Open connections per remote IP address, for `maxConnPerPeer`: taken by
 /// the acceptor, given back by the worker that closes the connection.
 struct Peers {
     max: usize,
-    open: Mutex<HashMap<IpAddr, usize>>,
+    table: Mutex<PeerTable>,
 }
 
 impl Peers {
     fn new(max: usize) -> Self {
         Self {
             max,
-            open: Mutex::new(HashMap::new()),
+            table: Mutex::new(HashMap::new()),
         }
     }
 
-    /// Counts one more connection from `ip`, unless it already holds `max`.
-    fn try_acquire(&self, ip: IpAddr) -> bool {
+    fn lock(&self) -> std::sync::MutexGuard<'_, PeerTable> {
+        self.table.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Counts one more connection from `ip`, unless it already holds `max`
+    /// (the refusal is then noted at `now`).
+    fn try_acquire(&self, ip: IpAddr, now: Instant) -> bool {
         if self.max == 0 {
             return true;
         }
-        let mut open = self.open.lock().unwrap_or_else(PoisonError::into_inner);
-        let n = open.entry(ip).or_insert(0);
-        if *n >= self.max {
+        let mut table = self.lock();
+        let peer = table.entry(ip).or_default();
+        if peer.open >= self.max {
+            peer.refused_at = Some(now);
             return false;
         }
-        *n += 1;
+        peer.open += 1;
         true
     }
 
@@ -423,11 +446,11 @@ impl Peers {
         if self.max == 0 {
             return;
         }
-        let mut open = self.open.lock().unwrap_or_else(PoisonError::into_inner);
-        if let Some(n) = open.get_mut(&ip) {
-            *n = n.saturating_sub(1);
-            if *n == 0 {
-                open.remove(&ip);
+        let mut table = self.lock();
+        if let Some(peer) = table.get_mut(&ip) {
+            peer.open = peer.open.saturating_sub(1);
+            if peer.open == 0 {
+                table.remove(&ip);
             }
         }
     }
@@ -619,8 +642,9 @@ impl Worker {
 
     /// Closes every connection past its idle or partial-frame deadline.
     ///
-    /// A connection past `idleTimeout` without a frame is closed only if a
-    /// connection was refused since it was accepted (it keeps someone out);
+    /// A connection past `idleTimeout` without a frame is closed only if,
+    /// since it was accepted, a connection was refused for `maxConn`, or one
+    /// from its own address for `maxConnPerPeer` (it keeps someone out);
     /// otherwise it is left alone until the acceptor refuses one and asks
     /// for a sweep. A partial frame past `frameTimeout` is always closed.
     fn sweep(&mut self, ctx: &mut LoopCtx<Self>, now: Instant) {
@@ -628,6 +652,7 @@ impl Worker {
         let mut expired = Vec::new();
         let mut next: Option<Instant> = None;
         let mut soon = |at: Instant| next = Some(next.map_or(at, |n: Instant| n.min(at)));
+        let peers = self.shared.peers.lock();
         for (&id, conn) in &self.conns {
             match partial_deadline(conn, frame) {
                 Some(at) if at <= now => {
@@ -639,12 +664,13 @@ impl Worker {
             }
             match idle_deadline(conn, idle) {
                 Some(at) if at > now => soon(at),
-                Some(_) if self.shared.refused_since(conn.opened_at) => {
+                Some(_) if self.shared.wanted(conn, &peers) => {
                     expired.push((id, Reason::Idle, conn.peer_addr()));
                 }
                 _ => {}
             }
         }
+        drop(peers);
         self.next_sweep = None;
         if let Some(at) = next {
             self.watch(at);
@@ -776,7 +802,7 @@ impl Acceptor {
                         drop(stream);
                         continue;
                     }
-                    if !self.peers.try_acquire(peer.ip()) {
+                    if !self.peers.try_acquire(peer.ip(), Instant::now()) {
                         NetStats::inc(&stats.refused_per_peer);
                         self.refuse(ctx, Reason::PerPeer, peer);
                         drop(stream);
@@ -819,7 +845,9 @@ impl Acceptor {
     fn refuse(&mut self, ctx: &mut LoopCtx<Self>, why: Reason, peer: SocketAddr) {
         NetStats::inc(&self.server.inner.stats.refused);
         let now = Instant::now();
-        self.shared.note_refused(now);
+        if why == Reason::MaxConn {
+            self.shared.note_refused(now);
+        }
         // Connections without a frame past idleTimeout may now be closed:
         // have every worker look (at most once per SWEEP_ON_REFUSAL).
         if self.shared.idle_timeout.is_some()

@@ -135,6 +135,35 @@ fn a_silent_client_is_left_alone_while_nobody_is_refused() {
 }
 
 #[test]
+fn a_per_peer_refusal_closes_idle_connections_of_that_peer_only() {
+    let timeout = Duration::from_millis(200);
+    let mut server = builder()
+        .threads(2)
+        .max_conn(100)
+        .max_conn_per_peer(2)
+        .idle_timeout(timeout)
+        .start()
+        .unwrap();
+    let addr = server.local_addr();
+    let mut other = connect_from("127.0.0.2", addr);
+    let mut full = [connect(addr), connect(addr)];
+    assert!(wait_until(|| server.stats().snapshot().open == 3));
+    std::thread::sleep(timeout * 2);
+    // 127.0.0.1 is at its cap: the refusal frees its own stale slots...
+    let mut refused = connect(addr);
+    assert!(is_closed(&mut refused));
+    for c in &mut full {
+        assert!(is_closed(c), "a stale connection of the capped peer");
+    }
+    assert_eq!(server.stats().snapshot().closed_idle, 2);
+    // ...and leaves another address's silent connection alone.
+    round_trip(&mut other, b"untouched");
+    let mut back = connect(addr);
+    round_trip(&mut back, b"the capped peer gets in again");
+    server.join();
+}
+
+#[test]
 fn a_partial_frame_older_than_the_frame_timeout_closes_the_connection() {
     let mut server = builder()
         .idle_timeout(Duration::ZERO)
