@@ -25,7 +25,17 @@ pub struct DnsConfig {
     /// on `/status` until a round succeeds (the round itself ends at the
     /// store's I/O timeout).
     pub store_stall_timeout: Duration,
+    /// Ours: `[dns] max_unhosted_subscriptions` (default 10000): per
+    /// connection, subscriptions to keys that had no hosts when asked;
+    /// beyond it such a request is answered without subscribing (counted in
+    /// `unhosted_refused`). 0 never subscribes to them (agents still see
+    /// hosts added later by pulling again after `update_timeout`).
+    pub max_unhosted_subscriptions: usize,
 }
+
+/// `[dns] max_unhosted_subscriptions` when absent (the agent's default
+/// `max_unknown_keys`).
+pub const DEFAULT_MAX_UNHOSTED_SUBSCRIPTIONS: usize = 10_000;
 
 impl DnsConfig {
     /// Builds the config from a parsed file.
@@ -50,6 +60,11 @@ impl DnsConfig {
             version_interval: ini.seconds_or("dns", "version_interval", Duration::from_secs(1))?,
             reload_interval: ini.seconds_or("dns", "reload_interval", Duration::from_secs(10))?,
             store_stall_timeout,
+            max_unhosted_subscriptions: ini.get_or(
+                "dns",
+                "max_unhosted_subscriptions",
+                DEFAULT_MAX_UNHOSTED_SUBSCRIPTIONS,
+            )?,
         })
     }
 

@@ -13,8 +13,8 @@
 //! sends `UnsubscribeRoute (101)` for a key it forgot (its subscription is
 //! dropped), and an empty answer from a table that has keys carries
 //! `confirmed_empty` (field 4), which tells a lars agent the hosts were
-//! deleted rather than lost. A connection holds at most 10,000 subscriptions
-//! to keys without hosts. See docs/dns.md.
+//! deleted rather than lost. A connection holds at most `[dns]
+//! max_unhosted_subscriptions` (10,000) subscriptions to keys without hosts. See docs/dns.md.
 //!
 //! Principal types:
 //! - [`Dns`]: starts the service ([`Dns::start`]) from a

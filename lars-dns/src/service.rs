@@ -91,7 +91,7 @@ impl Dns {
             cleared_changes = cleared,
             "routes loaded"
         );
-        let shared = Arc::new(Shared::new(snapshot));
+        let shared = Arc::new(Shared::new(snapshot, config.max_unhosted_subscriptions));
         shared.watch.set_stall_after(config.store_stall_timeout);
 
         let addr = SocketAddr::V4(config.reactor.addr);

@@ -113,19 +113,11 @@ pub(crate) fn route_frame(key: ModKey, hosts: &[lars_core::HostAddr]) -> Bytes {
 struct ConnKeys {
     keys: HashSet<ModKey>,
     /// Of `keys`, those that had no hosts when subscribed (bounded by
-    /// [`MAX_UNHOSTED_SUBSCRIPTIONS`]).
+    /// `[dns] max_unhosted_subscriptions`).
     unhosted: HashSet<ModKey>,
     /// The limit was logged for this connection.
     warned: bool,
 }
-
-/// Subscriptions one connection may hold to keys that had no hosts when it
-/// asked: beyond it such a key is answered (empty) but not subscribed, so a
-/// client asking for endless unknown keys (an original agent keeps every
-/// key it was asked for) cannot grow the dns without bound. It loses
-/// nothing: agents pull a key they use again after `update_timeout` (15 s
-/// by default), as the original does, and so see hosts added later.
-pub(crate) const MAX_UNHOSTED_SUBSCRIPTIONS: usize = 10_000;
 
 /// State shared by the worker loops, the reloader and the status listener.
 #[derive(Debug)]
@@ -136,6 +128,14 @@ pub(crate) struct Shared {
     bad_requests: AtomicU64,
     unsubscribes: AtomicU64,
     unhosted_refused: AtomicU64,
+    /// Subscriptions one connection may hold to keys that had no hosts when
+    /// it asked (`[dns] max_unhosted_subscriptions`): beyond it such a key
+    /// is answered (empty) but not subscribed, so a client asking for
+    /// endless unknown keys (an original agent keeps every key it was asked
+    /// for) cannot grow the dns without bound. It loses nothing: agents pull
+    /// a key they use again after `update_timeout` (15 s by default), as the
+    /// original does, and so see hosts added later.
+    max_unhosted: usize,
     pub(crate) pushes: AtomicU64,
     pub(crate) reloads: AtomicU64,
     health: Mutex<HealthState>,
@@ -154,8 +154,9 @@ struct HealthState {
 
 impl Shared {
     /// Shared state serving `snapshot`, as loaded at start-up.
-    pub(crate) fn new(snapshot: Snapshot) -> Self {
+    pub(crate) fn new(snapshot: Snapshot, max_unhosted: usize) -> Self {
         Self {
+            max_unhosted,
             snapshot: ArcSwap::from_pointee(snapshot),
             subs: Mutex::new(Subscriptions::default()),
             requests: AtomicU64::new(0),
@@ -205,12 +206,12 @@ impl Shared {
         let hosted = self.snapshot.load().frames.contains_key(&key);
         let new = match conn.data_mut::<ConnKeys>() {
             Some(ck) if ck.keys.contains(&key) => false,
-            Some(ck) if !hosted && ck.unhosted.len() >= MAX_UNHOSTED_SUBSCRIPTIONS => {
+            Some(ck) if !hosted && ck.unhosted.len() >= self.max_unhosted => {
                 self.unhosted_refused.fetch_add(1, Ordering::Relaxed);
                 if !std::mem::replace(&mut ck.warned, true) {
                     tracing::warn!(
                         peer = %conn.peer_addr(),
-                        limit = MAX_UNHOSTED_SUBSCRIPTIONS,
+                        limit = self.max_unhosted,
                         "this connection holds the most subscriptions to keys without hosts; \
                          further ones are answered without subscribing (counted in \
                          unhosted_refused)"
@@ -270,7 +271,8 @@ impl Shared {
     }
 
     /// Requests answered without subscribing: the connection held
-    /// [`MAX_UNHOSTED_SUBSCRIPTIONS`] subscriptions to keys without hosts.
+    /// `[dns] max_unhosted_subscriptions` subscriptions to keys without
+    /// hosts.
     pub(crate) fn unhosted_refused(&self) -> u64 {
         self.unhosted_refused.load(Ordering::Relaxed)
     }

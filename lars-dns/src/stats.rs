@@ -34,7 +34,7 @@ pub struct DnsStats {
     /// `UnsubscribeRoute`s (ours, msgid 101) that dropped a subscription.
     pub unsubscribes: u64,
     /// Requests answered without subscribing: the connection held the most
-    /// subscriptions to keys without hosts (10,000).
+    /// subscriptions to keys without hosts (`[dns] max_unhosted_subscriptions`).
     pub unhosted_refused: u64,
     /// `GetRouteResponse`s pushed to subscribers after a change.
     pub pushes: u64,
