@@ -602,7 +602,15 @@ fn partial_deadline(conn: &Conn, frame_timeout: Option<Duration>) -> Option<Inst
 }
 
 impl Worker {
-    fn add(&mut self, ctx: &mut LoopCtx<Self>, id: u64, mut stream: TcpStream, peer: SocketAddr) {
+    /// Takes over a connection the acceptor accepted at `accepted_at`.
+    fn add(
+        &mut self,
+        ctx: &mut LoopCtx<Self>,
+        id: u64,
+        mut stream: TcpStream,
+        peer: SocketAddr,
+        accepted_at: Instant,
+    ) {
         if let Err(e) = stream.set_nodelay(true) {
             tracing::debug!("conn#{id}: TCP_NODELAY: {e}");
         }
@@ -622,6 +630,9 @@ impl Worker {
             self.index,
             Arc::clone(&self.shared.stats),
         );
+        // The acceptor's clock, not this loop's: a refusal the acceptor
+        // makes after this accept is then never "before" it.
+        conn.opened_at = accepted_at;
         if let Some(hook) = &self.shared.on_connect {
             hook(&mut conn);
         }
@@ -814,8 +825,9 @@ impl Acceptor {
                     let w = self.next_worker.fetch_add(1, Ordering::Relaxed) % workers.len();
                     let seq = self.next_seq.fetch_add(1, Ordering::Relaxed);
                     let id = (seq << WORKER_BITS) | w as u64;
+                    let accepted_at = Instant::now();
                     let posted = workers[w].post(move |worker, ctx| {
-                        worker.add(ctx, id, stream, peer);
+                        worker.add(ctx, id, stream, peer, accepted_at);
                     });
                     if !posted {
                         stats.open.fetch_sub(1, Ordering::Relaxed);

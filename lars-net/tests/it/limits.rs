@@ -116,6 +116,35 @@ fn connections_without_a_frame_are_closed_after_the_idle_timeout() {
 }
 
 #[test]
+fn idle_age_counts_from_the_accept_even_when_the_worker_is_busy() {
+    // One worker, held busy by a slow handler while an idle connection is
+    // accepted and, after it, another refused: the idle one's age starts at
+    // its accept (before the refusal), not when the busy worker takes it.
+    let router = echo_router().route(9, |_, _| std::thread::sleep(Duration::from_millis(300)));
+    let mut server = lars_net::TcpServer::builder("127.0.0.1:0".parse().unwrap())
+        .router(router)
+        .max_conn(2)
+        .idle_timeout(Duration::from_millis(100))
+        .start()
+        .unwrap();
+    let addr = server.local_addr();
+    let mut busy = connect(addr);
+    round_trip(&mut busy, b"a client");
+    write_frame(&mut busy, 9, b"");
+    let mut idle = connect(addr);
+    assert!(wait_until(|| server.stats().snapshot().open == 2));
+    let mut refused = connect(addr);
+    assert!(is_closed(&mut refused));
+    assert!(
+        is_closed(&mut idle),
+        "the idle connection kept a client out"
+    );
+    assert_eq!(server.stats().snapshot().closed_idle, 1);
+    round_trip(&mut busy, b"still served");
+    server.join();
+}
+
+#[test]
 fn a_silent_client_is_left_alone_while_nobody_is_refused() {
     // An agent connects and has nothing to send yet: while it keeps nobody
     // out, the idle timeout does not cut it (no reconnect churn).
