@@ -161,7 +161,8 @@ impl<S> LoopCtx<S> {
         &self.registry
     }
 
-    /// Runs `f` once, `after` from now.
+    /// Runs `f` once, `after` from now (never, if that is past the clock's
+    /// range).
     pub fn run_after(
         &mut self,
         after: Duration,
@@ -169,7 +170,9 @@ impl<S> LoopCtx<S> {
     ) -> TimerId {
         self.next_timer += 1;
         let id = self.next_timer;
-        let at = Instant::now() + after;
+        let Some(at) = Instant::now().checked_add(after) else {
+            return TimerId(id);
+        };
         self.heap.push(Reverse((at, id)));
         self.timers.insert(id, (at, Box::new(f)));
         TimerId(id)

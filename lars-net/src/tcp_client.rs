@@ -353,7 +353,7 @@ impl ClientLoop {
     fn retry_later(&mut self, ctx: &mut LoopCtx<Self>) {
         self.state = State::Idle;
         let delay = self.backoff;
-        self.backoff = (self.backoff * 2).min(self.max_backoff);
+        self.backoff = self.backoff.saturating_mul(2).min(self.max_backoff);
         ctx.run_after(delay, |c: &mut Self, ctx| {
             if matches!(c.state, State::Idle) {
                 c.connect(ctx);

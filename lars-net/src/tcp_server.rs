@@ -533,7 +533,8 @@ impl RateLog {
         if self.counts.iter().all(|&c| c == 0) {
             return None;
         }
-        self.last_line.map(|t| t + self.interval)
+        // An interval past the clock's range: never again.
+        self.last_line.and_then(|t| t.checked_add(self.interval))
     }
 
     /// The line for the events counted so far, if it is due at `now`.
@@ -541,7 +542,10 @@ impl RateLog {
         if self.counts.iter().all(|&c| c == 0) {
             return None;
         }
-        if self.last_line.is_some_and(|t| now < t + self.interval) {
+        if self
+            .last_line
+            .is_some_and(|t| t.checked_add(self.interval).is_none_or(|due| now < due))
+        {
             return None;
         }
         let total: u64 = self.counts.iter().sum();
@@ -587,18 +591,18 @@ impl std::fmt::Debug for Worker {
 }
 
 /// When `conn` may be closed for having completed no frame (`None`: it
-/// has, or there is no idle timeout).
+/// has, there is no idle timeout, or it is past the clock's range).
 fn idle_deadline(conn: &Conn, idle_timeout: Option<Duration>) -> Option<Instant> {
     idle_timeout
         .filter(|_| !conn.framed)
-        .map(|t| conn.opened_at + t)
+        .and_then(|t| conn.opened_at.checked_add(t))
 }
 
 /// When `conn` must be closed for a partial frame waiting too long.
 fn partial_deadline(conn: &Conn, frame_timeout: Option<Duration>) -> Option<Instant> {
     conn.partial_since
         .zip(frame_timeout)
-        .map(|(since, t)| since + t)
+        .and_then(|(since, t)| since.checked_add(t))
 }
 
 impl Worker {
@@ -636,8 +640,8 @@ impl Worker {
         if let Some(hook) = &self.shared.on_connect {
             hook(&mut conn);
         }
-        if let Some(t) = self.shared.idle_timeout {
-            self.watch(conn.opened_at + t);
+        if let Some(at) = idle_deadline(&conn, self.shared.idle_timeout) {
+            self.watch(at);
         }
         self.conns.insert(id, conn);
         self.after_io(ctx, id);
@@ -645,7 +649,7 @@ impl Worker {
 
     /// Makes sure a sweep runs soon after `at`.
     fn watch(&mut self, at: Instant) {
-        let at = at + SWEEP_SLACK;
+        let at = at.checked_add(SWEEP_SLACK).unwrap_or(at);
         if self.next_sweep.is_none_or(|t| at < t) {
             self.next_sweep = Some(at);
         }

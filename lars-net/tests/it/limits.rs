@@ -276,3 +276,41 @@ fn bind_errors_name_the_address() {
     };
     assert_names_address(&e, "udp", addr);
 }
+
+#[test]
+fn limits_of_any_size_do_not_overflow_the_clock() {
+    // Duration::MAX through the builder (the config loader caps its values,
+    // a program may not): "never", not a panic on the first deadline.
+    let mut server = builder()
+        .max_conn(1)
+        .idle_timeout(Duration::MAX)
+        .frame_timeout(Duration::MAX)
+        .refused_log_interval(Duration::MAX)
+        .start()
+        .unwrap();
+    let addr = server.local_addr();
+    let mut c = connect(addr);
+    c.write_all(&header(1, 2)).unwrap();
+    for _ in 0..3 {
+        let mut refused = connect(addr);
+        assert!(is_closed(&mut refused));
+    }
+    assert!(wait_until(|| server.stats().snapshot().refused == 3));
+    c.write_all(b"ok").unwrap();
+    assert_eq!(read_frame(&mut c), (2, b"ok".to_vec()));
+    drop(c);
+    assert!(wait_until(|| server.stats().snapshot().open == 0));
+    let mut again = connect(addr);
+    round_trip(&mut again, b"still accepting");
+    drop(again);
+    assert!(wait_until(|| server.stats().snapshot().open == 0));
+    // A client's connect timeout and backoff alike.
+    let mut client = lars_net::TcpClient::builder(addr)
+        .connect_timeout(Duration::MAX)
+        .backoff(Duration::MAX, Duration::MAX)
+        .start()
+        .unwrap();
+    assert!(wait_until(|| client.is_connected()));
+    client.join();
+    server.join();
+}
