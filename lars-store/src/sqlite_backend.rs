@@ -106,16 +106,38 @@ fn err(purpose: &'static str) -> impl Fn(rusqlite::Error) -> StoreError {
                     | ErrorCode::NotADatabase
             )
         );
+        let source = Box::new(SqliteCause(e));
         if unavailable {
-            StoreError::Unavailable {
-                purpose,
-                source: Box::new(e),
-            }
+            StoreError::Unavailable { purpose, source }
         } else {
-            StoreError::Query {
-                purpose,
-                source: Box::new(e),
+            StoreError::Query { purpose, source }
+        }
+    }
+}
+
+/// A rusqlite error that says its cause once. rusqlite's `SqliteFailure`
+/// with a message displays the message and also chains the bare code's text
+/// as its source ("unable to open database file: x.db" then "Error code 14:
+/// unable to open database file"); this shows the message with the code.
+#[derive(Debug)]
+struct SqliteCause(rusqlite::Error);
+
+impl std::fmt::Display for SqliteCause {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match &self.0 {
+            rusqlite::Error::SqliteFailure(code, Some(msg)) => {
+                write!(f, "{msg} (sqlite error {})", code.extended_code)
             }
+            other => other.fmt(f),
+        }
+    }
+}
+
+impl std::error::Error for SqliteCause {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match &self.0 {
+            rusqlite::Error::SqliteFailure(_, Some(_)) => None,
+            other => other.source(),
         }
     }
 }

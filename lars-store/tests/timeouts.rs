@@ -72,6 +72,21 @@ fn sqlite_locked_file_is_unavailable_after_the_busy_timeout() {
     assert!(lars_store::open(&format!("sqlite://{}?busy_timeout_ms=x", path.display())).is_err());
 }
 
+#[test]
+fn sqlite_open_errors_say_their_cause_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("sqlite://{}/missing/dir/lars.db", dir.path().display());
+    let e = lars_store::open(&url).unwrap_err();
+    assert!(e.is_unavailable(), "{e:?}");
+    let chain = lars_store::Chain(&e).to_string();
+    assert_eq!(
+        chain.matches("unable to open database file").count(),
+        1,
+        "{chain}"
+    );
+    assert!(chain.contains("missing/dir/lars.db"), "{chain}");
+}
+
 fn row(i: u32, ts: i64) -> CallStatusRow {
     CallStatusRow {
         key: ModKey::new(1, i % 7),
