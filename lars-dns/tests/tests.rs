@@ -3,8 +3,6 @@
 //! speaking the wire protocol.
 #![allow(clippy::unwrap_used)]
 
-#[path = "../../lars-store/tests/freeze_proxy.rs"]
-mod freeze_proxy;
 mod hung_store;
 mod support;
 

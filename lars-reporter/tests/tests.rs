@@ -3,7 +3,5 @@
 #![allow(clippy::unwrap_used)]
 
 mod e2e;
-#[path = "../../lars-store/tests/freeze_proxy.rs"]
-mod freeze_proxy;
 mod hardening;
 mod support;

@@ -3,7 +3,6 @@
 #![allow(clippy::unwrap_used)]
 
 mod common;
-mod freeze_proxy;
 mod original;
 mod routes;
 mod stats;

@@ -9,7 +9,7 @@ use lars_store::{CallStatusRow, RouteAdmin, StatsStore};
 
 use crate::both;
 use crate::common::TestDb;
-use crate::freeze_proxy::FreezeProxy;
+use lars_testkit::Proxy;
 
 /// `url` (`mysql://auth@host:port/db`) through `proxy`, with our I/O timeout.
 fn via(url: &str, proxy: std::net::SocketAddr, timeout_ms: u64) -> String {
@@ -33,7 +33,7 @@ fn mysql_hung_server_is_unavailable_within_the_io_timeout() {
         return;
     };
     db.open(); // creates the database directly
-    let proxy = FreezeProxy::start(target(&db.url));
+    let proxy = Proxy::start(target(&db.url));
     let s = lars_store::open(&via(&db.url, proxy.addr, 500)).unwrap();
     s.ping().unwrap();
     proxy.freeze();

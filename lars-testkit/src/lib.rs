@@ -11,6 +11,14 @@
 //! - **A MySQL database of its own.** [`MysqlDb`] creates a fresh database
 //!   under a per-test name at `LARS_MYSQL_URL` and drops it when dropped, so
 //!   no run leaves a database behind and two tests never share one.
+//! - **A database that goes away.** [`Proxy`] stands between a service and
+//!   its database: [`Proxy::cut`] closes every connection and refuses new
+//!   ones (a server that is down), [`Proxy::freeze`] forwards nothing and
+//!   closes nothing (a server that hangs, as under SIGSTOP).
+
+mod proxy;
+
+pub use proxy::Proxy;
 
 use std::io::Write;
 

@@ -10,8 +10,8 @@ use lars_core::ModKey;
 use lars_dns::{Dns, DnsConfig};
 use lars_store::RouteAdmin;
 
-use crate::freeze_proxy::FreezeProxy;
 use crate::support::{Client, host, http_get, wait_stats};
+use lars_testkit::Proxy;
 
 /// Drops the test database on the way out, even after a failure.
 struct DropDb {
@@ -57,7 +57,7 @@ fn mysql_hung_store_is_unhealthy_and_recovers() {
         .unwrap()
         .next()
         .unwrap();
-    let proxy = FreezeProxy::start(upstream);
+    let proxy = Proxy::start(upstream);
     let auth = server
         .strip_prefix("mysql://")
         .unwrap()

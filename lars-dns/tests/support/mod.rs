@@ -1,12 +1,11 @@
-//! Test fixtures: the store backends (with a way to make them unreachable),
-//! a TCP proxy, a wire-protocol client, and a dns starter.
+//! Test fixtures: the store backends (with a way to make them unreachable,
+//! through `lars_testkit::Proxy`), a wire-protocol client, and a dns starter.
 
 use std::io::{self, Read, Write};
-use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
+use std::net::{SocketAddr, TcpStream};
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
-use std::thread::{self, JoinHandle};
+use std::sync::Mutex;
+use std::thread;
 use std::time::{Duration, Instant};
 
 use lars_core::frame::HEADER_LEN;
@@ -100,12 +99,13 @@ impl Fixture for SqliteFx {
 }
 
 /// MariaDB / MySQL at `LARS_MYSQL_URL`, database `lars_test_dns_<name>_<pid>`
-/// (dropped after); the dns reaches it through a [`Proxy`] the test can cut.
+/// (dropped after); the dns reaches it through a [`lars_testkit::Proxy`] the
+/// test can cut.
 pub struct MysqlFx {
     server: String,
     db: String,
     admin: Store,
-    proxy: Proxy,
+    proxy: lars_testkit::Proxy,
 }
 
 impl MysqlFx {
@@ -115,7 +115,7 @@ impl MysqlFx {
         let db = format!("lars_test_dns_{name}_{}", std::process::id());
         let admin = lars_store::open(&format!("{server}/{db}")).unwrap();
         let upstream = host_port(&server);
-        let proxy = Proxy::start(upstream);
+        let proxy = lars_testkit::Proxy::start(upstream);
         Some(Self {
             server,
             db,
@@ -182,101 +182,6 @@ impl Drop for MysqlFx {
             if let Ok(mut c) = mysql::Conn::new(opts) {
                 let _ = c.query_drop(format!("DROP DATABASE IF EXISTS `{}`", self.db));
             }
-        }
-    }
-}
-
-/// A TCP proxy on std threads. `cut` drops every live connection and, until
-/// `restore`, closes new ones at once.
-pub struct Proxy {
-    pub addr: SocketAddr,
-    cut: Arc<AtomicBool>,
-    stop: Arc<AtomicBool>,
-    live: Arc<Mutex<Vec<TcpStream>>>,
-    acceptor: Option<JoinHandle<()>>,
-}
-
-impl Proxy {
-    pub fn start(upstream: SocketAddr) -> Self {
-        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-        listener.set_nonblocking(true).unwrap();
-        let addr = listener.local_addr().unwrap();
-        let cut = Arc::new(AtomicBool::new(false));
-        let stop = Arc::new(AtomicBool::new(false));
-        let live: Arc<Mutex<Vec<TcpStream>>> = Arc::default();
-        let (c, s, l) = (Arc::clone(&cut), Arc::clone(&stop), Arc::clone(&live));
-        let acceptor = thread::spawn(move || {
-            let mut pumps = Vec::new();
-            while !s.load(Ordering::SeqCst) {
-                match listener.accept() {
-                    Ok((down, _)) => {
-                        if c.load(Ordering::SeqCst) {
-                            drop(down);
-                            continue;
-                        }
-                        down.set_nonblocking(false).unwrap();
-                        let Ok(up) = TcpStream::connect(upstream) else {
-                            continue;
-                        };
-                        {
-                            let mut l = l.lock().unwrap();
-                            l.push(down.try_clone().unwrap());
-                            l.push(up.try_clone().unwrap());
-                        }
-                        let (d2, u2) = (down.try_clone().unwrap(), up.try_clone().unwrap());
-                        pumps.push(thread::spawn(move || pump(down, up)));
-                        pumps.push(thread::spawn(move || pump(u2, d2)));
-                    }
-                    Err(_) => thread::sleep(Duration::from_millis(5)),
-                }
-            }
-            for p in pumps {
-                p.join().unwrap();
-            }
-        });
-        Self {
-            addr,
-            cut,
-            stop,
-            live,
-            acceptor: Some(acceptor),
-        }
-    }
-
-    pub fn cut(&self) {
-        self.cut.store(true, Ordering::SeqCst);
-        for s in self.live.lock().unwrap().drain(..) {
-            let _ = s.shutdown(Shutdown::Both);
-        }
-    }
-
-    pub fn restore(&self) {
-        self.cut.store(false, Ordering::SeqCst);
-    }
-}
-
-fn pump(mut from: TcpStream, mut to: TcpStream) {
-    let mut buf = [0u8; 16 * 1024];
-    loop {
-        match from.read(&mut buf) {
-            Ok(0) | Err(_) => break,
-            Ok(n) => {
-                if to.write_all(&buf[..n]).is_err() {
-                    break;
-                }
-            }
-        }
-    }
-    let _ = to.shutdown(Shutdown::Both);
-    let _ = from.shutdown(Shutdown::Both);
-}
-
-impl Drop for Proxy {
-    fn drop(&mut self) {
-        self.stop.store(true, Ordering::SeqCst);
-        self.cut();
-        if let Some(a) = self.acceptor.take() {
-            a.join().unwrap();
         }
     }
 }

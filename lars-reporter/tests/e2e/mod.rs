@@ -8,7 +8,8 @@ use lars_reporter::Reporter;
 use lars_reporter::ReporterConfig;
 use lars_store::StatsStore;
 
-use crate::support::{Agent, Proxy, TestDb, config, http_get, now, wait_until};
+use crate::support::{Agent, TestDb, config, http_get, now, wait_until};
+use lars_testkit::Proxy;
 
 const LOCAL: u32 = 0x7f00_0001;
 const K1: ModKey = ModKey::new(100, 1);

@@ -8,8 +8,8 @@ use lars_core::ModKey;
 use lars_reporter::Reporter;
 use lars_store::StatsStore;
 
-use crate::freeze_proxy::FreezeProxy;
 use crate::support::{Agent, TestDb, config, http_get, now, wait_until};
+use lars_testkit::Proxy;
 
 const LOCAL: u32 = 0x7f00_0001;
 const HOSTS: [u16; 2] = [9001, 9002];
@@ -76,7 +76,7 @@ fn mysql_hung_database_is_unhealthy_and_recovers_exactly() {
         .next()
         .unwrap();
     let direct = lars_store::open(&db.url).unwrap();
-    let proxy = FreezeProxy::start(target);
+    let proxy = Proxy::start(target);
     // Writes give up after 2 x 4 s (one retry); health must not wait for that.
     let via = lars_store::open(&format!("{}&io_timeout_ms=4000", db.url_via(proxy.addr))).unwrap();
     let mut c = config(2);

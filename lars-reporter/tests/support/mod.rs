@@ -1,10 +1,9 @@
-//! Helpers: stores, a reporting client, a cuttable TCP proxy, HTTP GET.
+//! Helpers: stores, a reporting client, HTTP GET (the proxy that cuts or
+//! freezes the database is `lars_testkit::Proxy`).
 
 use std::io::{Read, Write};
-use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
-use std::thread::{self, JoinHandle};
+use std::net::{SocketAddr, TcpStream};
+use std::thread;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use lars_core::frame;
@@ -162,105 +161,4 @@ pub fn http_get(addr: SocketAddr, path: &str) -> (u16, String) {
     let status = text.split(' ').nth(1).unwrap().parse().unwrap();
     let body = text.split_once("\r\n\r\n").unwrap().1.to_owned();
     (status, body)
-}
-
-/// A TCP proxy in front of `target` that can be cut (every connection closed,
-/// new ones refused) and restored.
-pub struct Proxy {
-    pub addr: SocketAddr,
-    cut: Arc<AtomicBool>,
-    stop: Arc<AtomicBool>,
-    conns: Arc<Mutex<Vec<TcpStream>>>,
-    threads: Arc<Mutex<Vec<JoinHandle<()>>>>,
-    acceptor: Option<JoinHandle<()>>,
-}
-
-impl Proxy {
-    pub fn start(target: SocketAddr) -> Self {
-        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-        listener.set_nonblocking(true).unwrap();
-        let addr = listener.local_addr().unwrap();
-        let cut = Arc::new(AtomicBool::new(false));
-        let stop = Arc::new(AtomicBool::new(false));
-        let conns: Arc<Mutex<Vec<TcpStream>>> = Arc::default();
-        let threads: Arc<Mutex<Vec<JoinHandle<()>>>> = Arc::default();
-        let (c, s, cs, ts) = (cut.clone(), stop.clone(), conns.clone(), threads.clone());
-        let acceptor = thread::spawn(move || {
-            while !s.load(Ordering::Relaxed) {
-                match listener.accept() {
-                    Ok((client, _)) => {
-                        if c.load(Ordering::Relaxed) {
-                            drop(client);
-                            continue;
-                        }
-                        client.set_nonblocking(false).unwrap();
-                        let Ok(server) = TcpStream::connect(target) else {
-                            continue;
-                        };
-                        let mut list = cs.lock().unwrap();
-                        list.push(client.try_clone().unwrap());
-                        list.push(server.try_clone().unwrap());
-                        let mut t = ts.lock().unwrap();
-                        t.push(pipe(
-                            client.try_clone().unwrap(),
-                            server.try_clone().unwrap(),
-                        ));
-                        t.push(pipe(server, client));
-                    }
-                    Err(_) => thread::sleep(Duration::from_millis(5)),
-                }
-            }
-        });
-        Self {
-            addr,
-            cut,
-            stop,
-            conns,
-            threads,
-            acceptor: Some(acceptor),
-        }
-    }
-
-    /// Closes every connection and refuses new ones until [`Proxy::restore`].
-    pub fn cut(&self) {
-        self.cut.store(true, Ordering::Relaxed);
-        for c in self.conns.lock().unwrap().drain(..) {
-            let _ = c.shutdown(Shutdown::Both);
-        }
-    }
-
-    pub fn restore(&self) {
-        self.cut.store(false, Ordering::Relaxed);
-    }
-}
-
-impl Drop for Proxy {
-    fn drop(&mut self) {
-        self.stop.store(true, Ordering::Relaxed);
-        self.cut();
-        if let Some(a) = self.acceptor.take() {
-            a.join().unwrap();
-        }
-        for t in self.threads.lock().unwrap().drain(..) {
-            t.join().unwrap();
-        }
-    }
-}
-
-fn pipe(mut from: TcpStream, mut to: TcpStream) -> JoinHandle<()> {
-    thread::spawn(move || {
-        let mut buf = [0u8; 16 * 1024];
-        loop {
-            match from.read(&mut buf) {
-                Ok(0) | Err(_) => break,
-                Ok(n) => {
-                    if to.write_all(&buf[..n]).is_err() {
-                        break;
-                    }
-                }
-            }
-        }
-        let _ = to.shutdown(Shutdown::Both);
-        let _ = from.shutdown(Shutdown::Both);
-    })
 }
