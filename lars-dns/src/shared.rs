@@ -186,17 +186,25 @@ impl Shared {
         self.health.lock().unwrap_or_else(|p| p.into_inner())
     }
 
+    /// The `GetRouteRequest` body of `f` (also the body of an unsubscribe),
+    /// or `None` after counting a malformed one in `bad_requests`.
+    fn decode_request(&self, conn: &Conn, f: &Frame) -> Option<GetRouteRequest> {
+        match f.message() {
+            Ok(r) => Some(r),
+            Err(e) => {
+                self.bad_requests.fetch_add(1, Ordering::Relaxed);
+                tracing::debug!("{} from {}: {}", conn.id(), conn.peer_addr(), Chain(&e));
+                None
+            }
+        }
+    }
+
     /// `GetRouteRequest`: subscribe, then answer from the snapshot. The
     /// order matters: the reloader swaps first and reads the subscriptions
     /// second, so either this reply sees the new table or the push comes.
     pub(crate) fn on_request(&self, conn: &mut Conn, f: Frame) {
-        let req: GetRouteRequest = match f.message() {
-            Ok(r) => r,
-            Err(e) => {
-                self.bad_requests.fetch_add(1, Ordering::Relaxed);
-                tracing::debug!("{} from {}: {}", conn.id(), conn.peer_addr(), Chain(&e));
-                return;
-            }
+        let Some(req) = self.decode_request(conn, &f) else {
+            return;
         };
         self.requests.fetch_add(1, Ordering::Relaxed);
         let key = ModKey::from_wire(req.modid, req.cmdid);
@@ -238,13 +246,8 @@ impl Shared {
     /// `UnsubscribeRoute` (ours, msgid 101): the agent forgot the key; drop
     /// this connection's subscription to it. Unknown keys are ignored.
     pub(crate) fn on_unsubscribe(&self, conn: &mut Conn, f: Frame) {
-        let req: GetRouteRequest = match f.message() {
-            Ok(r) => r,
-            Err(e) => {
-                self.bad_requests.fetch_add(1, Ordering::Relaxed);
-                tracing::debug!("{} from {}: {}", conn.id(), conn.peer_addr(), Chain(&e));
-                return;
-            }
+        let Some(req) = self.decode_request(conn, &f) else {
+            return;
         };
         let key = ModKey::from_wire(req.modid, req.cmdid);
         let had = conn.data_mut::<ConnKeys>().is_some_and(|ck| {

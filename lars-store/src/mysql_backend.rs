@@ -948,27 +948,10 @@ impl MysqlStore {
              FROM ServerCallStatus WHERE {cond} ORDER BY modid, cmdid, ip, port, caller"
         );
         self.run(|c| {
-            type Row = (i64, i64, i64, i64, i64, u64, u64, i64, String);
-            let rows: Vec<Row> = c
+            let rows: Vec<StatusRow> = c
                 .exec(&sql, params(vals.clone()))
                 .ctx("read ServerCallStatus")?;
-            Ok(rows
-                .into_iter()
-                .filter_map(|(m, cm, ip, port, caller, succ, err, ts, ov)| {
-                    // Signed original columns hold the ip's bit pattern.
-                    let ip = i64::from(ip as u32);
-                    let (key, host) = valid_route("ServerCallStatus", -1, m, cm, ip, port)?;
-                    Some(CallStatusRow {
-                        key,
-                        host,
-                        caller: caller as u32,
-                        succ_cnt: succ,
-                        err_cnt: err,
-                        ts,
-                        overload: ov == "1",
-                    })
-                })
-                .collect())
+            Ok(rows.into_iter().filter_map(status_row).collect())
         })
     }
 
@@ -1051,7 +1034,6 @@ fn stream_status(
     f: &mut dyn FnMut(CallStatusRow),
     handed: &mut u64,
 ) -> Result<(), OpErr> {
-    type Row = (i64, i64, i64, i64, i64, u64, u64, i64, String);
     let purpose = "read recent ServerCallStatus";
     let rows = c
         .exec_iter(
@@ -1062,25 +1044,36 @@ fn stream_status(
         .ctx(purpose)?;
     for row in rows {
         let row = row.ctx(purpose)?;
-        let (m, cm, ip, port, caller, succ, err, ts, ov) = mysql::from_row_opt::<Row>(row)
+        let row = mysql::from_row_opt::<StatusRow>(row)
             .map_err(|e| OpErr::Db(purpose, mysql::Error::FromRowError(e.0)))?;
-        // Signed original columns hold the ip's bit pattern.
-        let ip = i64::from(ip as u32);
-        let Some((key, host)) = valid_route("ServerCallStatus", -1, m, cm, ip, port) else {
+        let Some(row) = status_row(row) else {
             continue;
         };
-        f(CallStatusRow {
-            key,
-            host,
-            caller: caller as u32,
-            succ_cnt: succ,
-            err_cnt: err,
-            ts,
-            overload: ov == "1",
-        });
+        f(row);
         *handed += 1;
     }
     Ok(())
+}
+
+/// A `ServerCallStatus` row as read: modid, cmdid, ip, port, caller,
+/// succ_cnt, err_cnt, ts, overload.
+type StatusRow = (i64, i64, i64, i64, i64, u64, u64, i64, String);
+
+/// The row as a [`CallStatusRow`], or `None` (logged by `valid_route`) when
+/// its key or host is invalid.
+fn status_row((m, cm, ip, port, caller, succ, err, ts, ov): StatusRow) -> Option<CallStatusRow> {
+    // Signed original columns hold the ip's bit pattern.
+    let ip = i64::from(ip as u32);
+    let (key, host) = valid_route("ServerCallStatus", -1, m, cm, ip, port)?;
+    Some(CallStatusRow {
+        key,
+        host,
+        caller: caller as u32,
+        succ_cnt: succ,
+        err_cnt: err,
+        ts,
+        overload: ov == "1",
+    })
 }
 
 #[cfg(test)]
