@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Installs Debian's chromium and chromedriver for the console's end-to-end
-# browser test (bins/lars-web/tests/browser.rs). Idempotent and quiet when both
+# browser test (lars-web/tests/browser.rs). Idempotent and quiet when both
 # are already installed.
 set -euo pipefail
 if [ -x /usr/bin/chromium ] && [ -x /usr/bin/chromedriver ]; then
