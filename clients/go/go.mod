@@ -1,0 +1,3 @@
+module example.invalid/lars
+
+go 1.19
