@@ -156,6 +156,9 @@ func TestGetHostDiscardsForeignAndMalformedReplies(t *testing.T) {
 	if err != nil || ip != "192.168.1.177" || port != 81 {
 		t.Fatalf("GetHost = %s:%d, %v", ip, port, err)
 	}
+	if s := c.Stats(); s != (Stats{Requests: 1, Discarded: 5}) {
+		t.Fatalf("stats %+v, want 1 request and 5 discarded datagrams", s)
+	}
 }
 
 func TestLateReplyIsDiscarded(t *testing.T) {
@@ -193,6 +196,9 @@ func TestLateReplyIsDiscarded(t *testing.T) {
 	f.send(second.from, msgGetHostResponse, hostReply(seq2, 1, 1, RetSucc, &hostB))
 	if err := <-done; err == nil || err.Error() != "192.168.1.177:81" {
 		t.Fatalf("second GetHost got %v, want the second reply's host", err)
+	}
+	if s := c.Stats(); s != (Stats{Requests: 2, Timeouts: 1, Discarded: 1}) {
+		t.Fatalf("stats %+v", s)
 	}
 }
 
@@ -240,6 +246,9 @@ func TestTimeoutWhenTheAgentIsSilent(t *testing.T) {
 	}
 	if _, err := c.GetRoute(1, 2); !errors.Is(err, ErrTimeout) {
 		t.Fatalf("GetRoute: %v", err)
+	}
+	if s := c.Stats(); s.Timeouts != 2 || s.Requests != 2 {
+		t.Fatalf("stats %+v", s)
 	}
 }
 
@@ -321,6 +330,9 @@ func TestReportSendsTheRightDatagram(t *testing.T) {
 	if err := c.Report(4294967295, 2, "192.168.1.177", 8080, false, 3*time.Millisecond+500*time.Microsecond); err != nil {
 		t.Fatal(err)
 	}
+	if s := c.Stats(); s != (Stats{Reports: 1}) {
+		t.Fatalf("stats %+v", s)
+	}
 	r, ok := f.recv(2 * time.Second)
 	if !ok || r.msgid != msgReportRequest {
 		t.Fatalf("got %+v %v", r, ok)
@@ -376,6 +388,9 @@ func TestBadInputIsRejectedBeforeSending(t *testing.T) {
 	}
 	if r, ok := f.recv(100 * time.Millisecond); ok {
 		t.Fatalf("bad input reached the agent: %+v", r)
+	}
+	if s := c.Stats(); s != (Stats{}) {
+		t.Fatalf("stats %+v after bad input only", s)
 	}
 }
 

@@ -86,6 +86,26 @@ type Client struct {
 	ports   []*agentPort
 	seq     atomic.Uint32
 	timeout time.Duration
+
+	requests  atomic.Uint64
+	timeouts  atomic.Uint64
+	discarded atomic.Uint64
+	reports   atomic.Uint64
+}
+
+// Stats are a Client's counters since it was made.
+type Stats struct {
+	// Requests is how many GetHost and GetRoute requests were sent (RegInit
+	// sends GetRoutes).
+	Requests uint64
+	// Timeouts is how many of them got no matching reply in time.
+	Timeouts uint64
+	// Discarded is how many datagrams were dropped while waiting for a
+	// reply: not one well-formed frame, another message, another key, or a
+	// stale sequence number (a late reply to a timed-out request).
+	Discarded uint64
+	// Reports is how many reports were sent.
+	Reports uint64
 }
 
 type agentPort struct {
@@ -164,6 +184,16 @@ func (c *Client) Close() error {
 		}
 	}
 	return first
+}
+
+// Stats returns the client's counters.
+func (c *Client) Stats() Stats {
+	return Stats{
+		Requests:  c.requests.Load(),
+		Timeouts:  c.timeouts.Load(),
+		Discarded: c.discarded.Load(),
+		Reports:   c.reports.Load(),
+	}
 }
 
 // Timeout is the receive timeout of every request.
@@ -316,6 +346,7 @@ func (c *Client) Report(modid, cmdid int, ip string, port int, ok bool, latency 
 	if err := send(p, req); err != nil {
 		return fmt.Errorf("lars: report to the agent at %s: %w", p.addr, err)
 	}
+	c.reports.Add(1)
 	return nil
 }
 
@@ -342,10 +373,12 @@ func (c *Client) request(p *agentPort, req []byte, accept func(msgid int32, body
 	if err := send(p, req); err != nil {
 		return fmt.Errorf("lars: request to the agent at %s: %w", p.addr, err)
 	}
+	c.requests.Add(1)
 	for {
 		n, err := p.conn.Read(p.in)
 		if err != nil {
 			if errors.Is(err, os.ErrDeadlineExceeded) {
+				c.timeouts.Add(1)
 				return fmt.Errorf("%w (%v, agent at %s)", ErrTimeout, c.timeout, p.addr)
 			}
 			return fmt.Errorf("lars: reply from the agent at %s: %w", p.addr, err)
@@ -354,6 +387,7 @@ func (c *Client) request(p *agentPort, req []byte, accept func(msgid int32, body
 		if ok && accept(msgid, body) {
 			return nil
 		}
+		c.discarded.Add(1)
 	}
 }
 
