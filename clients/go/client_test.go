@@ -7,6 +7,7 @@ package lars
 import (
 	"errors"
 	"fmt"
+	"math"
 	"net"
 	"sync"
 	"testing"
@@ -401,6 +402,8 @@ func TestOptions(t *testing.T) {
 		"port range":    {BasePort: 65535, PortCount: 2},
 		"negative port": {BasePort: -1},
 		"big port":      {BasePort: 70000, PortCount: 1},
+		"overflow":      {BasePort: math.MaxInt, PortCount: 2},
+		"many ports":    {BasePort: 1, PortCount: math.MaxInt},
 		"port count":    {PortCount: -1},
 		"timeout":       {Timeout: -time.Second},
 	} {

@@ -148,7 +148,9 @@ func NewClient(opts Options) (*Client, error) {
 	if opts.PortCount < 0 {
 		return nil, fmt.Errorf("%w: port count %d must be at least 1", ErrInvalidArgument, opts.PortCount)
 	}
-	if opts.BasePort < 1 || opts.BasePort+opts.PortCount-1 > 65535 {
+	// Each bound checked alone first, so the sum cannot overflow.
+	if opts.BasePort < 1 || opts.BasePort > 65535 || opts.PortCount > 65535 ||
+		opts.BasePort+opts.PortCount-1 > 65535 {
 		return nil, fmt.Errorf("%w: agent ports %d..%d do not fit in 1..65535",
 			ErrInvalidArgument, opts.BasePort, opts.BasePort+opts.PortCount-1)
 	}
