@@ -35,7 +35,7 @@ import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Dict, List, Optional, Sequence, Tuple
+from typing import Dict, List, Optional, Sequence, Set, Tuple
 
 ROOT = Path(__file__).resolve().parents[2]
 CLIENTS_DIR = ROOT / "clients"
@@ -111,7 +111,7 @@ class PortPicker:
     """Hands out distinct runs of free ports (never the defaults 7778-8890)."""
 
     def __init__(self) -> None:
-        self.taken: set = set()
+        self.taken: Set[int] = set()
         self.rng = random.Random()
 
     def pick(self, count: int) -> int:
@@ -126,7 +126,7 @@ class PortPicker:
         raise RunnerError(f"no run of {count} free ports found")
 
 
-def wait_tcp(port: int, proc: subprocess.Popen, name: str, deadline: float) -> None:
+def wait_tcp(port: int, proc: "subprocess.Popen[bytes]", name: str, deadline: float) -> None:
     while time.monotonic() < deadline:
         if proc.poll() is not None:
             raise RunnerError(f"{name} exited with {proc.returncode} at start")
@@ -138,7 +138,7 @@ def wait_tcp(port: int, proc: subprocess.Popen, name: str, deadline: float) -> N
     raise RunnerError(f"{name} did not listen on {port} within {SERVICE_START_S:.0f} s")
 
 
-def wait_agent(base: int, proc: subprocess.Popen, deadline: float) -> None:
+def wait_agent(base: int, proc: "subprocess.Popen[bytes]", deadline: float) -> None:
     """Every agent port answers an API GetRouteRequest (of key (0, i))."""
     for i in range(PORT_COUNT):
         with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
@@ -206,7 +206,7 @@ class Cluster:
         self.tmp = Path(tempfile.mkdtemp(prefix="lars-conformance-"))
         self.db = self.tmp / "lars.db"
         self.store_url = f"sqlite://{self.db}"
-        self.procs: List[Tuple[str, subprocess.Popen]] = []
+        self.procs: List[Tuple[str, "subprocess.Popen[bytes]"]] = []
         self.stall_socks: List[socket.socket] = []
         ports = PortPicker()
         self.dns_port = ports.pick(1)
@@ -257,7 +257,7 @@ class Cluster:
             f"[dnsserver]\nip = 127.0.0.1\nport = {self.dns_port}\n"
             f"[reporter]\nip = 127.0.0.1\nport = {self.reporter_port}\n")
 
-    def spawn(self, name: str, conf: str) -> subprocess.Popen:
+    def spawn(self, name: str, conf: str) -> "subprocess.Popen[bytes]":
         out = open(self.tmp / f"{name}.log", "wb")
         env = dict(os.environ)
         env.setdefault("RUST_LOG", "info")
@@ -372,7 +372,7 @@ def run_driver(client: str, args: List[str], timeout: float) -> Tuple[int, str]:
         raise
 
 
-def _kill_group(proc: subprocess.Popen) -> None:
+def _kill_group(proc: "subprocess.Popen[str]") -> None:
     try:
         os.killpg(proc.pid, signal.SIGKILL)
     except ProcessLookupError:

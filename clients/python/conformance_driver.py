@@ -17,7 +17,7 @@ import argparse
 import sys
 import time
 from collections import Counter
-from typing import Callable, List, Optional, Tuple
+from typing import Callable, List, Optional, Set, Tuple
 
 from lars_client import (
     LarsClient,
@@ -69,7 +69,7 @@ def noexist_then_host(c: LarsClient, a: argparse.Namespace) -> str:
 
 
 def round_robin(c: LarsClient, a: argparse.Namespace) -> str:
-    counts: Counter = Counter()
+    counts: "Counter[Host]" = Counter()
     for i in range(30):
         try:
             ip, port = c.get_host(a.modid, a.cmdid)
@@ -103,7 +103,7 @@ def get_route(c: LarsClient, a: argparse.Namespace) -> str:
         raise CheckFailed(f"get_route: {type(e).__name__}: {e}") from e
     want = set(a.hosts)
 
-    def show(s: set) -> str:
+    def show(s: Set[Host]) -> str:
         return ",".join(f"{ip}:{port}" for ip, port in sorted(s))
     if got != want:
         raise CheckFailed(f"got {show(got)} want {show(want)}")

@@ -4,11 +4,12 @@ lars-client/src/client.rs)."""
 from __future__ import annotations
 
 import ipaddress
+import logging
 import math
 import socket
 import threading
 import time
-from typing import Callable, List, Optional, Tuple, TypeVar, Union
+from typing import Callable, Dict, List, Optional, Tuple, TypeVar, Union
 
 from . import _wire
 from .errors import (
@@ -32,10 +33,14 @@ REG_INIT_ATTEMPTS = 3
 #: Seconds :meth:`LarsClient.reg_init` waits between attempts (the original's 50 ms).
 REG_INIT_WAIT = 0.05
 
+_log = logging.getLogger("lars_client")
+
 _MAX_ID = 0xFFFFFFFF
 _MAX_DATAGRAM = 65535
 
 Host = Tuple[str, int]
+#: The counters of :meth:`LarsClient.stats`.
+STAT_NAMES = ("requests", "timeouts", "discarded", "io_errors", "reports", "bad_arguments")
 _T = TypeVar("_T")
 
 
@@ -64,6 +69,16 @@ def _check_port(name: str, v: object, low: int = 1) -> int:
     if not low <= v <= 65535:
         raise ValueError(f"{name} {v} is out of range {low}..65535")
     return v
+
+
+def _retcode(v: object) -> int:
+    if isinstance(v, bool):
+        return 0 if v else 1
+    if isinstance(v, int):
+        if not -(1 << 31) <= v < 1 << 31:
+            raise ValueError(f"retcode {v} does not fit in an int32")
+        return v
+    raise ValueError(f"success_or_retcode must be a bool or an int, not {type(v).__name__}")
 
 
 def _ip_text(ip: int) -> str:
@@ -142,6 +157,7 @@ class LarsClient:
             raise LarsIOError(f"cannot open the agent sockets: {e}") from e
         self._seq = 0
         self._seq_lock = threading.Lock()
+        self._stats: Dict[str, int] = dict.fromkeys(STAT_NAMES, 0)
 
     # ------------------------------------------------------------ lifecycle
 
@@ -165,6 +181,25 @@ class LarsClient:
         """The receive timeout of every request, in seconds."""
         return self._timeout
 
+    def stats(self) -> Dict[str, int]:
+        """Counters since the client was created: ``requests`` (get_host and
+        get_route sent), ``timeouts``, ``discarded`` (late, foreign or
+        malformed datagrams dropped while waiting for a reply), ``io_errors``,
+        ``reports`` sent, ``bad_arguments`` (calls refused with ValueError)."""
+        with self._seq_lock:
+            return dict(self._stats)
+
+    def _bump(self, name: str) -> None:
+        with self._seq_lock:
+            self._stats[name] += 1
+
+    def _checked(self, check: Callable[[], _T]) -> _T:
+        try:
+            return check()
+        except ValueError:
+            self._bump("bad_arguments")
+            raise
+
     def agent_port(self, modid: int, cmdid: int) -> int:
         """The agent UDP port serving ``(modid, cmdid)``."""
         return self._base_port + self._index(modid, cmdid)
@@ -179,8 +214,7 @@ class LarsClient:
         :class:`LarsSystemError`, :class:`LarsTimeoutError`,
         :class:`LarsIOError`; :class:`ValueError` for a bad id.
         """
-        _check_id("modid", modid)
-        _check_id("cmdid", cmdid)
+        self._checked(lambda: (_check_id("modid", modid), _check_id("cmdid", cmdid)))
         with self._seq_lock:
             seq = self._seq
             self._seq = (self._seq + 1) & _MAX_ID
@@ -216,8 +250,7 @@ class LarsClient:
         Raises :class:`LarsTimeoutError`, :class:`LarsIOError`;
         :class:`ValueError` for a bad id.
         """
-        _check_id("modid", modid)
-        _check_id("cmdid", cmdid)
+        self._checked(lambda: (_check_id("modid", modid), _check_id("cmdid", cmdid)))
         m, c = _wire.to_int32(modid), _wire.to_int32(cmdid)
         req = _wire.get_route_request(modid, cmdid)
 
@@ -267,29 +300,21 @@ class LarsClient:
 
         Raises :class:`LarsIOError`; :class:`ValueError` for a bad argument.
         """
-        _check_id("modid", modid)
-        _check_id("cmdid", cmdid)
-        ip_int = _check_ip(ip)
-        _check_port("port", port)
-        if isinstance(success_or_retcode, bool):
-            retcode = 0 if success_or_retcode else 1
-        elif isinstance(success_or_retcode, int):
-            if not -(1 << 31) <= success_or_retcode < 1 << 31:
-                raise ValueError(f"retcode {success_or_retcode} does not fit in an int32")
-            retcode = success_or_retcode
-        else:
-            raise ValueError("success_or_retcode must be a bool or an int, not "
-                             f"{type(success_or_retcode).__name__}")
-        req = _wire.report_request(modid, cmdid, ip_int, port, retcode, timecost_ms(latency_ms))
+        self._checked(lambda: (_check_id("modid", modid), _check_id("cmdid", cmdid)))
+        ip_int = self._checked(lambda: _check_ip(ip))
+        self._checked(lambda: _check_port("port", port))
+        retcode = self._checked(lambda: _retcode(success_or_retcode))
+        timecost = self._checked(lambda: timecost_ms(latency_ms))
+        req = _wire.report_request(modid, cmdid, ip_int, port, retcode, timecost)
         self._send(self._ports[self._index(modid, cmdid)].sock, req)
+        self._bump("reports")
 
     # ------------------------------------------------------------ internals
 
     def _index(self, modid: int, cmdid: int) -> int:
         return (modid + cmdid) % len(self._ports)
 
-    @staticmethod
-    def _send(sock: socket.socket, datagram: bytes) -> None:
+    def _send(self, sock: socket.socket, datagram: bytes) -> None:
         # A connected UDP socket reports an earlier ICMP "port unreachable" on
         # its next call; that stale error is retried once.
         try:
@@ -298,6 +323,7 @@ class LarsClient:
             except ConnectionRefusedError:
                 sock.send(datagram)
         except OSError as e:
+            self._bump("io_errors")
             raise LarsIOError(f"socket error talking to the agent: {e}") from e
 
     def _request(self, modid: int, cmdid: int, req: bytes,
@@ -309,24 +335,30 @@ class LarsClient:
         with port.lock:
             deadline = time.monotonic() + self._timeout
             self._send(port.sock, req)
+            self._bump("requests")
             while True:
                 left = deadline - time.monotonic()
                 if left <= 0:
-                    raise LarsTimeoutError(
-                        f"no reply from the agent within {self._timeout * 1000:.0f} ms")
+                    break
                 port.sock.settimeout(left)
                 try:
                     datagram = port.sock.recv(_MAX_DATAGRAM)
                 except socket.timeout:
-                    raise LarsTimeoutError(
-                        f"no reply from the agent within {self._timeout * 1000:.0f} ms"
-                    ) from None
+                    break
                 except OSError as e:
+                    self._bump("io_errors")
                     raise LarsIOError(f"socket error talking to the agent: {e}") from e
                 try:
                     msgid, body = _wire.unframe(datagram)
                     answer = accept(msgid, body)
-                except _wire.DecodeError:
-                    continue  # a foreign or malformed datagram
+                except _wire.DecodeError as e:
+                    self._bump("discarded")
+                    _log.debug("discarding a malformed datagram of %d bytes: %s",
+                               len(datagram), e)
+                    continue
                 if answer is not None:
                     return answer
+                self._bump("discarded")
+                _log.debug("discarding a late or foreign datagram of %d bytes", len(datagram))
+        self._bump("timeouts")
+        raise LarsTimeoutError(f"no reply from the agent within {self._timeout * 1000:.0f} ms")

@@ -169,6 +169,8 @@ def test_foreign_and_mismatched_replies_are_discarded(fake_agent):
     fake = fake_agent(handler)
     with LarsClient(base_port=fake.base_port, timeout=1.0) as c:
         assert c.get_host(5, 6) == ("10.0.0.9", 9)
+        stats = c.stats()
+    assert stats["discarded"] == 8 and stats["requests"] == 1 and stats["timeouts"] == 0
 
 
 def test_a_late_reply_is_not_taken_for_the_next_request(fake_agent):
@@ -184,6 +186,8 @@ def test_a_late_reply_is_not_taken_for_the_next_request(fake_agent):
         with pytest.raises(LarsTimeoutError):
             c.get_host(1, 1)
         assert c.get_host(1, 1) == ("10.0.0.2", 2)
+        stats = c.stats()
+    assert (stats["requests"], stats["timeouts"], stats["discarded"]) == (2, 1, 1)
 
 
 @pytest.mark.parametrize("retcode,host,error", [
@@ -228,6 +232,7 @@ def test_report_encodes_host_retcode_and_timecost(fake_agent):
         c.report(3, 4, "10.0.0.1", 80, False)
         c.report(3, 4, ipaddress.IPv4Address("10.0.0.2"), 81, 7, latency_ms=12.9)
         c.report(3, 4, "10.0.0.3", 82, 0, latency_ms=math.inf)
+        assert c.stats()["reports"] == 4
     deadline = time.monotonic() + 5
     while len(fake.received) < 4:
         assert time.monotonic() < deadline
@@ -304,6 +309,8 @@ def test_bad_arguments_raise_value_error_at_once():
                 with pytest.raises(ValueError):
                     call()
                 assert time.monotonic() - start < 1.0, f"call {i} waited on the network"
+            assert c.stats()["bad_arguments"] == len(calls)
+            assert c.stats()["requests"] == 0 and c.stats()["reports"] == 0
         # Nothing reached the agent: every bad call failed before sending.
         for s in socks:
             s.setblocking(False)
