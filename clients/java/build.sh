@@ -17,10 +17,11 @@ mkdir -p build
 tmp=$(mktemp -d "$here/build/tmp.XXXXXX")
 trap 'rm -rf "$tmp"' EXIT INT TERM
 flags="--release 17 -encoding UTF-8 -Xlint:all -Werror"
+mainflags="-Xdoclint:all/protected -Xdoclint:-missing"
 
 find src/main/java -name '*.java' > "$tmp/main.list"
 # shellcheck disable=SC2086
-javac $flags -d "$tmp/main" @"$tmp/main.list"
+javac $flags $mainflags -d "$tmp/main" @"$tmp/main.list"
 printf 'Automatic-Module-Name: lars.client\nImplementation-Title: lars-client\n' > "$tmp/manifest"
 jar --create --file "$tmp/lars-client.jar" --manifest "$tmp/manifest" -C "$tmp/main" .
 

@@ -286,7 +286,7 @@ final class Wire {
             return pos < end;
         }
 
-        /** The next field key (field number << 3 | wire type), or -1 if malformed. */
+        /** The next field key (field number {@code << 3 | } wire type), or -1 if malformed. */
         long key() {
             long k = varint();
             if (failed || k >>> 3 == 0 || k > 0xFFFF_FFFFL) {

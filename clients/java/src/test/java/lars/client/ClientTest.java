@@ -532,8 +532,9 @@ public final class ClientTest {
     // ---- against a real agent -------------------------------------------
 
     private static void agentEndToEnd() throws Exception {
-        // Keys whose modid + cmdid cover every residue mod 3, so a wrong
-        // port mapping would reach a shard that does not hold the key.
+        // Keys whose modid + cmdid cover every residue mod 3: each agent port
+        // answers. (The agent forwards a request that reaches the wrong
+        // shard, so the mapping itself is checked against fakes above.)
         List<String> routes = List.of(
                 "11 1 192.168.1.177:9001 10.0.0.2:9002 127.0.0.1:9003", // sum 12: port 0
                 "11 2 10.1.0.1:7001", // sum 13: port 1
