@@ -475,6 +475,15 @@ public final class ClientTest {
             requests.set(0);
             expect(LarsTimeoutException.class, () -> c.regInit(3, 1));
             eq(3, requests.get(), "timeouts are retried too");
+
+            // Interrupted while waiting between attempts: an error at once,
+            // and the thread's interrupt flag is set again.
+            requests.set(0);
+            Thread.currentThread().interrupt();
+            LarsIoException ie = expect(LarsIoException.class, () -> c.regInit(2, 1));
+            check(Thread.interrupted(), "interrupt flag restored (and cleared here)");
+            check(ie.getCause() instanceof InterruptedException, "cause: " + ie.getCause());
+            eq(1, requests.get(), "stopped after the first attempt");
         }
     }
 

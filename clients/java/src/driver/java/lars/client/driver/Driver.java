@@ -125,6 +125,15 @@ public final class Driver {
         }
     }
 
+    /** An exception and its causes, "message: cause: cause" (a cause is never in its wrapper's message). */
+    static String describe(Throwable e) {
+        StringBuilder b = new StringBuilder(e.getClass().getSimpleName()).append(": ").append(e.getMessage());
+        for (Throwable c = e.getCause(); c != null; c = c.getCause()) {
+            b.append(": ").append(c.getMessage() != null ? c.getMessage() : c.getClass().getSimpleName());
+        }
+        return b.toString();
+    }
+
     private LarsClient client(int base) throws LarsException {
         return LarsClient.builder().agentIp("127.0.0.1").basePort(base).portCount(ports).timeoutMillis(timeoutMs)
                 .build();
@@ -139,7 +148,7 @@ public final class Driver {
         try {
             main = client(basePort);
         } catch (LarsException | IllegalArgumentException e) {
-            mainError = "cannot create the client: " + e.getMessage();
+            mainError = "cannot create the client: " + describe(e);
         }
         LarsClient c = main;
         String err = mainError;
@@ -159,7 +168,7 @@ public final class Driver {
                 try {
                     v = e.getValue().run();
                 } catch (LarsException | RuntimeException ex) {
-                    v = Verdict.fail(ex.getClass().getSimpleName() + ": " + ex.getMessage());
+                    v = Verdict.fail(describe(ex));
                 }
             }
             allPassed[0] &= v.pass();
@@ -178,13 +187,13 @@ public final class Driver {
         } catch (LarsNoExistException expected) {
             // the agent was never asked for this key
         } catch (LarsException e) {
-            return Verdict.fail("first get_host: " + e.getMessage() + ", expected NOEXIST");
+            return Verdict.fail("first get_host: " + describe(e) + ", expected NOEXIST");
         }
         List<HostPort> route;
         try {
             route = c.regInit(modid, cmdid);
         } catch (LarsException e) {
-            return Verdict.fail("reg_init after NOEXIST: " + e.getMessage());
+            return Verdict.fail("reg_init after NOEXIST: " + describe(e));
         }
         HostPort h = c.getHost(modid, cmdid);
         if (!hosts.contains(h)) {
@@ -251,8 +260,7 @@ public final class Driver {
                 }
                 return Verdict.fail("LarsTimeoutException only after " + tookMs + " ms, over 2x " + timeoutMs + " ms");
             } catch (LarsException e) {
-                return Verdict.fail("expected LarsTimeoutException, got " + e.getClass().getSimpleName() + ": "
-                        + e.getMessage());
+                return Verdict.fail("expected LarsTimeoutException, got " + describe(e));
             }
         }
     }
@@ -308,7 +316,7 @@ public final class Driver {
             try {
                 c.regInit(modid, cmdid);
             } catch (LarsException e) {
-                System.err.println("driver bench: reg_init: " + e.getMessage());
+                System.err.println("driver bench: reg_init: " + describe(e));
                 return 1;
             }
             long warmNanos = Math.min(1_000_000_000L, Math.max(1, seconds) * 200_000_000L);
@@ -323,7 +331,7 @@ public final class Driver {
             System.out.printf("BENCH ops_per_sec %.0f%n", rate);
             return 0;
         } catch (LarsException e) {
-            System.err.println("driver bench: " + e.getMessage());
+            System.err.println("driver bench: " + describe(e));
             return 1;
         }
     }
@@ -341,7 +349,7 @@ public final class Driver {
             } catch (LarsException e) {
                 errors++;
                 if (errorKinds.add(e.getClass())) {
-                    System.err.println("driver bench: " + e.getClass().getSimpleName() + ": " + e.getMessage());
+                    System.err.println("driver bench: " + describe(e));
                 }
             }
             ops++;
