@@ -48,7 +48,9 @@ final class RealAgent implements AutoCloseable {
     /**
      * Starts the agent with {@code routes} (snapshot lines
      * {@code "modid cmdid ip:port ip:port ..."}) and waits until it answers
-     * {@code readyModid/readyCmdid} with hosts.
+     * {@code readyModid/readyCmdid} with hosts. Ports are bind-tested first;
+     * if another process takes one before the agent binds it, the agent
+     * exits and is started again on other ports (3 attempts).
      */
     static RealAgent start(List<String> routes, int readyModid, int readyCmdid) throws Exception {
         Path bin = binary();
@@ -56,6 +58,23 @@ final class RealAgent implements AutoCloseable {
             throw new IllegalStateException("no agent binary at " + bin
                     + " (build it: cargo build -p lars-agent-bin; or set LARS_AGENT_BIN)");
         }
+        for (int attempt = 1; ; attempt++) {
+            RealAgent agent = launch(bin, routes);
+            try {
+                agent.awaitReady(readyModid, readyCmdid);
+                return agent;
+            } catch (Exception | AssertionError e) {
+                boolean exited = !agent.process.isAlive();
+                String log = agent.log();
+                agent.close();
+                if (!exited || attempt == 3) {
+                    throw new IllegalStateException("the agent did not start: " + e + "\nagent log:\n" + log);
+                }
+            }
+        }
+    }
+
+    private static RealAgent launch(Path bin, List<String> routes) throws IOException {
         Path dir = Files.createTempDirectory("lars-java-agent");
         int base = freePorts(3);
         Path snapshot = dir.resolve("routes.snapshot");
@@ -70,15 +89,7 @@ final class RealAgent implements AutoCloseable {
                 .redirectErrorStream(true)
                 .redirectOutput(dir.resolve("agent.log").toFile())
                 .start();
-        RealAgent agent = new RealAgent(proc, dir, base);
-        try {
-            agent.awaitReady(readyModid, readyCmdid);
-        } catch (Exception | AssertionError e) {
-            String log = agent.log();
-            agent.close();
-            throw new IllegalStateException("the agent did not start: " + e + "\nagent log:\n" + log);
-        }
-        return agent;
+        return new RealAgent(proc, dir, base);
     }
 
     int basePort() {
