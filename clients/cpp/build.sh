@@ -38,6 +38,12 @@ build api_test "$HERE/tests/api_test.cpp" "${CXXFLAGS[@]}"
 # Written against the original header: plain g++, its default language
 # level, no flags but the include path.
 build original_example "$HERE/tests/original_example.cpp" -I"$HERE/include"
+# The C header from C99.
+if [ ! -x "$OUT/c_example" ] || [ "$HERE/tests/c_example.c" -nt "$OUT/c_example" ] ||
+    [ "$HERE/include/lars.h" -nt "$OUT/c_example" ] || [ "$LIB/liblars.so" -nt "$OUT/c_example" ]; then
+    gcc -std=c99 -Wall -Wextra -Werror -pedantic -I"$HERE/include" "$HERE/tests/c_example.c" \
+        -o "$OUT/c_example" "${LINK[@]}" >&2
+fi
 # The static library works too (no rpath needed).
 if [ ! -x "$OUT/get_host_static" ] || [ "$LIB/liblars.a" -nt "$OUT/get_host_static" ] ||
     [ "$HERE/examples/get_host.cpp" -nt "$OUT/get_host_static" ]; then

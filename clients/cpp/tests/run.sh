@@ -40,7 +40,12 @@ M=41 C=2
 HOSTS="127.0.0.1:9101 127.0.0.1:9102 127.0.0.1:9103"
 BIG=""
 for i in $(seq 1 70); do BIG="$BIG 10.1.0.$i:80"; done
-AGENT_EXTRA_ROUTES="43 2$BIG"
+# The driver gets a key of its own: the reports above (failures included)
+# move the agent's view of the first key's hosts.
+DM=42 DC=2
+DHOSTS="127.0.0.1:9201,127.0.0.1:9202,127.0.0.1:9203"
+AGENT_EXTRA_ROUTES="43 2$BIG
+$DM $DC ${DHOSTS//,/ }"
 start_agent "$M" "$C" $HOSTS
 P=$AGENT_PORT
 echo "agent on UDP $P..$((P + 2))"
@@ -48,6 +53,12 @@ echo "agent on UDP $P..$((P + 2))"
 # 1. The C++ API.
 if out=$("$BIN/api_test" "$P" "$M" "$C" "${HOSTS// /,}" 43 2 70 2>&1); then ok; else bad "api_test"; fi
 printf '%s\n' "$out" | tail -1
+
+# 1b. The C API from C.
+out=$("$BIN/c_example" "$P" "$M" "$C" 2>&1) || bad "c_example exit"
+expect_match c_route '^route 127\.0\.0\.1:910[123]$' "$out"
+expect_match c_host '^host is 127\.0\.0\.1:910[123]$' "$out"
+expect_match c_ok '^c api ok$' "$out"
 
 # 2. A program written against the original header (default constructor,
 #    moved to the test agent by the environment).
@@ -71,7 +82,7 @@ out=$("$BIN/simulator" --base-port "$P" "$M" "$C" 0.3 30 --interval-ms 0 --seed 
 expect_match sim_head '^err_rate = 3/10, count = 30, seed = 7$' "$out"
 expect_match sim_latency '^latency: lognormal, median 5 ms, sigma 0\.5 \(drawn per call' "$out"
 expect_match sim_call '^0: host 127\.0\.0\.1:910[123] called (SUCCESS|ERROR) in [0-9.]+ ms$' "$out"
-expect_match sim_host '^  127\.0\.0\.1:9101: success: [0-9]+; error: [0-9]+$' "$out"
+expect_match sim_host '^  127\.0\.0\.1:910[123]: success: [0-9]+; error: [0-9]+$' "$out"
 expect_match sim_none '^answers without host: overload 0, noexist 0, system 0, timeout 0, socket errors 0$' "$out"
 expect_match sim_reported '^latency reported: p50 [0-9]+ ms, p99 [0-9]+ ms \(30 reports\)$' "$out"
 # The tally adds up to the count.
@@ -116,15 +127,15 @@ time.sleep(60)
 ' "$S" &
 STALL_PID=$!
 sleep 0.3
-out=$("$HERE/driver.sh" check --base-port "$P" --ports 3 --timeout-ms 50 --modid "$M" --cmdid "$C" \
-    --hosts "${HOSTS// /,}" --report-host 127.0.0.1:9101 --stall-port "$S" 2>&1) || true
+out=$("$HERE/driver.sh" check --base-port "$P" --ports 3 --timeout-ms 50 --modid "$DM" --cmdid "$DC" \
+    --hosts "$DHOSTS" --report-host 127.0.0.1:9201 --stall-port "$S" 2>&1) || true
 printf '%s\n' "$out"
 [ "$(printf '%s\n' "$out" | grep -c '^CHECK ')" = 6 ] && ok || bad "driver: 6 CHECK lines"
 expect_match driver_first '^CHECK noexist_then_host (PASS|FAIL) ' "$out"
 for c in round_robin report get_route timeout bad_input; do
     expect_match "driver_$c" "^CHECK $c PASS " "$out"
 done
-out=$("$HERE/driver.sh" bench --base-port "$P" --ports 3 --timeout-ms 50 --modid "$M" --cmdid "$C" --seconds 1)
+out=$("$HERE/driver.sh" bench --base-port "$P" --ports 3 --timeout-ms 50 --modid "$DM" --cmdid "$DC" --seconds 1)
 expect_match driver_bench '^BENCH ops_per_sec [1-9][0-9]*$' "$out"
 
 echo "$PASS passed, $FAIL failed"
