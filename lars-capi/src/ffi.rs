@@ -9,29 +9,49 @@ use std::time::Duration;
 
 use lars_client::{ApiError, ClientConfig, LarsClient, Outcome};
 
-/// Success (`RET_SUCC`).
-pub const LARS_RET_SUCC: i32 = 0;
-/// Every host of the key is overloaded (`RET_OVERLOAD`).
-pub const LARS_RET_OVERLOAD: i32 = 1;
-/// The agent answered a system error, or a success without a valid host
-/// (`RET_SYSTEM_ERROR`).
-pub const LARS_RET_SYSTEM_ERROR: i32 = 2;
-/// The key has no host (yet): the agent starts pulling it (`RET_NOEXIST`).
-pub const LARS_RET_NOEXIST: i32 = 3;
-/// No matching reply from the agent within the receive timeout.
-pub const LARS_ERR_TIMEOUT: i32 = -1;
-/// A socket error talking to the agent (e.g. nothing listens on its port).
-pub const LARS_ERR_IO: i32 = -2;
-/// A bad argument: null pointer, negative id, ip text that is not a dotted
-/// IPv4 address, port outside 1..=65535, zero timeout or port count, report
-/// retcode other than 0 or 1. Nothing was sent.
-pub const LARS_ERR_INVALID: i32 = -3;
-/// The library hit an internal error (a caught panic); the handle stays
-/// usable.
-pub const LARS_ERR_PANIC: i32 = -4;
-/// The caller's buffer holds fewer hosts than the route has (`lars_get_route`:
-/// `*count` says how many there are; the first `cap` were written).
-pub const LARS_ERR_BUFFER: i32 = -5;
+/// The return code of every function: the agent's `LarsRetCode` (0..=3) or
+/// a client error (negative). Functions return it as an `int32_t`; in C the
+/// names are enum constants (safe in any expression, unlike `#define -1`).
+#[allow(non_camel_case_types)]
+#[repr(i32)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum lars_code_t {
+    /// Success (`RET_SUCC`).
+    LARS_RET_SUCC = 0,
+    /// Every host of the key is overloaded (`RET_OVERLOAD`).
+    LARS_RET_OVERLOAD = 1,
+    /// The agent answered a system error, or a success without a valid host
+    /// (`RET_SYSTEM_ERROR`).
+    LARS_RET_SYSTEM_ERROR = 2,
+    /// The key has no host (yet): the agent starts pulling it (`RET_NOEXIST`).
+    LARS_RET_NOEXIST = 3,
+    /// No matching reply from the agent within the receive timeout.
+    LARS_ERR_TIMEOUT = -1,
+    /// A socket error talking to the agent (e.g. nothing listens on its port).
+    LARS_ERR_IO = -2,
+    /// A bad argument: null pointer, negative id, ip text that is not a
+    /// dotted IPv4 address, port outside 1..=65535, zero timeout or port
+    /// count, report retcode other than 0 or 1. Nothing was sent.
+    LARS_ERR_INVALID = -3,
+    /// The library hit an internal error (a caught panic); the handle stays
+    /// usable.
+    LARS_ERR_PANIC = -4,
+    /// The caller's buffer holds fewer hosts than the route has
+    /// (`lars_get_route`: `*count` says how many there are; the first `cap`
+    /// were written).
+    LARS_ERR_BUFFER = -5,
+}
+
+// The codes as the functions return them.
+const LARS_RET_SUCC: i32 = lars_code_t::LARS_RET_SUCC as i32;
+const LARS_RET_OVERLOAD: i32 = lars_code_t::LARS_RET_OVERLOAD as i32;
+const LARS_RET_SYSTEM_ERROR: i32 = lars_code_t::LARS_RET_SYSTEM_ERROR as i32;
+const LARS_RET_NOEXIST: i32 = lars_code_t::LARS_RET_NOEXIST as i32;
+const LARS_ERR_TIMEOUT: i32 = lars_code_t::LARS_ERR_TIMEOUT as i32;
+const LARS_ERR_IO: i32 = lars_code_t::LARS_ERR_IO as i32;
+const LARS_ERR_INVALID: i32 = lars_code_t::LARS_ERR_INVALID as i32;
+const LARS_ERR_PANIC: i32 = lars_code_t::LARS_ERR_PANIC as i32;
+const LARS_ERR_BUFFER: i32 = lars_code_t::LARS_ERR_BUFFER as i32;
 
 /// The agent's default first UDP port (the original's 8888).
 pub const LARS_DEFAULT_BASE_PORT: u16 = 8888;

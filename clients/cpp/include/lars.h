@@ -14,56 +14,6 @@
 #include <stddef.h>
 
 /*
- Success (`RET_SUCC`).
- */
-#define LARS_RET_SUCC 0
-
-/*
- Every host of the key is overloaded (`RET_OVERLOAD`).
- */
-#define LARS_RET_OVERLOAD 1
-
-/*
- The agent answered a system error, or a success without a valid host
- (`RET_SYSTEM_ERROR`).
- */
-#define LARS_RET_SYSTEM_ERROR 2
-
-/*
- The key has no host (yet): the agent starts pulling it (`RET_NOEXIST`).
- */
-#define LARS_RET_NOEXIST 3
-
-/*
- No matching reply from the agent within the receive timeout.
- */
-#define LARS_ERR_TIMEOUT -1
-
-/*
- A socket error talking to the agent (e.g. nothing listens on its port).
- */
-#define LARS_ERR_IO -2
-
-/*
- A bad argument: null pointer, negative id, ip text that is not a dotted
- IPv4 address, port outside 1..=65535, zero timeout or port count, report
- retcode other than 0 or 1. Nothing was sent.
- */
-#define LARS_ERR_INVALID -3
-
-/*
- The library hit an internal error (a caught panic); the handle stays
- usable.
- */
-#define LARS_ERR_PANIC -4
-
-/*
- The caller's buffer holds fewer hosts than the route has (`lars_get_route`:
- `*count` says how many there are; the first `cap` were written).
- */
-#define LARS_ERR_BUFFER -5
-
-/*
  The agent's default first UDP port (the original's 8888).
  */
 #define LARS_DEFAULT_BASE_PORT 8888
@@ -82,6 +32,67 @@
  Size of [`lars_host_t::ip`]: "255.255.255.255" and its NUL.
  */
 #define LARS_IP_LEN 16
+
+/*
+ The return code of every function: the agent's `LarsRetCode` (0..=3) or
+ a client error (negative). Functions return it as an `int32_t`; in C the
+ names are enum constants (safe in any expression, unlike `#define -1`).
+ */
+enum lars_code_t
+#if defined(__cplusplus) || __STDC_VERSION__ >= 202311L
+  : int32_t
+#endif // defined(__cplusplus) || __STDC_VERSION__ >= 202311L
+ {
+  /*
+   Success (`RET_SUCC`).
+   */
+  LARS_RET_SUCC = 0,
+  /*
+   Every host of the key is overloaded (`RET_OVERLOAD`).
+   */
+  LARS_RET_OVERLOAD = 1,
+  /*
+   The agent answered a system error, or a success without a valid host
+   (`RET_SYSTEM_ERROR`).
+   */
+  LARS_RET_SYSTEM_ERROR = 2,
+  /*
+   The key has no host (yet): the agent starts pulling it (`RET_NOEXIST`).
+   */
+  LARS_RET_NOEXIST = 3,
+  /*
+   No matching reply from the agent within the receive timeout.
+   */
+  LARS_ERR_TIMEOUT = -1,
+  /*
+   A socket error talking to the agent (e.g. nothing listens on its port).
+   */
+  LARS_ERR_IO = -2,
+  /*
+   A bad argument: null pointer, negative id, ip text that is not a
+   dotted IPv4 address, port outside 1..=65535, zero timeout or port
+   count, report retcode other than 0 or 1. Nothing was sent.
+   */
+  LARS_ERR_INVALID = -3,
+  /*
+   The library hit an internal error (a caught panic); the handle stays
+   usable.
+   */
+  LARS_ERR_PANIC = -4,
+  /*
+   The caller's buffer holds fewer hosts than the route has
+   (`lars_get_route`: `*count` says how many there are; the first `cap`
+   were written).
+   */
+  LARS_ERR_BUFFER = -5,
+};
+#ifndef __cplusplus
+#if __STDC_VERSION__ >= 202311L
+typedef enum lars_code_t lars_code_t;
+#else
+typedef int32_t lars_code_t;
+#endif // __STDC_VERSION__ >= 202311L
+#endif // __cplusplus
 
 /*
  A connection to the local lars agent (opaque). Create with
