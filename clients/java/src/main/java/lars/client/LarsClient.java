@@ -1,13 +1,18 @@
 package lars.client;
 
 import java.io.IOException;
-import java.net.DatagramPacket;
-import java.net.DatagramSocket;
+import java.io.InterruptedIOException;
 import java.net.InetAddress;
 import java.net.InetSocketAddress;
 import java.net.PortUnreachableException;
-import java.net.SocketTimeoutException;
+import java.net.StandardProtocolFamily;
 import java.net.UnknownHostException;
+import java.nio.ByteBuffer;
+import java.nio.channels.ClosedByInterruptException;
+import java.nio.channels.ClosedSelectorException;
+import java.nio.channels.DatagramChannel;
+import java.nio.channels.SelectionKey;
+import java.nio.channels.Selector;
 import java.time.Duration;
 import java.util.ArrayList;
 import java.util.Collections;
@@ -45,6 +50,11 @@ import java.util.concurrent.locks.ReentrantLock;
  * its own client (a client is {@code portCount} sockets). {@code report}
  * only sends and never waits for that lock.
  *
+ * <p>A request of an interrupted thread, or one interrupted while it waits,
+ * fails with a {@link LarsIoException} and leaves the interrupt flag set;
+ * the client stays usable. {@link #close()} ends a waiting request of
+ * another thread at once.
+ *
  * <h2>Errors</h2>
  * Requests throw a {@link LarsException} subclass (see there); bad arguments
  * (negative ids, a malformed ip text, a port outside 1..65535, a negative
@@ -69,6 +79,10 @@ public final class LarsClient implements AutoCloseable {
 
     /** Largest datagram the agent can send (one frame: 8 + 65527 bytes). */
     private static final int MAX_DATAGRAM = 65_535;
+    /** Retries of a send that found the socket buffer full. */
+    private static final int SEND_ATTEMPTS = 100;
+    /** The selector's per-key action: nothing (the caller reads). */
+    private static final java.util.function.Consumer<SelectionKey> NO_ACTION = k -> { };
     private static final System.Logger LOG = System.getLogger("lars.client");
 
     private final String agentIp;
@@ -76,7 +90,6 @@ public final class LarsClient implements AutoCloseable {
     private final AgentPort[] ports;
     private final Duration timeout;
     private final long timeoutNanos;
-    private final int timeoutMillis;
     private final AtomicInteger seq = new AtomicInteger();
     private final AtomicLong discarded = new AtomicLong();
     private volatile boolean closed;
@@ -86,7 +99,6 @@ public final class LarsClient implements AutoCloseable {
         this.basePort = b.basePort;
         this.timeout = b.timeout;
         this.timeoutNanos = b.timeout.toNanos();
-        this.timeoutMillis = (int) b.timeout.toMillis();
         InetAddress ip;
         try {
             ip = InetAddress.getByAddress(ipBytes(HostPort.parseIpv4(b.agentIp)));
@@ -98,10 +110,10 @@ public final class LarsClient implements AutoCloseable {
         for (int i = 0; i < b.portCount; i++) {
             InetSocketAddress addr = new InetSocketAddress(ip, b.basePort + i);
             try {
-                ports[i] = new AgentPort(addr, timeoutMillis);
+                ports[i] = new AgentPort(addr);
             } catch (IOException e) {
                 for (int j = 0; j < i; j++) {
-                    ports[j].sock.close();
+                    ports[j].closeQuietly();
                 }
                 throw new LarsIoException("cannot open a UDP socket to the agent at " + addrText(addr), e);
             }
@@ -336,12 +348,26 @@ public final class LarsClient implements AutoCloseable {
         report(modid, cmdid, HostPort.of(ip, port), retcode);
     }
 
-    /** Closes the sockets. Idempotent; later calls throw {@link IllegalStateException}. */
+    /**
+     * Closes the sockets. A request in progress in another thread ends at
+     * once with a {@link LarsIoException}. Idempotent; later calls throw
+     * {@link IllegalStateException}.
+     */
     @Override
     public void close() {
         closed = true;
         for (AgentPort p : ports) {
-            p.sock.close();
+            p.closeChannel();
+        }
+        // The selectors are used under the locks: close each once its
+        // request (woken above) is over.
+        for (AgentPort p : ports) {
+            p.lock.lock();
+            try {
+                p.closeQuietly();
+            } finally {
+                p.lock.unlock();
+            }
         }
     }
 
@@ -363,68 +389,130 @@ public final class LarsClient implements AutoCloseable {
         sendDatagram(ports[index(modid, cmdid)], req);
     }
 
-    /** Under the port's lock: sets the deadline and the full timeout, then sends. */
+    /** Under the port's lock: checks the client is open, sets the deadline, sends. */
     private void begin(AgentPort p, byte[] req) throws LarsException {
+        checkOpen();
         p.deadline = System.nanoTime() + timeoutNanos;
-        setTimeout(p, timeoutMillis);
         sendDatagram(p, req);
     }
 
-    /** Under the port's lock: the length of the next datagram, waiting until the deadline. */
+    /**
+     * Under the port's lock: the length of the next datagram (copied into
+     * {@code p.buf}), waiting until the deadline.
+     */
     private int receive(AgentPort p) throws LarsException {
-        p.packet.setData(p.buf, 0, p.buf.length);
+        while (true) {
+            int n = read(p);
+            if (n > 0) {
+                return n;
+            }
+            long left = p.deadline - System.nanoTime();
+            if (left <= 0) {
+                throw new LarsTimeoutException("no reply from the agent at " + addrText(p.addr) + " within "
+                        + timeout.toMillis() + " ms");
+            }
+            try {
+                // Whole milliseconds, rounded up (0 would mean "forever").
+                p.selector.select(NO_ACTION, Math.max(1, (left + 999_999) / 1_000_000));
+            } catch (IOException | ClosedSelectorException e) {
+                throw new LarsIoException("cannot wait for the agent at " + addrText(p.addr), e);
+            }
+            checkInterrupt(p);
+        }
+    }
+
+    /** Under the port's lock: one non-blocking read; 0 when nothing is waiting. */
+    private int read(AgentPort p) throws LarsException {
+        p.rbuf.clear();
+        int n;
         try {
-            p.sock.receive(p.packet);
-        } catch (SocketTimeoutException e) {
-            throw new LarsTimeoutException("no reply from the agent at " + addrText(p.addr) + " within "
-                    + timeout.toMillis() + " ms");
+            n = p.channel.read(p.rbuf);
+        } catch (ClosedByInterruptException e) {
+            p.reopen(closed);
+            throw interrupted(p, e);
         } catch (IOException e) {
             throw new LarsIoException("socket error receiving from the agent at " + addrText(p.addr), e);
         }
-        return p.packet.getLength();
+        if (n > 0) {
+            p.rbuf.flip();
+            p.rbuf.get(p.buf, 0, n);
+        }
+        return n;
     }
 
-    /** Counts a discarded datagram and shortens the socket timeout to what is left. */
-    private void discard(AgentPort p, int len, String why) throws LarsException {
+    /**
+     * Counts and logs a discarded datagram; a timeout if the deadline passed
+     * meanwhile (a stream of stale datagrams must not keep a request alive).
+     */
+    private void discard(AgentPort p, int len, String why) throws LarsTimeoutException {
         discarded.incrementAndGet();
         LOG.log(System.Logger.Level.DEBUG, "discarding a datagram of {0} bytes from {1}: {2}", len,
                 addrText(p.addr), why);
-        long left = p.deadlineLeft();
-        if (left <= 0) {
+        if (p.deadline - System.nanoTime() <= 0) {
             throw new LarsTimeoutException("no reply from the agent at " + addrText(p.addr) + " within "
                     + timeout.toMillis() + " ms");
-        }
-        // Round up: SO_TIMEOUT has millisecond granularity and 0 means "forever".
-        setTimeout(p, (int) Math.max(1, (left + 999_999) / 1_000_000));
-    }
-
-    private static void setTimeout(AgentPort p, int millis) throws LarsException {
-        if (p.soTimeout != millis) {
-            try {
-                p.sock.setSoTimeout(millis);
-            } catch (IOException e) {
-                throw new LarsIoException("cannot set the receive timeout of the socket to " + addrText(p.addr), e);
-            }
-            p.soTimeout = millis;
         }
     }
 
     /**
      * Sends one datagram. A connected UDP socket reports an earlier ICMP
      * "port unreachable" on its next call; that stale error is retried once
-     * so it does not fail an unrelated later request.
+     * so it does not fail an unrelated later request. (Callers need not hold
+     * the port's lock: sends and reads of a channel may run at once.)
      */
-    private static void sendDatagram(AgentPort p, byte[] req) throws LarsException {
-        DatagramPacket out = new DatagramPacket(req, req.length);
+    private void sendDatagram(AgentPort p, byte[] req) throws LarsException {
+        checkInterrupt(p);
+        ByteBuffer out = ByteBuffer.wrap(req);
         try {
-            try {
-                p.sock.send(out);
-            } catch (PortUnreachableException stale) {
-                p.sock.send(out);
+            for (int attempt = 0; ; attempt++) {
+                int sent;
+                try {
+                    sent = p.channel.write(out);
+                } catch (PortUnreachableException stale) {
+                    sent = p.channel.write(out);
+                }
+                if (sent > 0) {
+                    return;
+                }
+                // Non-blocking: 0 when the socket's send buffer is full (a
+                // loopback UDP socket hardly ever is); let the kernel drain it.
+                if (attempt == SEND_ATTEMPTS) {
+                    throw new LarsIoException("the socket send buffer to the agent at " + addrText(p.addr)
+                            + " stayed full; datagram dropped", null);
+                }
+                Thread.yield();
             }
+        } catch (ClosedByInterruptException e) {
+            reopenLocked(p);
+            throw interrupted(p, e);
         } catch (IOException e) {
             throw new LarsIoException("socket error sending to the agent at " + addrText(p.addr), e);
         }
+    }
+
+    /** Reopens a port whose channel an interrupt closed, taking its lock (a report holds none). */
+    private void reopenLocked(AgentPort p) throws LarsIoException {
+        p.lock.lock();
+        try {
+            p.reopen(closed);
+        } finally {
+            p.lock.unlock();
+        }
+    }
+
+    /**
+     * Fails a request of an interrupted thread before it touches the channel
+     * (an interrupt during channel I/O closes the channel), keeping the
+     * thread's interrupt flag set.
+     */
+    private static void checkInterrupt(AgentPort p) throws LarsIoException {
+        if (Thread.currentThread().isInterrupted()) {
+            throw interrupted(p, new InterruptedIOException("the thread is interrupted"));
+        }
+    }
+
+    private static LarsIoException interrupted(AgentPort p, IOException cause) {
+        return new LarsIoException("interrupted talking to the agent at " + addrText(p.addr), cause);
     }
 
     private int index(int modid, int cmdid) {
@@ -456,35 +544,78 @@ public final class LarsClient implements AutoCloseable {
         return new byte[] {(byte) (bits >>> 24), (byte) (bits >>> 16), (byte) (bits >>> 8), (byte) bits};
     }
 
-    /** One agent port: its connected socket and what its request lock protects. */
+    /**
+     * One agent port: its connected non-blocking channel, the selector that
+     * waits for it, and what its request lock protects.
+     */
     private static final class AgentPort {
         final InetSocketAddress addr;
-        final DatagramSocket sock;
         final ReentrantLock lock = new ReentrantLock();
-        /** Receive buffer and packet, used under {@link #lock}. */
+        /** Replaced (under the lock) when an interrupt closed it. */
+        volatile DatagramChannel channel;
+        /** Used under {@link #lock}. */
+        Selector selector;
+        /** Receive buffers, used under {@link #lock}. */
+        final ByteBuffer rbuf = ByteBuffer.allocateDirect(MAX_DATAGRAM);
         final byte[] buf = new byte[MAX_DATAGRAM];
-        final DatagramPacket packet = new DatagramPacket(buf, buf.length);
-        /** The SO_TIMEOUT currently set (saves a call per request when unchanged). */
-        int soTimeout;
         /** The deadline (System.nanoTime) of the request in progress. */
         long deadline;
 
-        AgentPort(InetSocketAddress addr, int timeoutMillis) throws IOException {
+        AgentPort(InetSocketAddress addr) throws IOException {
             this.addr = addr;
-            DatagramSocket s = new DatagramSocket();
-            try {
-                s.connect(addr);
-                s.setSoTimeout(timeoutMillis);
-            } catch (IOException | RuntimeException e) {
-                s.close();
-                throw e;
-            }
-            this.sock = s;
-            this.soTimeout = timeoutMillis;
+            open();
         }
 
-        long deadlineLeft() {
-            return deadline - System.nanoTime();
+        private void open() throws IOException {
+            DatagramChannel c = DatagramChannel.open(StandardProtocolFamily.INET);
+            Selector s = null;
+            try {
+                c.configureBlocking(false);
+                c.connect(addr);
+                s = Selector.open();
+                c.register(s, SelectionKey.OP_READ);
+            } catch (IOException | RuntimeException e) {
+                c.close();
+                if (s != null) {
+                    s.close();
+                }
+                throw e;
+            }
+            this.selector = s;
+            this.channel = c;
+        }
+
+        /** Under the lock: a new channel if an interrupt closed this one (not once the client is closed). */
+        void reopen(boolean clientClosed) throws LarsIoException {
+            if (clientClosed || channel.isOpen()) {
+                return;
+            }
+            closeQuietly();
+            try {
+                open();
+            } catch (IOException e) {
+                throw new LarsIoException("cannot reopen the UDP socket to the agent at " + addrText(addr), e);
+            }
+        }
+
+        /** Closes the channel and wakes a request waiting on it. */
+        void closeChannel() {
+            try {
+                channel.close();
+            } catch (IOException e) {
+                LOG.log(System.Logger.Level.DEBUG, "closing the socket to {0}: {1}", addrText(addr), e);
+            }
+            selector.wakeup();
+        }
+
+        /** Under the lock (or before the port is shared): closes channel and selector. */
+        void closeQuietly() {
+            try {
+                channel.close();
+                selector.close();
+            } catch (IOException e) {
+                LOG.log(System.Logger.Level.DEBUG, "closing the socket to {0}: {1}", addrText(addr), e);
+            }
         }
     }
 

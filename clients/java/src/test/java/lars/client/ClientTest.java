@@ -81,6 +81,8 @@ public final class ClientTest {
         CASES.put("reg_init_retries_like_the_original", ClientTest::regInitRetries);
         CASES.put("shared_client_across_threads", ClientTest::sharedClientAcrossThreads);
         CASES.put("closed_client_refuses_calls", ClientTest::closedClient);
+        CASES.put("interrupt_ends_a_wait_and_the_client_stays_usable", ClientTest::interruptDuringWait);
+        CASES.put("close_ends_a_wait_in_another_thread", ClientTest::closeDuringWait);
         CASES.put("agent_round_robin_report_route_reg_init", ClientTest::agentEndToEnd);
     }
 
@@ -476,14 +478,15 @@ public final class ClientTest {
             expect(LarsTimeoutException.class, () -> c.regInit(3, 1));
             eq(3, requests.get(), "timeouts are retried too");
 
-            // Interrupted while waiting between attempts: an error at once,
-            // and the thread's interrupt flag is set again.
+            // An interrupted thread: an error at once, nothing sent, and the
+            // thread's interrupt flag stays set.
             requests.set(0);
             Thread.currentThread().interrupt();
             LarsIoException ie = expect(LarsIoException.class, () -> c.regInit(2, 1));
-            check(Thread.interrupted(), "interrupt flag restored (and cleared here)");
-            check(ie.getCause() instanceof InterruptedException, "cause: " + ie.getCause());
-            eq(1, requests.get(), "stopped after the first attempt");
+            check(Thread.interrupted(), "interrupt flag kept (and cleared here)");
+            check(ie.getCause() instanceof java.io.InterruptedIOException, "cause: " + ie.getCause());
+            eq(0, requests.get(), "nothing sent");
+            eq(List.of(HostPort.of("10.0.0.1", 80)), c.regInit(1, 1), "the client still works");
         }
     }
 
@@ -535,6 +538,66 @@ public final class ClientTest {
                     () -> c.report(1, 1, HostPort.of("10.0.0.1", 1), 0))) {
                 expect(IllegalStateException.class, call);
             }
+        }
+    }
+
+    private static void interruptDuringWait() throws Exception {
+        // modid 1 is never answered; others are.
+        try (FakeAgent fake = new FakeAgent((req, reply) -> {
+            Map<Integer, Object> f = Pb.body(req);
+            if (Pb.intField(f, 2) != 1) {
+                reply.send(Pb.hostResponse(Pb.intField(f, 1), Pb.intField(f, 2), Pb.intField(f, 3), 0, 1, 80));
+            }
+        }); LarsClient c = client(fake.port(), 1, 10_000)) {
+            Throwable[] got = new Throwable[1];
+            boolean[] flag = new boolean[1];
+            Thread t = new Thread(() -> {
+                try {
+                    c.getHost(1, 1);
+                } catch (Throwable e) {
+                    got[0] = e;
+                }
+                flag[0] = Thread.currentThread().isInterrupted();
+            });
+            long start = System.nanoTime();
+            t.start();
+            while (fake.received().isEmpty()) {
+                Thread.sleep(1);
+            }
+            t.interrupt();
+            t.join(10_000);
+            check(!t.isAlive(), "the waiting thread ended");
+            check((System.nanoTime() - start) / 1_000_000 < 5_000, "ended by the interrupt, not the 10 s timeout");
+            check(got[0] instanceof LarsIoException, "LarsIoException: " + got[0]);
+            check(flag[0], "the interrupt flag stays set");
+            // The channel an interrupt may have closed is replaced.
+            eq(80, c.getHost(2, 1).port(), "the client still answers");
+            c.report(2, 1, HostPort.of("10.0.0.1", 80), 0, 1);
+        }
+    }
+
+    private static void closeDuringWait() throws Exception {
+        try (FakeAgent fake = FakeAgent.silent()) {
+            LarsClient c = client(fake.port(), 1, 10_000);
+            Throwable[] got = new Throwable[1];
+            Thread t = new Thread(() -> {
+                try {
+                    c.getHost(1, 1);
+                } catch (Throwable e) {
+                    got[0] = e;
+                }
+            });
+            long start = System.nanoTime();
+            t.start();
+            while (fake.received().isEmpty()) {
+                Thread.sleep(1);
+            }
+            c.close();
+            t.join(10_000);
+            check(!t.isAlive(), "the waiting thread ended");
+            check((System.nanoTime() - start) / 1_000_000 < 5_000, "ended by close, not the 10 s timeout");
+            check(got[0] instanceof LarsIoException, "LarsIoException: " + got[0]);
+            expect(IllegalStateException.class, () -> c.getHost(1, 1));
         }
     }
 
