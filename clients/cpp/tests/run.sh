@@ -67,6 +67,15 @@ expect_match original_route '^get route succ!$' "$out"
 expect_match original_host '^host is 127\.0\.0\.1:910[123]$' "$out"
 expect_match original_extras '^checks 1, 3 hosts$' "$out"
 
+# A bad environment value: a clear line and exit 1, as the original's
+# constructor on socket errors.
+if out=$(LARS_AGENT_BASE_PORT=abc "$BIN/original_example" "$M" "$C" 2>&1); then bad "LARS_AGENT_BASE_PORT=abc accepted"; else
+    expect_match env_bad_port '^lars_client: LARS_AGENT_BASE_PORT=abc: not a number 1-65535$' "$out"
+fi
+if out=$(LARS_AGENT_IP=1.2.3 "$BIN/original_example" "$M" "$C" 2>&1); then bad "LARS_AGENT_IP=1.2.3 accepted"; else
+    expect_match env_bad_ip '^lars_client: agent 1\.2\.3:8888 .*invalid argument$' "$out"
+fi
+
 # 3. The example programs: same command lines and output lines as lars's.
 out=$("$BIN/get_host" --base-port "$P" "$M" "$C")
 expect_match get_host '^host is 127\.0\.0\.1:910[123]$' "$out"
