@@ -402,15 +402,13 @@ public final class LarsClient implements AutoCloseable {
      */
     private int receive(AgentPort p) throws LarsException {
         while (true) {
-            int n = read(p);
-            if (n > 0) {
-                return n;
-            }
             long left = p.deadline - System.nanoTime();
             if (left <= 0) {
                 throw new LarsTimeoutException("no reply from the agent at " + addrText(p.addr) + " within "
                         + timeout.toMillis() + " ms");
             }
+            // Wait first: right after a send the answer is not there yet, so
+            // a read first would only cost a system call more.
             try {
                 // Whole milliseconds, rounded up (0 would mean "forever").
                 p.selector.select(NO_ACTION, Math.max(1, (left + 999_999) / 1_000_000));
@@ -418,6 +416,10 @@ public final class LarsClient implements AutoCloseable {
                 throw new LarsIoException("cannot wait for the agent at " + addrText(p.addr), e);
             }
             checkInterrupt(p);
+            int n = read(p);
+            if (n > 0) {
+                return n;
+            }
         }
     }
 
