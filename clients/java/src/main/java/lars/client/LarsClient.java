@@ -9,6 +9,7 @@ import java.net.StandardProtocolFamily;
 import java.net.UnknownHostException;
 import java.nio.ByteBuffer;
 import java.nio.channels.ClosedByInterruptException;
+import java.nio.channels.ClosedChannelException;
 import java.nio.channels.ClosedSelectorException;
 import java.nio.channels.DatagramChannel;
 import java.nio.channels.SelectionKey;
@@ -92,6 +93,7 @@ public final class LarsClient implements AutoCloseable {
     private final long timeoutNanos;
     private final AtomicInteger seq = new AtomicInteger();
     private final AtomicLong discarded = new AtomicLong();
+    private final AtomicLong reopened = new AtomicLong();
     private volatile boolean closed;
 
     private LarsClient(Builder b) throws LarsIoException {
@@ -386,12 +388,19 @@ public final class LarsClient implements AutoCloseable {
             throw new IllegalArgumentException("host is null");
         }
         byte[] req = Wire.reportRequest(modid, cmdid, host.ipBits(), host.port(), retcode, timecost);
-        sendDatagram(ports[index(modid, cmdid)], req);
+        AgentPort p = ports[index(modid, cmdid)];
+        if (!p.channel.isOpen()) {
+            reopen(p); // closed by an interrupt of an earlier request
+        }
+        sendDatagram(p, req);
     }
 
     /** Under the port's lock: checks the client is open, sets the deadline, sends. */
     private void begin(AgentPort p, byte[] req) throws LarsException {
         checkOpen();
+        if (!p.channel.isOpen()) {
+            reopen(p); // closed by an interrupt of an earlier request
+        }
         p.deadline = System.nanoTime() + timeoutNanos;
         sendDatagram(p, req);
     }
@@ -429,9 +438,9 @@ public final class LarsClient implements AutoCloseable {
         int n;
         try {
             n = p.channel.read(p.rbuf);
-        } catch (ClosedByInterruptException e) {
-            p.reopen(closed);
-            throw interrupted(p, e);
+        } catch (ClosedChannelException e) {
+            reopen(p);
+            throw closedUnder(p, e);
         } catch (IOException e) {
             throw new LarsIoException("socket error receiving from the agent at " + addrText(p.addr), e);
         }
@@ -484,22 +493,47 @@ public final class LarsClient implements AutoCloseable {
                 }
                 Thread.yield();
             }
-        } catch (ClosedByInterruptException e) {
-            reopenLocked(p);
-            throw interrupted(p, e);
+        } catch (ClosedChannelException e) {
+            reopen(p);
+            throw closedUnder(p, e);
         } catch (IOException e) {
             throw new LarsIoException("socket error sending to the agent at " + addrText(p.addr), e);
         }
     }
 
-    /** Reopens a port whose channel an interrupt closed, taking its lock (a report holds none). */
-    private void reopenLocked(AgentPort p) throws LarsIoException {
+    /**
+     * Opens a new channel for a port whose channel was closed under a
+     * request while the client is open: an interrupt inside a channel call
+     * closes the channel (for every thread using it). Takes the port's lock
+     * (reentrant: a request holds it already, a report does not).
+     */
+    private void reopen(AgentPort p) throws LarsIoException {
         p.lock.lock();
         try {
-            p.reopen(closed);
+            if (p.reopen(closed)) {
+                reopened.incrementAndGet();
+            }
         } finally {
             p.lock.unlock();
         }
+    }
+
+    /** How many times a port's channel was opened again (see {@link #reopen}); for tests. */
+    long reopenedChannels() {
+        return reopened.get();
+    }
+
+    /** Closes the channel of port {@code index} as an interrupt inside a channel call would; for tests. */
+    void closeChannelForTest(int index) {
+        ports[index].closeChannel();
+    }
+
+    private LarsIoException closedUnder(AgentPort p, ClosedChannelException e) {
+        if (e instanceof ClosedByInterruptException) {
+            return interrupted(p, e);
+        }
+        return new LarsIoException("the socket to the agent at " + addrText(p.addr) + " was closed"
+                + (closed ? " (the client is closed)" : " under this request (by an interrupt of another thread)"), e);
     }
 
     /**
@@ -587,10 +621,13 @@ public final class LarsClient implements AutoCloseable {
             this.channel = c;
         }
 
-        /** Under the lock: a new channel if an interrupt closed this one (not once the client is closed). */
-        void reopen(boolean clientClosed) throws LarsIoException {
+        /**
+         * Under the lock: a new channel if this one was closed, unless the
+         * client is closed; true if it opened one.
+         */
+        boolean reopen(boolean clientClosed) throws LarsIoException {
             if (clientClosed || channel.isOpen()) {
-                return;
+                return false;
             }
             closeQuietly();
             try {
@@ -598,6 +635,7 @@ public final class LarsClient implements AutoCloseable {
             } catch (IOException e) {
                 throw new LarsIoException("cannot reopen the UDP socket to the agent at " + addrText(addr), e);
             }
+            return true;
         }
 
         /** Closes the channel and wakes a request waiting on it. */

@@ -83,6 +83,8 @@ public final class ClientTest {
         CASES.put("closed_client_refuses_calls", ClientTest::closedClient);
         CASES.put("interrupt_ends_a_wait_and_the_client_stays_usable", ClientTest::interruptDuringWait);
         CASES.put("close_ends_a_wait_in_another_thread", ClientTest::closeDuringWait);
+        CASES.put("interrupt_storm_leaves_a_working_client", ClientTest::interruptStorm);
+        CASES.put("a_channel_closed_under_the_client_is_reopened", ClientTest::channelReopened);
         CASES.put("agent_round_robin_report_route_reg_init", ClientTest::agentEndToEnd);
     }
 
@@ -573,6 +575,97 @@ public final class ClientTest {
             // The channel an interrupt may have closed is replaced.
             eq(80, c.getHost(2, 1).port(), "the client still answers");
             c.report(2, 1, HostPort.of("10.0.0.1", 80), 0, 1);
+        }
+    }
+
+    private static void interruptStorm() throws Exception {
+        // Two threads share a client; one is interrupted again and again, at
+        // random points of its calls (some land inside a socket call, which
+        // closes the channel for both). Every failure must be an error of the
+        // call, never a hang, and the client must work at the end.
+        try (FakeAgent fake = new FakeAgent((req, reply) -> {
+            Map<Integer, Object> f = Pb.body(req);
+            if (Pb.msgid(req) == Wire.ID_GET_HOST_REQUEST) {
+                reply.send(Pb.hostResponse(Pb.intField(f, 1), Pb.intField(f, 2), Pb.intField(f, 3), 0, 1, 80));
+            }
+        }); LarsClient c = client(fake.port(), 1, 1000)) {
+            java.util.concurrent.atomic.AtomicBoolean stop = new java.util.concurrent.atomic.AtomicBoolean();
+            ConcurrentLinkedQueue<Throwable> unexpected = new ConcurrentLinkedQueue<>();
+            AtomicInteger ok = new AtomicInteger();
+            Runnable work = () -> {
+                while (!stop.get()) {
+                    try {
+                        HostPort h = c.getHost(1, 1);
+                        c.report(1, 1, h, 0, 1);
+                        ok.incrementAndGet();
+                    } catch (LarsIoException e) {
+                        Thread.interrupted(); // expected: interrupted, or the channel closed under us
+                    } catch (Throwable e) {
+                        unexpected.add(e);
+                    }
+                }
+            };
+            Thread victim = new Thread(work, "victim");
+            Thread bystander = new Thread(work, "bystander");
+            victim.start();
+            bystander.start();
+            Random rnd = new Random(7);
+            for (int i = 0; i < 2_000; i++) {
+                victim.interrupt();
+                for (int spin = rnd.nextInt(20_000); spin > 0; spin--) {
+                    Thread.onSpinWait();
+                }
+            }
+            stop.set(true);
+            victim.join(10_000);
+            bystander.join(10_000);
+            check(!victim.isAlive() && !bystander.isAlive(), "threads ended");
+            check(unexpected.isEmpty(), "only LarsIoException: " + unexpected);
+            check(ok.get() > 0, "calls went through meanwhile");
+            eq(80, c.getHost(1, 1).port(), "the client works afterwards");
+            System.out.println("     (" + ok.get() + " calls, " + c.reopenedChannels() + " channel(s) reopened)");
+        }
+    }
+
+    private static void channelReopened() throws Exception {
+        // modid 1 is never answered; others are.
+        try (FakeAgent fake = new FakeAgent((req, reply) -> {
+            Map<Integer, Object> f = Pb.body(req);
+            if (Pb.msgid(req) == Wire.ID_GET_HOST_REQUEST && Pb.intField(f, 2) != 1) {
+                reply.send(Pb.hostResponse(Pb.intField(f, 1), Pb.intField(f, 2), Pb.intField(f, 3), 0, 1, 80));
+            }
+        }); LarsClient c = client(fake.port(), 1, 10_000)) {
+            // Closed between requests: the next request and report reopen it.
+            c.closeChannelForTest(0);
+            eq(80, c.getHost(2, 1).port(), "answered on a new channel");
+            eq(1L, c.reopenedChannels(), "reopened once");
+            c.closeChannelForTest(0);
+            c.report(2, 1, HostPort.of("10.0.0.1", 80), 0, 1);
+            eq(2L, c.reopenedChannels(), "a report reopens it too");
+            // Closed while a request waits: that request fails at once, the
+            // next one works.
+            Throwable[] got = new Throwable[1];
+            Thread t = new Thread(() -> {
+                try {
+                    c.getHost(1, 1);
+                } catch (Throwable e) {
+                    got[0] = e;
+                }
+            });
+            int before = fake.received().size();
+            long start = System.nanoTime();
+            t.start();
+            while (fake.received().size() == before) {
+                Thread.sleep(1);
+            }
+            c.closeChannelForTest(0);
+            t.join(10_000);
+            check(!t.isAlive(), "the waiting thread ended");
+            check((System.nanoTime() - start) / 1_000_000 < 5_000, "ended by the close, not the 10 s timeout");
+            check(got[0] instanceof LarsIoException && got[0].getMessage().contains("was closed under this request"),
+                    "LarsIoException: " + got[0]);
+            eq(80, c.getHost(2, 1).port(), "the client works afterwards");
+            eq(3L, c.reopenedChannels(), "reopened by the failed request");
         }
     }
 
