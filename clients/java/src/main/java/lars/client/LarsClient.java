@@ -508,6 +508,10 @@ public final class LarsClient implements AutoCloseable {
      * (reentrant: a request holds it already, a report does not).
      */
     private void reopen(AgentPort p) throws LarsIoException {
+        if (!p.lock.isHeldByCurrentThread()) {
+            // A request waiting on the closed channel would only notice at its timeout.
+            p.selector.wakeup();
+        }
         p.lock.lock();
         try {
             if (p.reopen(closed)) {
@@ -523,9 +527,12 @@ public final class LarsClient implements AutoCloseable {
         return reopened.get();
     }
 
-    /** Closes the channel of port {@code index} as an interrupt inside a channel call would; for tests. */
-    void closeChannelForTest(int index) {
-        ports[index].closeChannel();
+    /**
+     * Closes the channel of port {@code index} as an interrupt inside a
+     * channel call does (without waking a request waiting on it); for tests.
+     */
+    void closeChannelForTest(int index) throws IOException {
+        ports[index].channel.close();
     }
 
     private LarsIoException closedUnder(AgentPort p, ClosedChannelException e) {
@@ -589,8 +596,8 @@ public final class LarsClient implements AutoCloseable {
         final ReentrantLock lock = new ReentrantLock();
         /** Replaced (under the lock) when an interrupt closed it. */
         volatile DatagramChannel channel;
-        /** Used under {@link #lock}. */
-        Selector selector;
+        /** Selects under {@link #lock}; replaced with the channel (wakeup() needs no lock). */
+        volatile Selector selector;
         /** Receive buffers, used under {@link #lock}. */
         final ByteBuffer rbuf = ByteBuffer.allocateDirect(MAX_DATAGRAM);
         final byte[] buf = new byte[MAX_DATAGRAM];

@@ -125,6 +125,11 @@ public final class ClientTest {
         eq(2, rr.hosts().size(), "two hosts");
         eq(0x0A000002, rr.hosts().get(1)[0], "second ip");
         eq(81, rr.hosts().get(1)[1], "second port");
+        // A lars dns's confirmed_empty (field 4 of the same body) is skipped.
+        byte[] ext = Pb.frame(Wire.ID_API_GET_ROUTE_RESPONSE, Pb.cat(Pb.varint(1, 3), Pb.varint(2, 4),
+                Pb.varint(4, 1)));
+        Wire.RouteResponse er = Wire.routeResponse(ext, ext.length);
+        check(er != null && er.hosts().isEmpty() && er.modid() == 3 && er.cmdid() == 4, "ext field skipped");
     }
 
     private static void wireRejectsMalformed() {
@@ -642,8 +647,9 @@ public final class ClientTest {
             c.closeChannelForTest(0);
             c.report(2, 1, HostPort.of("10.0.0.1", 80), 0, 1);
             eq(2L, c.reopenedChannels(), "a report reopens it too");
-            // Closed while a request waits: that request fails at once, the
-            // next one works.
+            // Closed while a request waits (an interrupt does not wake it): a
+            // report reopens the channel and wakes the request, which fails
+            // at once instead of at its timeout.
             Throwable[] got = new Throwable[1];
             Thread t = new Thread(() -> {
                 try {
@@ -659,9 +665,10 @@ public final class ClientTest {
                 Thread.sleep(1);
             }
             c.closeChannelForTest(0);
+            c.report(2, 1, HostPort.of("10.0.0.1", 80), 0, 1);
             t.join(10_000);
             check(!t.isAlive(), "the waiting thread ended");
-            check((System.nanoTime() - start) / 1_000_000 < 5_000, "ended by the close, not the 10 s timeout");
+            check((System.nanoTime() - start) / 1_000_000 < 5_000, "woken by the report, not the 10 s timeout");
             check(got[0] instanceof LarsIoException && got[0].getMessage().contains("was closed under this request"),
                     "LarsIoException: " + got[0]);
             eq(80, c.getHost(2, 1).port(), "the client works afterwards");
