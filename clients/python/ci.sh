@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
-# CI of the Python lars client (issue 14): installs python3 (Debian package)
-# and pytest if missing, builds the lars-agent the tests start, checks that
-# `pip install` of the package works (py.typed included), runs the tests.
+# CI of the Python lars client and of the conformance runner (issue 14):
+# installs python3 (Debian package) and pytest if missing, builds the lars
+# binaries the tests start, checks that `pip install` of the package works
+# (py.typed included), runs both test suites.
 set -euo pipefail
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 root="$(cd "$here/../.." && pwd)"
@@ -28,7 +29,8 @@ if ! python3 -c 'import pytest' 2>/dev/null; then
     python3 -m pip install -q pytest 2>/dev/null || apt_install python3-pytest
 fi
 
-(cd "$root" && cargo build -q -p lars-agent-bin)
+# The agent the client tests start; dns, reporter and cli for the runner's tests.
+(cd "$root" && cargo build -q -p lars-agent-bin -p lars-dns-bin -p lars-reporter-bin -p lars-cli)
 
 # The package installs with pip and ships its type marker.
 tmp="$(mktemp -d)"
@@ -46,4 +48,7 @@ print("pip install ok:", p)
 ')
 
 cd "$here"
+python3 -m pytest -q -p no:cacheprovider tests
+# The conformance runner's own tests (clients/conformance/run.py).
+cd "$root/clients/conformance"
 python3 -m pytest -q -p no:cacheprovider tests

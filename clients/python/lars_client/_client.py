@@ -3,6 +3,7 @@ lars-client/src/client.rs)."""
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 import logging
 import math
@@ -57,6 +58,12 @@ def _check_ip(ip: object) -> int:
         return int(ip)
     if not isinstance(ip, str):
         raise ValueError(f"ip must be a dotted-quad str, not {type(ip).__name__}")
+    return _parse_ip(ip)
+
+
+# Parsing is the costliest step of a report; the hosts of an application are few.
+@functools.lru_cache(maxsize=4096)
+def _parse_ip(ip: str) -> int:
     try:
         return int(ipaddress.IPv4Address(ip))
     except ipaddress.AddressValueError as e:
@@ -81,6 +88,7 @@ def _retcode(v: object) -> int:
     raise ValueError(f"success_or_retcode must be a bool or an int, not {type(v).__name__}")
 
 
+@functools.lru_cache(maxsize=4096)
 def _ip_text(ip: int) -> str:
     return str(ipaddress.IPv4Address(ip & 0xFFFFFFFF))
 

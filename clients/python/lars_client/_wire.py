@@ -31,7 +31,12 @@ def to_int32(v: int) -> int:
     return v - (1 << 32) if v >= 1 << 31 else v
 
 
+_ONE_BYTE = [bytes((i,)) for i in range(0x80)]
+
+
 def _varint(v: int) -> bytes:
+    if 0 <= v < 0x80:
+        return _ONE_BYTE[v]
     # Negative int32 values are sign-extended to 64 bits (10 bytes), as proto3 does.
     v &= _U64
     out = bytearray()

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import selectors
 import socket
 import subprocess
 import sys
@@ -142,7 +143,7 @@ class FakeAgent:
         for i in range(count):
             s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
             s.bind(("127.0.0.1", self.base_port + i))
-            s.settimeout(0.02)
+            s.setblocking(False)
             self.socks.append(s)
         self.received: List[Tuple[int, bytes]] = []
         self.errors: List[BaseException] = []
@@ -151,22 +152,28 @@ class FakeAgent:
         self._thread.start()
 
     def _run(self) -> None:
-        while not self._stop.is_set():
+        with selectors.DefaultSelector() as sel:
             for i, s in enumerate(self.socks):
-                try:
-                    data, peer = s.recvfrom(65535)
-                except socket.timeout:
-                    continue
-                except OSError as e:
-                    if not self._stop.is_set():
-                        self.errors.append(e)
-                    return
-                self.received.append((i, data))
-                try:
-                    for out in self.handler(i, data):
-                        s.sendto(out, peer)
-                except BaseException as e:  # noqa: BLE001 - reported by the test
-                    self.errors.append(e)
+                sel.register(s, selectors.EVENT_READ, i)
+            while not self._stop.is_set():
+                for key, _ in sel.select(timeout=0.02):
+                    self._serve(key.data, self.socks[key.data])
+
+    def _serve(self, i: int, s: socket.socket) -> None:
+        while True:
+            try:
+                data, peer = s.recvfrom(65535)
+            except BlockingIOError:
+                return
+            except OSError as e:
+                self.errors.append(e)
+                return
+            self.received.append((i, data))
+            try:
+                for out in self.handler(i, data):
+                    s.sendto(out, peer)
+            except BaseException as e:  # noqa: BLE001 - reported by the test
+                self.errors.append(e)
 
     def stop(self) -> None:
         self._stop.set()
