@@ -204,16 +204,17 @@ class Cluster:
         self.profile = "release" if release else "debug"
         self.release = release
         self.keep = keep
-        self.tmp = Path(tempfile.mkdtemp(prefix="lars-conformance-"))
-        self.db = self.tmp / "lars.db"
-        self.store_url = f"sqlite://{self.db}"
-        self.procs: List[Tuple[str, "subprocess.Popen[bytes]"]] = []
-        self.stall_socks: List[socket.socket] = []
         ports = PortPicker()
         self.dns_port = ports.pick(1)
         self.reporter_port = ports.pick(1)
         self.agent_base = ports.pick(PORT_COUNT)
         self.stall_base = ports.pick(PORT_COUNT)
+        self.procs: List[Tuple[str, "subprocess.Popen[bytes]"]] = []
+        self.stall_socks: List[socket.socket] = []
+        # Last: nothing above can leave the directory behind.
+        self.tmp = Path(tempfile.mkdtemp(prefix="lars-conformance-"))
+        self.db = self.tmp / "lars.db"
+        self.store_url = f"sqlite://{self.db}"
 
     def __enter__(self) -> "Cluster":
         return self

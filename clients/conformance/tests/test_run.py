@@ -6,9 +6,11 @@ binaries (`cargo build -p lars-dns-bin -p lars-reporter-bin -p lars-agent-bin
 from __future__ import annotations
 
 import os
+import signal
 import socket
 import subprocess
 import sys
+import time
 from pathlib import Path
 from typing import Dict, List, Tuple
 
@@ -28,6 +30,8 @@ DRIVERS = {
     "crasher": "echo 'CHECK noexist_then_host PASS x'; exit 3",
     # The real Rust driver, through a wrapper (the arguments pass through).
     "rusty": f'exec "{ROOT}/clients/rust/driver.sh" "$@"',
+    # Hangs (in a child process) until the runner is stopped.
+    "sleeper": 'sleep 120 & echo $! > "$(dirname "$0")/pid"; wait',
 }
 
 
@@ -96,3 +100,33 @@ def test_only_names_a_missing_client(tmp_path):
     clients = make_clients(tmp_path, ["skipper"])
     code, _out, err = run_runner(clients, "--only", "skipper,nosuch")
     assert code == 2 and "nosuch" in err
+
+
+def test_sigterm_stops_the_services_and_the_driver(tmp_path):
+    clients = make_clients(tmp_path, ["sleeper"])
+    env = dict(os.environ, LARS_CONFORMANCE_CLIENTS=str(clients), CI="")
+    runner = subprocess.Popen([sys.executable, str(RUN), "--no-build"], env=env,
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    pid_file = clients / "sleeper" / "pid"
+    try:
+        deadline = time.monotonic() + 60
+        while not (pid_file.exists() and pid_file.read_text().strip()):
+            assert runner.poll() is None and time.monotonic() < deadline
+            time.sleep(0.05)
+        sleeper = int(pid_file.read_text())
+        runner.send_signal(signal.SIGTERM)
+        out, err = runner.communicate(timeout=30)
+    finally:
+        if runner.poll() is None:
+            runner.kill()
+            runner.wait()
+    assert runner.returncode == 130, out + err
+    # The driver's child is gone (killed with the driver's process group).
+    deadline = time.monotonic() + 5
+    while os.path.exists(f"/proc/{sleeper}") and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not os.path.exists(f"/proc/{sleeper}")
+    for port in services_ports(err):
+        for kind in (socket.SOCK_STREAM, socket.SOCK_DGRAM):
+            with socket.socket(socket.AF_INET, kind) as s:
+                s.bind(("127.0.0.1", port))
