@@ -297,21 +297,42 @@ fn timeout(args: &Args) -> Verdict {
 fn bad_input(args: &Args) -> Verdict {
     // The Rust API takes ids as u32 and hosts as SocketAddrV4: a negative id
     // or a malformed ip cannot reach it; the conversions a caller must do
-    // reject them at once.
+    // reject them at once, and so does the config builder for bad options.
     let start = Instant::now();
     if let Ok(v) = u32::try_from(-1_i64) {
         return Err(format!("-1 converted to the id {v}"));
     }
-    let bad_ip = "300.1.2.3";
-    let parsed = bad_ip.parse::<Ipv4Addr>();
-    let took = start.elapsed();
-    match parsed {
-        Ok(ip) => Err(format!("{bad_ip:?} parsed as {ip}")),
-        Err(e) if took < args.timeout => Ok(format!(
-            "negative id: unrepresentable in u32; {bad_ip:?}: {e}; no network wait"
-        )),
-        Err(e) => Err(format!("{bad_ip:?}: {e}, but took {} ms", took.as_millis())),
+    let mut errors = Vec::new();
+    for bad_ip in ["300.1.2.3", "10.0.0", ""] {
+        match bad_ip.parse::<Ipv4Addr>() {
+            Ok(ip) => return Err(format!("{bad_ip:?} parsed as {ip}")),
+            Err(e) => errors.push(format!("{bad_ip:?}: {e}")),
+        }
     }
+    let configs = [
+        ClientConfig::builder().base_port(0).build(),
+        ClientConfig::builder()
+            .base_port(65_534)
+            .port_count(3)
+            .build(),
+        ClientConfig::builder().port_count(0).build(),
+        ClientConfig::builder().timeout(Duration::ZERO).build(),
+    ];
+    for (i, c) in configs.into_iter().enumerate() {
+        match c {
+            Ok(c) => return Err(format!("bad config #{i} accepted: {c:?}")),
+            Err(e) => errors.push(e.to_string()),
+        }
+    }
+    let took = start.elapsed();
+    if took >= args.timeout {
+        return Err(format!("rejecting bad input took {} ms", took.as_millis()));
+    }
+    Ok(format!(
+        "negative id: unrepresentable in u32; {} rejected at once ({})",
+        errors.len(),
+        errors.join("; ")
+    ))
 }
 
 fn bench(args: &Args) -> ExitCode {
