@@ -7,6 +7,7 @@ import ipaddress
 import math
 import threading
 import time
+from pathlib import Path
 from typing import List
 
 import pytest
@@ -337,3 +338,14 @@ def test_bad_arguments_raise_value_error_at_once():
 def test_bad_constructor_arguments_raise_value_error(kwargs):
     with pytest.raises(ValueError):
         LarsClient(**kwargs)
+
+
+def test_the_readme_example_runs(agent):
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    code = readme.split("## Example", 1)[1].split("```python", 1)[1].split("```", 1)[0]
+    assert "base_port=8888" in code and "(1, 1" in code
+    code = code.replace("base_port=8888", f"base_port={agent.base_port}")
+    code = code.replace("(1, 1", f"({KEY_A[0]}, {KEY_A[1]}")
+    scope: dict = {}
+    exec(compile(code, "README.md", "exec"), scope)  # noqa: S102 - our own docs
+    assert (scope["ip"], scope["port"]) in HOSTS_A
