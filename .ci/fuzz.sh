@@ -4,8 +4,12 @@
 # target crashes, panics, times out or exceeds its memory limit; the input
 # that did it is left in fuzz/artifacts/<target>/.
 #
-#   .ci/fuzz.sh               every target, FUZZ_SECONDS (default 15) each
+#   .ci/fuzz.sh               every target, FUZZ_SECONDS (default 10) each
 #   .ci/fuzz.sh lb_ops        only the named targets
+#   FUZZ_SANITIZER=address .ci/fuzz.sh   with AddressSanitizer (default none:
+#                             the fuzzed code has no unsafe; debug assertions
+#                             and overflow checks are on either way, and the
+#                             build is several times faster without it)
 #
 # Needs the nightly toolchain (rustup toolchain install nightly); installs
 # cargo-fuzz when missing. The committed corpus is not modified: new inputs
@@ -13,7 +17,12 @@
 set -euo pipefail
 cd "$(dirname "$0")/../fuzz"
 
-seconds="${FUZZ_SECONDS:-15}"
+seconds="${FUZZ_SECONDS:-10}"
+sanitizer="${FUZZ_SANITIZER:-none}"
+if ! cargo +nightly --version >/dev/null 2>&1; then
+    rustup toolchain install nightly --profile minimal \
+        || { echo "fuzz: the nightly toolchain is missing and cannot be installed" >&2; exit 1; }
+fi
 if ! cargo +nightly fuzz --version >/dev/null 2>&1; then
     cargo install cargo-fuzz --locked
 fi
@@ -24,7 +33,7 @@ if [ "${#targets[@]}" -eq 0 ]; then
 fi
 
 for t in "${targets[@]}"; do
-    cargo +nightly fuzz build "$t"
+    cargo +nightly fuzz build -s "$sanitizer" "$t"
 done
 
 scratch="$(mktemp -d)"
@@ -34,7 +43,7 @@ for t in "${targets[@]}"; do
     mkdir -p "$scratch/$t" "corpus/$t"
     echo "== fuzz $t for ${seconds}s"
     # -timeout: one input taking longer than 10 s is a hang.
-    if ! cargo +nightly fuzz run "$t" "$scratch/$t" "corpus/$t" -- \
+    if ! cargo +nightly fuzz run -s "$sanitizer" "$t" "$scratch/$t" "corpus/$t" -- \
         -max_total_time="$seconds" -timeout=10 \
         -rss_limit_mb=2048 -malloc_limit_mb=512 \
         -print_final_stats=1 2>"$scratch/$t.log"; then
