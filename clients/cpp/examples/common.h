@@ -151,3 +151,23 @@ inline int reg_init_noted(lars_client &api, int modid, int cmdid)
     }
     return ret;
 }
+
+/* The command line of a one-key command (`get_host`, `get_route`): agent
+ * options, then MODID CMDID. Prints the usage and returns false when it is
+ * not that. */
+inline bool parse_key_command(int argc, char **argv, const char *name, agent_opts &o,
+                              int &modid, int &cmdid)
+{
+    std::vector<std::string> args;
+    if (!parse_agent_opts(argc, argv, o, args)) {
+        return false;
+    }
+    if (args.size() != 2) {
+        std::cerr << "usage: " << name
+                  << " [--agent-ip IP] [--base-port PORT] [--ports N] "
+                     "[--timeout-ms MS] MODID CMDID"
+                  << std::endl;
+        return false;
+    }
+    return parse_id(args[0], "modid", modid) && parse_id(args[1], "cmdid", cmdid);
+}

@@ -4,18 +4,8 @@
 int main(int argc, char **argv)
 {
     agent_opts o;
-    std::vector<std::string> args;
-    if (!parse_agent_opts(argc, argv, o, args)) {
-        return 2;
-    }
     int modid = 0, cmdid = 0;
-    if (args.size() != 2) {
-        std::cerr << "usage: get_host [--agent-ip IP] [--base-port PORT] [--ports N] "
-                     "[--timeout-ms MS] MODID CMDID"
-                  << std::endl;
-        return 2;
-    }
-    if (!parse_id(args[0], "modid", modid) || !parse_id(args[1], "cmdid", cmdid)) {
+    if (!parse_key_command(argc, argv, "get_host", o, modid, cmdid)) {
         return 2;
     }
     lars_client *api = open_client(o);
