@@ -32,8 +32,10 @@ FAIL=0
 ok() { PASS=$((PASS + 1)); }
 bad() { FAIL=$((FAIL + 1)); echo "FAIL: $*"; }
 # expect_match NAME REGEX TEXT: some line of TEXT matches REGEX (grep -E).
+# A here-string, not a pipe: under pipefail, `grep -q` exiting at its first
+# match can fail the writer with SIGPIPE and the pipeline with it.
 expect_match() {
-    if printf '%s\n' "$3" | grep -Eq -- "$2"; then ok; else bad "$1: no line matches /$2/ in:"; printf '%s\n' "$3"; fi
+    if grep -Eq -- "$2" <<< "$3"; then ok; else bad "$1: no line matches /$2/ in:"; printf '%s\n' "$3"; fi
 }
 
 M=41 C=2
