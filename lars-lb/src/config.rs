@@ -220,7 +220,7 @@ impl LoadBalanceConfig {
     pub fn from_ini(ini: &Ini) -> Result<Self, ConfigError> {
         let d = Self::default();
         let s = "loadbalance";
-        Ok(Self {
+        let cfg = Self {
             probe_num: ini.get_or(s, "probe_num", d.probe_num)?,
             init_succ_cnt: ini.get_or(s, "init_succ_cnt", d.init_succ_cnt)?,
             init_err_cnt: ini.get_or(s, "init_err_cnt", d.init_err_cnt)?,
@@ -240,7 +240,19 @@ impl LoadBalanceConfig {
             )?,
             policy: ini.get_or(s, "policy", d.policy)?,
             adaptive: AdaptiveConfig::from_ini(ini)?,
-        })
+        };
+        // A zero window would end at the instant it starts: every timer
+        // due again at once.
+        for (key, d) in [
+            ("idle_timeout", cfg.idle_timeout),
+            ("overload_timeout", cfg.overload_timeout),
+            ("update_timeout", cfg.update_timeout),
+        ] {
+            if d.is_zero() {
+                return Err(ini.bad(s, key, "0", "expected a time above 0 seconds"));
+            }
+        }
+        Ok(cfg)
     }
 
     /// The original's defaults with the `classic` policy: the C++ Lars rules.
@@ -265,6 +277,11 @@ mod tests {
         let ini = Ini::parse("a", "[loadbalance]\nerr_rate = 1.5\n").unwrap();
         let e = LoadBalanceConfig::from_ini(&ini).unwrap_err().to_string();
         assert!(e.contains("err_rate"), "{e}");
+        for key in ["idle_timeout", "overload_timeout", "update_timeout"] {
+            let ini = Ini::parse("a", &format!("[loadbalance]\n{key} = 0\n")).unwrap();
+            let e = LoadBalanceConfig::from_ini(&ini).unwrap_err().to_string();
+            assert!(e.contains(key) && e.contains("above 0"), "{e}");
+        }
         let ini = Ini::parse("a", "[loadbalance]\nmax_ejection_percent = 101\n").unwrap();
         let e = LoadBalanceConfig::from_ini(&ini).unwrap_err().to_string();
         assert!(

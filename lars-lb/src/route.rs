@@ -475,6 +475,10 @@ impl RouteLb {
         if self.sweep_at.is_some_and(|d| d <= now) {
             self.sweep(now);
         }
+        // Each due key runs once per call: a deadline it sets at or before
+        // `now` (a zero window an embedder configured) waits for the next
+        // call instead of looping here forever.
+        let mut rearmed = Vec::new();
         while let Some(&Reverse((d, key))) = self.timers.peek() {
             if d > now {
                 break;
@@ -489,10 +493,13 @@ impl RouteLb {
                 continue;
             }
             e.lb.handle_timeout(now);
-            push_timer(&mut self.timers, key, e.lb.next_deadline());
+            rearmed.push((key, e.lb.next_deadline()));
             if !e.lb.events_mut().is_empty() {
                 self.events.extend(e.lb.events_mut().drain());
             }
+        }
+        for (key, deadline) in rearmed {
+            push_timer(&mut self.timers, key, deadline);
         }
     }
 
@@ -609,6 +616,35 @@ mod tests {
     use std::time::Duration;
 
     use super::*;
+
+    #[test]
+    fn zero_windows_end_each_timeout_call() {
+        // Found by the lb_ops fuzz target: with a zero idle window every
+        // timer was due again at once and handle_timeout never returned.
+        #[allow(clippy::disallowed_methods)] // a base Instant for the test
+        let t0 = Instant::now();
+        let cfg = LoadBalanceConfig {
+            idle_timeout: Duration::ZERO,
+            ..LoadBalanceConfig::classic()
+        };
+        let mut r = RouteLb::new(cfg);
+        let hosts: Vec<HostAddr> = (1..=3).map(|i| HostAddr::new(i, 80)).collect();
+        for m in 1..=2 {
+            let key = ModKey::new(m, 1);
+            r.get_host(key, t0);
+            r.apply_route(key, &hosts, t0);
+        }
+        for step in 0..3 {
+            let now = t0 + Duration::from_millis(step);
+            if r.next_deadline().is_some_and(|d| d <= now) {
+                r.handle_timeout(now);
+            }
+            assert!(
+                r.next_deadline()
+                    .is_some_and(|d| d <= now + Duration::from_millis(1))
+            );
+        }
+    }
 
     #[test]
     fn stale_timer_entries_are_skipped() {
