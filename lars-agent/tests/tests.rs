@@ -18,7 +18,7 @@ use lars_core::{MessageId, ModKey, frame};
 use lars_lb::{LoadBalanceConfig, Policy};
 use lars_store::{RouteAdmin, StatsStore};
 
-use util::{Env, client, hosts, http_get, json, v4, wait_until};
+use util::{Env, client, hosts, http_get, json, reg, v4, wait_until};
 
 const T: Duration = Duration::from_secs(2);
 
@@ -32,7 +32,7 @@ fn first_get_host_is_noexist_then_reg_init_resolves_and_hosts_rotate() {
     let c = client(&agent, T);
     assert!(matches!(c.get_host(1, 1), Err(ApiError::NoExist)));
     assert_eq!(v4(&hs), {
-        let mut r = c.reg_init(1, 1).unwrap();
+        let mut r = reg(&c, 1, 1);
         r.sort();
         r
     });
@@ -58,7 +58,7 @@ fn simulator_with_80_percent_errors_overloads_hosts_and_they_come_back() {
     // brings them back without calls.
     let mut agent = env.classic_agent();
     let c = client(&agent, T);
-    c.reg_init(2, 5).unwrap();
+    reg(&c, 2, 5);
     let mut opts = SimOptions::new(2, 5);
     opts.err_rate = ErrRate::new(8).unwrap();
     opts.count = 400;
@@ -88,7 +88,7 @@ fn route_change_in_the_store_reaches_get_route_within_2s() {
     env.set_hosts(3, 1, &hosts(&["10.0.2.1:80"]));
     let mut agent = env.agent();
     let c = client(&agent, T);
-    assert_eq!(c.reg_init(3, 1).unwrap().len(), 1);
+    assert_eq!(reg(&c, 3, 1).len(), 1);
     let new = hosts(&["10.0.2.2:80", "10.0.2.3:80"]);
     env.set_hosts(3, 1, &new);
     let changed = Instant::now();
@@ -110,7 +110,7 @@ fn dns_restarted_on_the_same_port_agent_reconnects_and_new_keys_resolve() {
     env.set_hosts(4, 2, &hosts(&["10.0.3.2:80"]));
     let mut agent = env.agent();
     let c = client(&agent, T);
-    c.reg_init(4, 1).unwrap();
+    reg(&c, 4, 1);
     env.stop_dns();
     wait_until(T, "dns loss seen", || !agent.stats().dns_connected);
     // Known keys keep being served while the dns is down.
@@ -123,7 +123,7 @@ fn dns_restarted_on_the_same_port_agent_reconnects_and_new_keys_resolve() {
     });
     wait_until(T, "pending key resolved", || c.get_host(4, 2).is_ok());
     env.set_hosts(4, 3, &hosts(&["10.0.3.3:80"]));
-    assert_eq!(c.reg_init(4, 3).unwrap()[0].to_string(), "10.0.3.3:80");
+    assert_eq!(reg(&c, 4, 3)[0].to_string(), "10.0.3.3:80");
     // Subscriptions were renewed: a change of an old key is pushed again.
     env.set_hosts(4, 1, &hosts(&["10.0.3.9:80"]));
     wait_until(T, "push after reconnect", || {
@@ -145,7 +145,7 @@ fn reporter_down_does_not_slow_get_host_and_statistics_arrive_after_it_returns()
     });
     // A short timeout: nothing in the get_host path waits for the reporter.
     let c = client(&agent, Duration::from_millis(500));
-    c.reg_init(5, 1).unwrap();
+    reg(&c, 5, 1);
     let (mut succ, mut err) = (0u64, 0u64);
     for i in 0..200 {
         let h = c.get_host(5, 1).unwrap();
@@ -184,8 +184,8 @@ fn agent_restarted_while_the_dns_is_down_serves_its_snapshot() {
     env.set_hosts(6, 2, &hosts(&["10.0.5.2:80", "10.0.5.3:80"]));
     let mut agent = env.agent();
     let c = client(&agent, T);
-    c.reg_init(6, 1).unwrap();
-    c.reg_init(6, 2).unwrap();
+    reg(&c, 6, 1);
+    reg(&c, 6, 2);
     agent.stop(); // writes the final snapshot
     env.stop_dns();
     let text = std::fs::read_to_string(env.snapshot_path()).unwrap();
@@ -252,7 +252,7 @@ fn request_on_a_non_owning_port_is_answered_from_that_port_by_the_owner() {
     // Strict round-robin (classic) shows the owner's state is the only one.
     let mut agent = env.classic_agent();
     let c = client(&agent, T);
-    c.reg_init(1, 1).unwrap();
+    reg(&c, 1, 1);
     let first = c.get_host(1, 1).unwrap();
     // Ask port 0: the reply comes from port 0 (connected socket), and the
     // round-robin state is the owner's (no duplicate state).
@@ -286,7 +286,7 @@ fn status_routes_and_metrics_pages() {
     env.set_hosts(8, 1, &hosts(&["10.0.8.1:80"]));
     let mut agent = env.agent();
     let c = client(&agent, T);
-    c.reg_init(8, 1).unwrap();
+    reg(&c, 8, 1);
     let h = c.get_host(8, 1).unwrap();
     c.report(8, 1, h, Outcome::Success, None).unwrap();
     wait_until(T, "report applied", || agent.stats().reports == 1);
@@ -351,7 +351,7 @@ fn agent_with_one_port_and_explicit_ports_config() {
     assert_eq!(agent.udp_addrs().len(), 1);
     assert!(agent.http_addr().is_none());
     let c = client(&agent, T);
-    assert_eq!(c.reg_init(9, 9).unwrap()[0].to_string(), "10.0.9.1:80");
+    assert_eq!(reg(&c, 9, 9)[0].to_string(), "10.0.9.1:80");
     agent.stop();
     agent.stop(); // idempotent
 }
@@ -474,7 +474,7 @@ fn conf_with_policy_classic_probes_every_probe_num_plus_1_picks() {
     assert_eq!(s["loadbalance"]["probe_num"], 4);
     assert_eq!(s["loadbalance"]["overload_timeout"], 60.0);
     let c = client(&agent, T);
-    c.reg_init(12, 1).unwrap();
+    reg(&c, 12, 1);
     let bad = v4(&hs)[0];
     fail_until_overloaded(&agent, &c, (12, 1), bad, 15);
     // One pick in every probe_num + 1 = 5 probes the overloaded host, however
@@ -539,7 +539,7 @@ fn adaptive_agent_limits_probes_in_time_and_routes_shows_policy_state() {
     let cfg = env.conf_agent_config("probe_interval = 30\nprobe_interval_max = 60");
     let mut agent = Agent::start(cfg).unwrap();
     let c = client(&agent, T);
-    c.reg_init(13, 1).unwrap();
+    reg(&c, 13, 1);
     let all = v4(&hs);
     let (bad, fast) = (all[0], all[1]);
     // Latencies reported with successes reach the host's estimate.
@@ -647,7 +647,7 @@ fn sprayed_unknown_keys_are_capped_then_expire_and_leave_the_dns() {
     cfg.unknown_key_expiry = Some(Duration::from_secs(3));
     let mut agent = Agent::start(cfg).unwrap();
     let c = client(&agent, T);
-    c.reg_init(8, 1).unwrap();
+    reg(&c, 8, 1);
     let dns = || env.dns.as_ref().unwrap().stats();
     // 600 distinct unknown keys, 200 per shard.
     for i in 0..600 {
@@ -697,7 +697,7 @@ fn a_deleted_key_leaves_the_agent_and_its_snapshot_even_across_a_restart() {
     let mut agent = Agent::start(cfg).unwrap();
     let c = client(&agent, T);
     for cmdid in 1..=3 {
-        c.reg_init(9, cmdid).unwrap();
+        reg(&c, 9, cmdid);
     }
     // Deleted while the agent runs: gone within the push (version_interval
     // 100 ms here, 1 s by default).
@@ -736,7 +736,7 @@ fn a_dns_answering_empty_from_a_wiped_store_leaves_the_hosts() {
     env.set_hosts(10, 1, &hosts(&["10.0.10.1:80"]));
     let mut agent = env.agent();
     let c = client(&agent, T);
-    c.reg_init(10, 1).unwrap();
+    reg(&c, 10, 1);
     let applied = agent.stats().routes_applied;
     // The dns comes back over an empty store (wiped, or the wrong one): it
     // answers every key empty, unconfirmed.
@@ -815,7 +815,7 @@ fn against_an_original_dns_unsubscribes_are_skipped_and_empty_answers_protected(
     cfg.unknown_key_expiry = Some(Duration::from_secs(1));
     let mut agent = Agent::start(cfg).unwrap();
     let c = client(&agent, T);
-    assert_eq!(c.reg_init(12, 1).unwrap()[0].to_string(), "10.0.12.1:80");
+    assert_eq!(reg(&c, 12, 1)[0].to_string(), "10.0.12.1:80");
     for cmdid in 1..=5 {
         assert!(matches!(c.get_host(13, cmdid), Err(ApiError::NoExist)));
     }

@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use lars_agent::AgentConfig;
 use lars_agent::{Agent, AgentHandle};
-use lars_client::{ClientConfig, LarsClient};
+use lars_client::{ApiError, ClientConfig, LarsClient};
 use lars_core::config::{HttpConfig, Ini};
 use lars_core::proto::{GetRouteRequest, GetRouteResponse};
 use lars_core::{HostAddr, MessageId, ModKey, frame};
@@ -29,6 +29,20 @@ pub fn wait_until(timeout: Duration, what: &str, mut f: impl FnMut() -> bool) {
     while !f() {
         assert!(Instant::now() < deadline, "timed out waiting for {what}");
         std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// `reg_init` through `c`, again until the agent has the key's hosts (at
+/// most 5 s): one `reg_init` waits about 100 ms for the dns, which a loaded
+/// CI machine can exceed.
+pub fn reg(c: &LarsClient, modid: u32, cmdid: u32) -> Vec<SocketAddrV4> {
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        match c.reg_init(modid, cmdid) {
+            Ok(r) if !r.is_empty() => return r,
+            Ok(_) | Err(ApiError::NoExist | ApiError::Timeout) if Instant::now() < deadline => {}
+            other => panic!("reg_init({modid}, {cmdid}): {other:?}"),
+        }
     }
 }
 
