@@ -20,6 +20,28 @@ mod proxy;
 
 pub use proxy::Proxy;
 
+/// A config file for one test of a service binary, written to the system
+/// temp directory under a name unique to `prefix`, `name` and this process.
+pub fn temp_conf(prefix: &str, name: &str, text: &str) -> std::path::PathBuf {
+    let path = std::env::temp_dir().join(format!("{prefix}-{name}-{}.conf", std::process::id()));
+    if let Err(e) = std::fs::write(&path, text) {
+        panic!("cannot write {}: {e}", path.display());
+    }
+    path
+}
+
+/// Runs the binary at `bin` with `args` (logging at `warn`) to its end.
+pub fn run_bin(bin: &str, args: &[&std::ffi::OsStr]) -> std::process::Output {
+    match std::process::Command::new(bin)
+        .args(args)
+        .env("RUST_LOG", "warn")
+        .output()
+    {
+        Ok(out) => out,
+        Err(e) => panic!("cannot run {bin}: {e}"),
+    }
+}
+
 use std::io::Write;
 
 use mysql::prelude::Queryable;

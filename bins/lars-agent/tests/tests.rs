@@ -3,24 +3,16 @@
 #![allow(clippy::unwrap_used)]
 
 use std::path::PathBuf;
-use std::process::{Command, Output};
+use std::process::Output;
 
 const BIN: &str = env!("CARGO_BIN_EXE_lars-agent");
 
-/// A config file unique to this test, in the system temp directory.
 fn conf(name: &str, text: &str) -> PathBuf {
-    let path =
-        std::env::temp_dir().join(format!("lars-agent-bin-{name}-{}.conf", std::process::id()));
-    std::fs::write(&path, text).unwrap();
-    path
+    lars_testkit::temp_conf("lars-agent-bin", name, text)
 }
 
 fn run(args: &[&std::ffi::OsStr]) -> Output {
-    Command::new(BIN)
-        .args(args)
-        .env("RUST_LOG", "warn")
-        .output()
-        .unwrap()
+    lars_testkit::run_bin(BIN, args)
 }
 
 #[test]
