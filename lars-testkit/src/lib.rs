@@ -16,7 +16,9 @@
 //!   ones (a server that is down), [`Proxy::freeze`] forwards nothing and
 //!   closes nothing (a server that hangs, as under SIGSTOP).
 
+pub mod mariadb;
 mod proxy;
+pub mod tls;
 
 pub use proxy::Proxy;
 

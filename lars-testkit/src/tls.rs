@@ -1,0 +1,1 @@
+//! Certificates generated in the test (filled in by the TLS work of issue 16).
