@@ -1,12 +1,13 @@
 //! The framed TCP client: one loop thread, non-blocking connect, reconnect
-//! forever with capped exponential backoff, a cross-thread send queue.
+//! forever with capped exponential backoff (or wherever and whenever a
+//! [`Dialer`] says), a cross-thread send queue.
 
 use std::collections::VecDeque;
 use std::io;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use lars_core::frame::{self, FrameError};
@@ -35,12 +36,24 @@ pub enum DisconnectedPolicy {
     Drop,
 }
 
+/// Decides each connect attempt of a client with several servers: called
+/// before every attempt (the first included) with the current instant, it
+/// answers the server to try and the instant to try it at (a past instant:
+/// at once). It replaces the client's own address and backoff.
+pub type Dialer = Box<dyn FnMut(Instant) -> (SocketAddr, Instant) + Send>;
+
+/// Told the server of every connect attempt that failed (refused, timed
+/// out, or any other error before the connection was established).
+pub type FailHook = Arc<dyn Fn(SocketAddr) + Send + Sync>;
+
 /// Configures and starts a [`TcpClient`].
 pub struct ClientBuilder {
     addr: SocketAddr,
     router: Router,
     on_connect: Option<ConnHook>,
     on_close: Option<ConnHook>,
+    on_connect_failed: Option<FailHook>,
+    dialer: Option<Dialer>,
     policy: DisconnectedPolicy,
     min_backoff: Duration,
     max_backoff: Duration,
@@ -74,6 +87,27 @@ impl ClientBuilder {
     /// Runs when an established connection closes.
     pub fn on_close(mut self, f: impl Fn(&mut Conn) + Send + Sync + 'static) -> Self {
         self.on_close = Some(Arc::new(f));
+        self
+    }
+
+    /// Runs on the client's thread after every failed connect attempt, with
+    /// the address tried (before the next attempt is planned).
+    pub fn on_connect_failed(mut self, f: impl Fn(SocketAddr) + Send + Sync + 'static) -> Self {
+        self.on_connect_failed = Some(Arc::new(f));
+        self
+    }
+
+    /// Lets `dialer` choose the server and the time of every connect attempt
+    /// (see [`Dialer`]) instead of the builder's address and
+    /// [`backoff`](Self::backoff): for a client of several equivalent
+    /// servers that fails over between them. It runs on the client's thread,
+    /// after the `on_close` or `on_connect_failed` hook of the attempt
+    /// before.
+    pub fn dialer(
+        mut self,
+        dialer: impl FnMut(Instant) -> (SocketAddr, Instant) + Send + 'static,
+    ) -> Self {
+        self.dialer = Some(Box::new(dialer));
         self
     }
 
@@ -123,6 +157,8 @@ impl ClientBuilder {
                 router: b.router,
                 on_connect: b.on_connect,
                 on_close: b.on_close,
+                on_connect_failed: b.on_connect_failed,
+                dialer: b.dialer,
                 policy: b.policy,
                 min_backoff: b.min_backoff,
                 max_backoff: b.max_backoff,
@@ -136,7 +172,11 @@ impl ClientBuilder {
                 pending: VecDeque::new(),
                 scratch: vec![0; READ_CHUNK],
             };
-            c.connect(ctx);
+            if c.dialer.is_some() {
+                c.retry_later(ctx);
+            } else {
+                c.connect(ctx);
+            }
             Ok(c)
         })?;
         let sender = ClientSender {
@@ -178,6 +218,8 @@ impl TcpClient {
             router: Router::new(),
             on_connect: None,
             on_close: None,
+            on_connect_failed: None,
+            dialer: None,
             policy: DisconnectedPolicy::Queue(10_000),
             min_backoff: Duration::from_millis(100),
             max_backoff: Duration::from_secs(5),
@@ -208,6 +250,13 @@ impl TcpClient {
     /// The client's counters (`accepted` counts successful connects).
     pub fn stats(&self) -> Arc<NetStats> {
         Arc::clone(&self.stats)
+    }
+
+    /// Closes the established connection, if any, as if it were lost (its
+    /// `on_close` hook runs and the next attempt is planned): for a server
+    /// that stopped answering. Does not wait.
+    pub fn close_connection(&self) {
+        self.sender.close_connection();
     }
 
     /// Stops the client (does not wait).
@@ -251,6 +300,16 @@ impl ClientSender {
         Ok(())
     }
 
+    /// Closes the client's established connection, if any, as if it were
+    /// lost (see [`TcpClient::close_connection`]). Does not wait.
+    pub fn close_connection(&self) {
+        self.handle.post(|c, ctx| {
+            if matches!(c.state, State::Connected(_)) {
+                c.lost(ctx);
+            }
+        });
+    }
+
     /// Sends bytes holding one or more whole frames.
     pub fn send_frames(&self, frames: Bytes) {
         let first = {
@@ -283,6 +342,8 @@ struct ClientLoop {
     router: Router,
     on_connect: Option<ConnHook>,
     on_close: Option<ConnHook>,
+    on_connect_failed: Option<FailHook>,
+    dialer: Option<Dialer>,
     policy: DisconnectedPolicy,
     min_backoff: Duration,
     max_backoff: Duration,
@@ -342,18 +403,31 @@ impl ClientLoop {
 
     fn failed(&mut self, ctx: &mut LoopCtx<Self>, e: &io::Error) {
         NetStats::inc(&self.stats.connect_failures);
-        tracing::debug!(
-            "connect to {} failed: {e}; retry in {:?}",
-            self.addr,
-            self.backoff
-        );
+        tracing::debug!("connect to {} failed: {e}", self.addr);
+        if let Some(hook) = &self.on_connect_failed {
+            hook(self.addr);
+        }
         self.retry_later(ctx);
     }
 
+    /// Plans the next attempt: where and when the dialer says, or to the
+    /// same address after the backoff.
     fn retry_later(&mut self, ctx: &mut LoopCtx<Self>) {
         self.state = State::Idle;
-        let delay = self.backoff;
-        self.backoff = self.backoff.saturating_mul(2).min(self.max_backoff);
+        let delay = match &mut self.dialer {
+            Some(dial) => {
+                let now = Instant::now();
+                let (addr, at) = dial(now);
+                self.addr = addr;
+                at.saturating_duration_since(now)
+            }
+            None => {
+                let delay = self.backoff;
+                self.backoff = self.backoff.saturating_mul(2).min(self.max_backoff);
+                delay
+            }
+        };
+        tracing::debug!("next connect to {} in {delay:?}", self.addr);
         ctx.run_after(delay, |c: &mut Self, ctx| {
             if matches!(c.state, State::Idle) {
                 c.connect(ctx);

@@ -148,3 +148,50 @@ fn a_server_that_refuses_every_connection_is_retried_with_growing_backoff() {
     client.join();
     server.join();
 }
+
+#[test]
+fn a_dialer_picks_each_attempt_failures_are_told_and_close_connection_reconnects() {
+    let dead = {
+        let mut s = builder().start().unwrap();
+        let a = s.local_addr();
+        s.join();
+        a
+    };
+    let mut live = builder().start().unwrap();
+    let live_addr = live.local_addr();
+    // Attempts go to the dead server first, then to the live one, then to
+    // the live one again (after a close).
+    let plan = Arc::new(Mutex::new(vec![live_addr, live_addr, dead]));
+    let asked = Arc::new(AtomicUsize::new(0));
+    let (p, a) = (Arc::clone(&plan), Arc::clone(&asked));
+    let failed = Arc::new(Mutex::new(Vec::new()));
+    let f = Arc::clone(&failed);
+    let closes = Arc::new(AtomicUsize::new(0));
+    let c = Arc::clone(&closes);
+    let (tx, rx) = mpsc::channel::<std::net::SocketAddr>();
+    let tx = Mutex::new(tx);
+    let mut client = TcpClient::builder(dead)
+        .dialer(move |now| {
+            a.fetch_add(1, Ordering::SeqCst);
+            let next = p.lock().unwrap().pop().unwrap_or(live_addr);
+            (next, now + Duration::from_millis(5))
+        })
+        .on_connect_failed(move |addr| f.lock().unwrap().push(addr))
+        .on_connect(move |conn| tx.lock().unwrap().send(conn.peer_addr()).unwrap())
+        .on_close(move |_| {
+            c.fetch_add(1, Ordering::SeqCst);
+        })
+        .start()
+        .unwrap();
+    assert_eq!(rx.recv_timeout(WAIT).unwrap(), live_addr);
+    assert_eq!(*failed.lock().unwrap(), vec![dead]);
+    assert_eq!(asked.load(Ordering::SeqCst), 2);
+    // Closed on demand: the hook runs and the dialer plans the next attempt.
+    client.sender().close_connection();
+    assert_eq!(rx.recv_timeout(WAIT).unwrap(), live_addr);
+    assert_eq!(closes.load(Ordering::SeqCst), 1);
+    assert_eq!(asked.load(Ordering::SeqCst), 3);
+    assert!(client.is_connected());
+    client.join();
+    live.join();
+}
