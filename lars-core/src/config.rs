@@ -12,7 +12,7 @@
 use std::cell::RefCell;
 use std::collections::{HashMap, HashSet};
 use std::fmt::Display;
-use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr, SocketAddrV4};
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
 use std::time::Duration;
@@ -388,6 +388,13 @@ pub struct ReactorConfig {
     /// `refusedLogInterval` (ours, seconds): at most one log line per
     /// interval reports the connections refused in it.
     pub refused_log_interval: Duration,
+    /// `allow` (ours): the peer networks that may connect, e.g.
+    /// `10.0.0.0/8, 127.0.0.1/32, ::1/128`; a connection from anywhere else
+    /// is closed at once on accept. Empty (the default): everyone. Applies
+    /// to the plain listener, and to the TLS one unless `[tls] allow` is set.
+    pub allow: Allowlist,
+    /// `[tls]` (ours): a second listener speaking TLS, next to the plain one.
+    pub tls: Option<TlsListenerConfig>,
 }
 
 impl ReactorConfig {
@@ -401,6 +408,8 @@ impl ReactorConfig {
             idle_timeout: Duration::from_secs(60),
             frame_timeout: Duration::from_secs(30),
             refused_log_interval: Duration::from_secs(10),
+            allow: Allowlist::everyone(),
+            tls: None,
         }
     }
 
@@ -411,8 +420,12 @@ impl ReactorConfig {
         if thread_num == 0 {
             return Err(ini.bad("reactor", "threadNum", "0", "expected at least 1"));
         }
+        let addr = ini.endpoint("reactor", *d.addr.ip(), d.addr.port())?;
+        let allow = Allowlist::from_ini(ini, "reactor", "allow")?.unwrap_or_default();
         Ok(Self {
-            addr: ini.endpoint("reactor", *d.addr.ip(), d.addr.port())?,
+            tls: TlsListenerConfig::from_ini(ini, *addr.ip(), &allow)?,
+            allow,
+            addr,
             thread_num,
             max_conn: ini.get_or("reactor", "maxConn", d.max_conn)?,
             max_conn_per_peer: ini.get_or("reactor", "maxConnPerPeer", d.max_conn_per_peer)?,
@@ -424,6 +437,315 @@ impl ReactorConfig {
                 d.refused_log_interval,
             )?,
         })
+    }
+}
+
+/// An IP network: `10.0.0.0/8`, `::1/128`, or a bare address for one host.
+/// Parsed strictly: the prefix must fit the family and the address must
+/// have no bits set past the prefix (`10.0.0.1/8` is refused: did you mean
+/// `10.0.0.0/8`?). An IPv4 network also matches the same addresses mapped
+/// into IPv6 (`::ffff:10.1.2.3`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Cidr {
+    net: IpAddr,
+    prefix: u8,
+}
+
+impl Cidr {
+    /// Whether `ip` lies in this network.
+    pub fn contains(&self, ip: IpAddr) -> bool {
+        let ip = match ip {
+            IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, IpAddr::V4),
+            v4 => v4,
+        };
+        match (self.net, ip) {
+            (IpAddr::V4(net), IpAddr::V4(ip)) => {
+                let mask = u32::MAX
+                    .checked_shl(32 - u32::from(self.prefix))
+                    .unwrap_or(0);
+                u32::from(ip) & mask == u32::from(net)
+            }
+            (IpAddr::V6(net), IpAddr::V6(ip)) => {
+                let mask = u128::MAX
+                    .checked_shl(128 - u32::from(self.prefix))
+                    .unwrap_or(0);
+                u128::from(ip) & mask == u128::from(net)
+            }
+            _ => false,
+        }
+    }
+}
+
+impl FromStr for Cidr {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, String> {
+        let s = s.trim();
+        let (ip, prefix) = match s.split_once('/') {
+            Some((ip, p)) => (ip, Some(p)),
+            None => (s, None),
+        };
+        let net: IpAddr = ip
+            .parse()
+            .map_err(|_| format!("{s:?} is not an IP address or network (e.g. 10.0.0.0/8)"))?;
+        let max: u8 = if net.is_ipv4() { 32 } else { 128 };
+        let prefix = match prefix {
+            None => max,
+            Some(p) => match p.parse::<u8>() {
+                Ok(n) if n <= max && !p.starts_with('+') => n,
+                _ => return Err(format!("{s:?}: the prefix length must be 0..={max}")),
+            },
+        };
+        let cidr = Self { net, prefix };
+        let bare = match net {
+            IpAddr::V4(v4) => {
+                let mask = u32::MAX.checked_shl(32 - u32::from(prefix)).unwrap_or(0);
+                IpAddr::V4(Ipv4Addr::from(u32::from(v4) & mask))
+            }
+            IpAddr::V6(v6) => {
+                let mask = u128::MAX.checked_shl(128 - u32::from(prefix)).unwrap_or(0);
+                IpAddr::V6(std::net::Ipv6Addr::from(u128::from(v6) & mask))
+            }
+        };
+        if bare != net {
+            return Err(format!(
+                "{s:?} has bits set past its prefix (did you mean {bare}/{prefix}?)"
+            ));
+        }
+        Ok(cidr)
+    }
+}
+
+impl Display for Cidr {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}/{}", self.net, self.prefix)
+    }
+}
+
+/// The peer networks allowed to connect to a listener (`allow =
+/// 10.0.0.0/8, ::1/128`): a cheap first gate at accept time. Empty means
+/// everyone.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Allowlist {
+    nets: Vec<Cidr>,
+}
+
+impl Allowlist {
+    /// Everyone may connect.
+    pub fn everyone() -> Self {
+        Self::default()
+    }
+
+    /// Only these networks may connect (none: everyone).
+    pub fn new(nets: Vec<Cidr>) -> Self {
+        Self { nets }
+    }
+
+    /// Whether this list lets everyone in.
+    pub fn is_everyone(&self) -> bool {
+        self.nets.is_empty()
+    }
+
+    /// Whether a peer at `ip` may connect.
+    pub fn permits(&self, ip: IpAddr) -> bool {
+        self.nets.is_empty() || self.nets.iter().any(|n| n.contains(ip))
+    }
+
+    /// The networks, as listed.
+    pub fn nets(&self) -> &[Cidr] {
+        &self.nets
+    }
+
+    /// `[section] key` as a comma-separated list of networks; `None` when
+    /// absent. An empty entry or a bad network is an error naming the file,
+    /// section and key.
+    pub fn from_ini(ini: &Ini, section: &str, key: &str) -> Result<Option<Self>, ConfigError> {
+        let Some(v) = ini.raw(section, key) else {
+            return Ok(None);
+        };
+        v.parse()
+            .map(Some)
+            .map_err(|why: String| ini.bad(section, key, v, why))
+    }
+}
+
+impl FromStr for Allowlist {
+    type Err = String;
+
+    /// A comma-separated list of networks; an empty string is everyone, an
+    /// empty entry between commas is an error.
+    fn from_str(s: &str) -> Result<Self, String> {
+        if s.trim().is_empty() {
+            return Ok(Self::everyone());
+        }
+        let nets = s
+            .split(',')
+            .map(|part| {
+                if part.trim().is_empty() {
+                    Err("an empty entry in the list (two commas, or a trailing one)".to_owned())
+                } else {
+                    part.parse()
+                }
+            })
+            .collect::<Result<Vec<Cidr>, String>>()?;
+        Ok(Self { nets })
+    }
+}
+
+impl Display for Allowlist {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        if self.nets.is_empty() {
+            return f.write_str("everyone");
+        }
+        let list: Vec<String> = self.nets.iter().map(ToString::to_string).collect();
+        f.write_str(&list.join(", "))
+    }
+}
+
+/// `[tls] client_auth`: whether a TLS listener asks for client certificates.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum ClientAuth {
+    /// `none` (default): any client may complete the handshake.
+    #[default]
+    None,
+    /// `required`: mutual TLS; a client without a certificate signed by one
+    /// of `[tls] ca` is refused during the handshake.
+    Required,
+}
+
+/// `[tls]` of a dns or reporter conf (ours): a TLS listener next to the
+/// plain one, served by the same worker loops. Off unless `port` is set.
+/// Paths are as written (relative ones from the working directory).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TlsListenerConfig {
+    /// `ip` (default: `[reactor] ip`) and `port`.
+    pub addr: SocketAddrV4,
+    /// `cert`: the server certificate chain (PEM).
+    pub cert: PathBuf,
+    /// `key`: the server's private key (PEM: PKCS#8, PKCS#1 or SEC1).
+    pub key: PathBuf,
+    /// `ca`: the CAs client certificates must chain to (PEM); required
+    /// with `client_auth = required`.
+    pub ca: Option<PathBuf>,
+    /// `client_auth`: `none` (default) or `required`.
+    pub client_auth: ClientAuth,
+    /// `allow`: who may connect to the TLS port; default `[reactor] allow`.
+    pub allow: Allowlist,
+}
+
+impl TlsListenerConfig {
+    /// Builds `[tls]`; `None` when it has no `port`. `ip` and `allow` are
+    /// the `[reactor]` values it defaults to.
+    pub fn from_ini(
+        ini: &Ini,
+        ip: Ipv4Addr,
+        allow: &Allowlist,
+    ) -> Result<Option<Self>, ConfigError> {
+        let Some(port) = ini.get::<u16>("tls", "port")? else {
+            for key in ["cert", "key", "ca", "client_auth", "allow", "ip"] {
+                if let Some(v) = ini.raw("tls", key) {
+                    return Err(ini.bad(
+                        "tls",
+                        key,
+                        v,
+                        "[tls] needs a port (the TLS listener's; the plain one stays [reactor] port)",
+                    ));
+                }
+            }
+            return Ok(None);
+        };
+        let path = |key: &str| -> Result<PathBuf, ConfigError> {
+            match ini.raw("tls", key) {
+                Some(v) if !v.is_empty() => Ok(PathBuf::from(v)),
+                _ => Err(ini.bad("tls", key, "", "required with [tls] port: a PEM file")),
+            }
+        };
+        let client_auth = match ini.raw("tls", "client_auth") {
+            None => ClientAuth::None,
+            Some(v) => match v.to_ascii_lowercase().as_str() {
+                "none" => ClientAuth::None,
+                "required" => ClientAuth::Required,
+                _ => return Err(ini.bad("tls", "client_auth", v, "expected none or required")),
+            },
+        };
+        let ca = ini
+            .raw("tls", "ca")
+            .filter(|v| !v.is_empty())
+            .map(PathBuf::from);
+        if client_auth == ClientAuth::Required && ca.is_none() {
+            return Err(ini.bad(
+                "tls",
+                "client_auth",
+                "required",
+                "client_auth = required needs [tls] ca (the CAs of the client certificates)",
+            ));
+        }
+        Ok(Some(Self {
+            addr: SocketAddrV4::new(ini.ipv4_or("tls", "ip", ip)?, port),
+            cert: path("cert")?,
+            key: path("key")?,
+            ca,
+            client_auth,
+            allow: Allowlist::from_ini(ini, "tls", "allow")?.unwrap_or_else(|| allow.clone()),
+        }))
+    }
+}
+
+/// `[tls]` of a client's conf (an agent, a tool): how to reach a dns or
+/// reporter TLS port. `ca` is required (the server's certificate must chain
+/// to it); `cert` and `key` (both or neither) are the client certificate
+/// for servers with `client_auth = required`; `server_name` is the name
+/// checked against the server's certificate (default: the server's IP).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClientTlsConfig {
+    /// `ca`: the CAs the server certificate must chain to (PEM).
+    pub ca: PathBuf,
+    /// `cert`: the client certificate chain (PEM), if any.
+    pub cert: Option<PathBuf>,
+    /// `key`: the client's private key (PEM), with `cert`.
+    pub key: Option<PathBuf>,
+    /// `server_name`: a DNS name or IP the server certificate must name.
+    pub server_name: Option<String>,
+}
+
+impl ClientTlsConfig {
+    /// Builds `[section]` (usually `tls`); `None` when it has no `ca`.
+    pub fn from_ini(ini: &Ini, section: &str) -> Result<Option<Self>, ConfigError> {
+        let opt = |key: &str| {
+            ini.raw(section, key)
+                .filter(|v| !v.is_empty())
+                .map(PathBuf::from)
+        };
+        let (cert, key) = (opt("cert"), opt("key"));
+        let server_name = ini
+            .raw(section, "server_name")
+            .filter(|v| !v.is_empty())
+            .map(str::to_owned);
+        let Some(ca) = opt("ca") else {
+            if cert.is_some() || key.is_some() || server_name.is_some() {
+                return Err(ini.bad(
+                    section,
+                    "ca",
+                    "",
+                    "required in [tls]: the CAs the server certificate must chain to (PEM)",
+                ));
+            }
+            return Ok(None);
+        };
+        if cert.is_some() != key.is_some() {
+            let (k, v) = if cert.is_some() {
+                ("key", "")
+            } else {
+                ("cert", "")
+            };
+            return Err(ini.bad(section, k, v, "cert and key go together (both or neither)"));
+        }
+        Ok(Some(Self {
+            ca,
+            cert,
+            key,
+            server_name,
+        }))
     }
 }
 
@@ -585,6 +907,99 @@ mod tests {
         let cause = std::error::Error::source(&e).unwrap().to_string();
         assert!(!e.to_string().contains(&cause), "{e}");
         assert!(e.to_string().contains("/nonexistent/lars.conf"), "{e}");
+    }
+
+    #[test]
+    fn cidrs_parse_strictly_and_match() {
+        let c: Cidr = "10.0.0.0/8".parse().unwrap();
+        assert!(c.contains("10.255.1.2".parse().unwrap()));
+        assert!(!c.contains("11.0.0.1".parse().unwrap()));
+        assert!(c.contains("::ffff:10.1.2.3".parse().unwrap()));
+        let host: Cidr = "127.0.0.1".parse().unwrap();
+        assert_eq!(host.to_string(), "127.0.0.1/32");
+        assert!(!host.contains("127.0.0.2".parse().unwrap()));
+        let v6: Cidr = "::1/128".parse().unwrap();
+        assert!(v6.contains("::1".parse().unwrap()));
+        assert!(!v6.contains("127.0.0.1".parse().unwrap()));
+        let all: Cidr = "0.0.0.0/0".parse().unwrap();
+        assert!(all.contains("1.2.3.4".parse().unwrap()));
+        for bad in [
+            "10.0.0.1/8",
+            "10.0.0.0/33",
+            "10.0.0.0/",
+            "10.0.0.0/+8",
+            "10.0.0/8",
+            "example.com",
+            "::1/129",
+            "",
+        ] {
+            assert!(bad.parse::<Cidr>().is_err(), "{bad:?} parsed");
+        }
+        assert!(
+            "10.0.0.1/8"
+                .parse::<Cidr>()
+                .unwrap_err()
+                .contains("did you mean 10.0.0.0/8")
+        );
+    }
+
+    #[test]
+    fn allowlist_and_tls_sections_name_file_section_and_key() {
+        let ini = Ini::parse(
+            "dns.conf",
+            "[reactor]\nallow = 10.0.0.0/8, 127.0.0.1/32, ::1/128\n[tls]\nport = 7788\ncert = s.pem\nkey = s.key\nca = ca.pem\nclient_auth = required\n",
+        )
+        .unwrap();
+        let c = ReactorConfig::from_ini(&ini, 7778).unwrap();
+        assert_eq!(c.allow.nets().len(), 3);
+        assert!(c.allow.permits("127.0.0.1".parse().unwrap()));
+        assert!(!c.allow.permits("192.168.1.1".parse().unwrap()));
+        let tls = c.tls.unwrap();
+        assert_eq!(tls.addr, "127.0.0.1:7788".parse().unwrap());
+        assert_eq!(tls.client_auth, ClientAuth::Required);
+        assert_eq!(
+            tls.allow, c.allow,
+            "the TLS port defaults to [reactor] allow"
+        );
+        assert!(ini.unread().is_empty(), "{:?}", ini.unread());
+        assert!(ReactorConfig::defaults(1).allow.is_everyone());
+
+        for (text, key) in [
+            ("[reactor]\nallow = 10.0.0.1/8\n", "[reactor] allow"),
+            ("[reactor]\nallow = 10.0.0.0/8,,\n", "[reactor] allow"),
+            ("[tls]\ncert = a.pem\n", "[tls] cert"),
+            ("[tls]\nport = 1\nkey = k\n", "[tls] cert"),
+            (
+                "[tls]\nport = 1\ncert = c\nkey = k\nclient_auth = required\n",
+                "[tls] client_auth",
+            ),
+            (
+                "[tls]\nport = 1\ncert = c\nkey = k\nclient_auth = maybe\n",
+                "[tls] client_auth",
+            ),
+            (
+                "[tls]\nport = 1\ncert = c\nkey = k\nallow = x\n",
+                "[tls] allow",
+            ),
+        ] {
+            let ini = Ini::parse("dns.conf", text).unwrap();
+            let e = ReactorConfig::from_ini(&ini, 7778).unwrap_err().to_string();
+            assert!(e.contains("dns.conf") && e.contains(key), "{text:?}: {e}");
+        }
+
+        let ini = Ini::parse("a.conf", "[tls]\nca = ca.pem\ncert = c.pem\n").unwrap();
+        let e = ClientTlsConfig::from_ini(&ini, "tls")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("[tls] key"), "{e}");
+        assert_eq!(
+            ClientTlsConfig::from_ini(&Ini::default(), "tls").unwrap(),
+            None
+        );
+        let ini = Ini::parse("a.conf", "[tls]\nca = ca.pem\nserver_name = dns.lars\n").unwrap();
+        let c = ClientTlsConfig::from_ini(&ini, "tls").unwrap().unwrap();
+        assert_eq!(c.server_name.as_deref(), Some("dns.lars"));
+        assert_eq!(c.cert, None);
     }
 
     #[test]
