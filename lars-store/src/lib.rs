@@ -42,6 +42,7 @@
 mod error;
 mod model;
 mod mysql_backend;
+pub mod replica;
 mod sqlite_backend;
 
 use std::fmt;

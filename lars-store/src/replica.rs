@@ -1,0 +1,333 @@
+//! Reading routes from a read replica (the dns's `[store] read_url`).
+//!
+//! [`open_replica`] gives a [`ReplicaStore`]: a [`RouteRead`] that only
+//! ever reads. Unlike [`open`](crate::open) it creates nothing (no database,
+//! no schema: a replica receives those from its primary, and a statement
+//! written on a replica would make it diverge), every session is
+//! `READ ONLY`, and it connects lazily: a replica that is down when the dns
+//! starts is an error of the first read, not of opening, so the dns can
+//! start from the primary and turn to the replica when it answers.
+//! [`RouteRead::delete_changes`] is refused: the `RouteChange` rows are
+//! pruned on the primary.
+
+use std::fmt;
+use std::time::Duration;
+
+use lars_core::ModKey;
+use mysql::prelude::Queryable;
+use mysql::{Opts, OptsBuilder, Pool, PoolConstraints, PoolOpts, PooledConn};
+
+use crate::{
+    DEFAULT_IO_TIMEOUT, DEFAULT_MYSQL_DB, IO_TIMEOUT_PARAM, Result, RouteChange, RouteRead,
+    RouteSnapshot, Store, StoreError, redact, shown_with_db, valid_route,
+};
+
+/// The TCP connect timeout of a replica connection (or the I/O timeout
+/// when shorter).
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Opens the read replica named by `url` for route reading only.
+///
+/// - `mysql://user:pass@host:port/db`: a lazy pool of at most 4 `READ ONLY`
+///   sessions on database `db` (default [`DEFAULT_MYSQL_DB`]), which must
+///   exist (replicated from the primary); `?io_timeout_ms=N` as for
+///   [`open`](crate::open). Nothing is created or written.
+/// - `sqlite://path`: the file opened as by [`open`](crate::open) (SQLite
+///   has no replicas; accepted so that a configuration can be tried on one
+///   machine).
+///
+/// Fails only on a malformed URL (and for SQLite on an unopenable file).
+pub fn open_replica(url: &str) -> Result<ReplicaStore> {
+    if url.starts_with("mysql://") {
+        return MysqlReplica::open(url).map(|m| ReplicaStore {
+            inner: Inner::Mysql(m),
+        });
+    }
+    if url.starts_with("sqlite://") {
+        return crate::open(url).map(|s| ReplicaStore {
+            inner: Inner::Sqlite(s),
+        });
+    }
+    Err(StoreError::InvalidUrl {
+        url: redact(url),
+        why: "expected mysql://user:pass@host:port/db or sqlite://path".into(),
+    })
+}
+
+/// A read-only route reader on a replica: see [`open_replica`]. Cheap to
+/// clone (clones share the pool); `Send + Sync`.
+#[derive(Clone)]
+pub struct ReplicaStore {
+    inner: Inner,
+}
+
+#[derive(Clone)]
+enum Inner {
+    Mysql(MysqlReplica),
+    Sqlite(Store),
+}
+
+impl ReplicaStore {
+    /// The URL with its password redacted, for logs and `/status`.
+    pub fn shown_url(&self) -> String {
+        match &self.inner {
+            Inner::Mysql(m) => m.shown.clone(),
+            Inner::Sqlite(s) => format!("{s:?}"),
+        }
+    }
+}
+
+impl fmt::Debug for ReplicaStore {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_tuple("ReplicaStore")
+            .field(&self.shown_url())
+            .finish()
+    }
+}
+
+impl RouteRead for ReplicaStore {
+    fn version(&self) -> Result<u64> {
+        match &self.inner {
+            Inner::Mysql(m) => m.version(),
+            Inner::Sqlite(s) => s.version(),
+        }
+    }
+    fn load_routes(&self) -> Result<RouteSnapshot> {
+        match &self.inner {
+            Inner::Mysql(m) => m.load_routes(),
+            Inner::Sqlite(s) => s.load_routes(),
+        }
+    }
+    fn changed_keys(&self, up_to: u64) -> Result<Vec<ModKey>> {
+        match &self.inner {
+            Inner::Mysql(m) => m.changed_keys(up_to),
+            Inner::Sqlite(s) => s.changed_keys(up_to),
+        }
+    }
+    /// Refused: a replica is never written; prune on the primary.
+    fn delete_changes(&self, _up_to: Option<u64>) -> Result<u64> {
+        Err(StoreError::Invalid(
+            "the read replica is never written: RouteChange rows are pruned on the primary".into(),
+        ))
+    }
+    fn pending_changes(&self) -> Result<Vec<RouteChange>> {
+        match &self.inner {
+            Inner::Mysql(m) => m.pending_changes(),
+            Inner::Sqlite(s) => s.pending_changes(),
+        }
+    }
+}
+
+#[derive(Clone)]
+struct MysqlReplica {
+    pool: Pool,
+    shown: String,
+}
+
+impl MysqlReplica {
+    fn open(url: &str) -> Result<Self> {
+        let shown = redact(url);
+        let bad = |why: String| StoreError::InvalidUrl {
+            url: shown.clone(),
+            why,
+        };
+        let (url, io_timeout) = take_io_timeout(url).map_err(bad)?;
+        let opts = Opts::from_url(&url).map_err(|e| bad(e.to_string()))?;
+        let db = opts
+            .get_db_name()
+            .filter(|d| !d.is_empty())
+            .unwrap_or(DEFAULT_MYSQL_DB)
+            .to_owned();
+        if !db
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'$')
+        {
+            return Err(bad(format!(
+                "database name {db:?} must be letters, digits, _ or $"
+            )));
+        }
+        // min 0: no connection is made before the first read.
+        let constraints = PoolConstraints::new(0, 4).unwrap_or_default();
+        let builder = OptsBuilder::from_opts(opts)
+            .db_name(Some(db.clone()))
+            .tcp_connect_timeout(Some(io_timeout.min(CONNECT_TIMEOUT)))
+            .read_timeout(Some(io_timeout))
+            .write_timeout(Some(io_timeout))
+            .init(vec!["SET SESSION TRANSACTION READ ONLY"])
+            .pool_opts(PoolOpts::default().with_constraints(constraints));
+        let pool = Pool::new(builder).map_err(|e| StoreError::Unavailable {
+            purpose: "open the replica's connection pool",
+            source: Box::new(e),
+        })?;
+        Ok(Self {
+            pool,
+            shown: shown_with_db(&url, &db),
+        })
+    }
+
+    /// Runs `op` on a pooled connection, once more on a fresh one after a
+    /// connection-level error.
+    fn run<T>(
+        &self,
+        purpose: &'static str,
+        op: impl Fn(&mut PooledConn) -> std::result::Result<T, mysql::Error>,
+    ) -> Result<T> {
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            let res = self.pool.get_conn().and_then(|mut c| op(&mut c));
+            match res {
+                Ok(v) => return Ok(v),
+                Err(e) if attempt == 1 && is_connection_error(&e) => {
+                    tracing::debug!(purpose, error = %e, "replica read failed, retrying once");
+                }
+                Err(e) if is_connection_error(&e) => {
+                    return Err(StoreError::Unavailable {
+                        purpose,
+                        source: Box::new(e),
+                    });
+                }
+                Err(e) => {
+                    return Err(StoreError::Query {
+                        purpose,
+                        source: Box::new(e),
+                    });
+                }
+            }
+        }
+    }
+
+    fn version(&self) -> Result<u64> {
+        self.run("read RouteVersion on the replica", |c| {
+            let v: Option<i64> = c.query_first("SELECT version FROM RouteVersion WHERE id = 1")?;
+            Ok(v.map_or(0, to_u64))
+        })
+    }
+
+    fn load_routes(&self) -> Result<RouteSnapshot> {
+        self.run("read RouteData on the replica", |c| {
+            let mut snap = RouteSnapshot::default();
+            c.query_map(
+                "SELECT id, modid, cmdid, serverip, serverport FROM RouteData ORDER BY id",
+                |(id, m, cm, ip, port): (i64, i64, i64, i64, i64)| match valid_route(
+                    "RouteData",
+                    id,
+                    m,
+                    cm,
+                    ip,
+                    port,
+                ) {
+                    Some((key, host)) => snap.routes.entry(key).or_default().push(host),
+                    None => snap.skipped += 1,
+                },
+            )?;
+            Ok(snap)
+        })
+    }
+
+    fn changed_keys(&self, up_to: u64) -> Result<Vec<ModKey>> {
+        self.run("read RouteChange on the replica", |c| {
+            let rows: Vec<(i64, i64)> = c.exec(
+                "SELECT DISTINCT modid, cmdid FROM RouteChange WHERE version <= ? \
+                 ORDER BY modid, cmdid",
+                (up_to,),
+            )?;
+            Ok(rows
+                .into_iter()
+                .filter_map(|(m, cm)| {
+                    Some(ModKey::new(u32::try_from(m).ok()?, u32::try_from(cm).ok()?))
+                })
+                .collect())
+        })
+    }
+
+    fn pending_changes(&self) -> Result<Vec<RouteChange>> {
+        self.run("read RouteChange on the replica", |c| {
+            let rows: Vec<(i64, i64, i64, i64)> =
+                c.query("SELECT id, modid, cmdid, version FROM RouteChange ORDER BY id")?;
+            Ok(rows
+                .into_iter()
+                .filter_map(|(id, m, cm, v)| {
+                    Some(RouteChange {
+                        id: to_u64(id),
+                        key: ModKey::new(u32::try_from(m).ok()?, u32::try_from(cm).ok()?),
+                        version: to_u64(v),
+                    })
+                })
+                .collect())
+        })
+    }
+}
+
+fn to_u64(v: i64) -> u64 {
+    u64::try_from(v).unwrap_or(0)
+}
+
+/// Errors after which the connection is gone (server down, unreachable,
+/// restarted) rather than a statement refused.
+fn is_connection_error(e: &mysql::Error) -> bool {
+    use mysql::DriverError as D;
+    match e {
+        mysql::Error::IoError(_) | mysql::Error::CodecError(_) => true,
+        mysql::Error::DriverError(d) => matches!(
+            d,
+            D::ConnectTimeout
+                | D::CouldNotConnect(_)
+                | D::PacketOutOfSync
+                | D::UnexpectedPacket
+                | D::Timeout
+        ),
+        mysql::Error::MySqlError(m) => matches!(m.code, 1053 | 1927 | 2006 | 2013 | 4031),
+        _ => false,
+    }
+}
+
+/// Removes [`IO_TIMEOUT_PARAM`] from `url`'s query: `(url without it, the
+/// timeout or the default)`.
+fn take_io_timeout(url: &str) -> std::result::Result<(String, Duration), String> {
+    let Some((main, query)) = url.split_once('?') else {
+        return Ok((url.to_owned(), DEFAULT_IO_TIMEOUT));
+    };
+    let mut timeout = DEFAULT_IO_TIMEOUT;
+    let mut rest = Vec::new();
+    for p in query.split('&') {
+        match p.split_once('=') {
+            Some((k, v)) if k == IO_TIMEOUT_PARAM => {
+                let ms: u64 =
+                    v.parse().ok().filter(|&ms| ms > 0).ok_or_else(|| {
+                        format!("{IO_TIMEOUT_PARAM}={v}: expected milliseconds > 0")
+                    })?;
+                timeout = Duration::from_millis(ms);
+            }
+            _ => rest.push(p),
+        }
+    }
+    let url = if rest.is_empty() {
+        main.to_owned()
+    } else {
+        format!("{main}?{}", rest.join("&"))
+    };
+    Ok((url, timeout))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn opening_connects_to_nothing_and_redacts() {
+        // Port 1 on loopback: nothing listens; opening must still succeed.
+        let r = open_replica("mysql://u:secret@127.0.0.1:1/lars?io_timeout_ms=500").unwrap();
+        assert_eq!(r.shown_url(), "mysql://u:***@127.0.0.1:1/lars");
+        assert!(!format!("{r:?}").contains("secret"));
+        let e = r.version().unwrap_err();
+        assert!(e.is_unavailable(), "{e:?}");
+        assert!(r.delete_changes(None).is_err());
+        assert!(matches!(
+            open_replica("postgres://x"),
+            Err(StoreError::InvalidUrl { .. })
+        ));
+        assert!(open_replica("mysql://u@h/bad-name").is_err());
+        assert!(open_replica("mysql://u@h/db?io_timeout_ms=0").is_err());
+    }
+}
