@@ -15,6 +15,8 @@ use mio::{Interest, Registry, Token};
 use prost::Message;
 use serde::Serialize;
 
+use crate::tls::TlsRefusal;
+
 /// Output a connection may have queued (peer not reading) before it is
 /// closed as a slow consumer.
 pub(crate) const MAX_PENDING_WRITE: usize = 64 * 1024 * 1024;
@@ -115,6 +117,28 @@ pub struct NetStats {
     pub dropped: AtomicU64,
     /// Server: accept errors such as EMFILE survived.
     pub accept_errors: AtomicU64,
+    /// Server: connections closed at once because their address is not in
+    /// the listener's allowlist (`allow`; also counted in `refused`).
+    pub refused_not_allowed: AtomicU64,
+    /// TLS handshakes completed.
+    pub tls_handshakes: AtomicU64,
+    /// Server: TLS clients refused for sending no certificate while
+    /// `client_auth = required`.
+    pub tls_refused_no_cert: AtomicU64,
+    /// Server: TLS clients refused for a certificate that does not chain to
+    /// `[tls] ca` (or is expired, or not for client use).
+    pub tls_refused_bad_cert: AtomicU64,
+    /// TLS handshakes that failed for another reason (a plain client on the
+    /// TLS port, no common version or cipher; client side: a server
+    /// certificate that does not verify).
+    pub tls_refused_handshake: AtomicU64,
+    /// Server: TLS connections closed for not finishing the handshake
+    /// within `frameTimeout`.
+    pub tls_handshake_timeout: AtomicU64,
+    /// Certificate reloads (SIGHUP) that succeeded.
+    pub tls_reloads: AtomicU64,
+    /// Certificate reloads that failed (the previous certificate stays).
+    pub tls_reload_failures: AtomicU64,
 }
 
 /// A plain copy of [`NetStats`].
@@ -136,6 +160,14 @@ pub struct NetStatsSnapshot {
     pub connect_failures: u64,
     pub dropped: u64,
     pub accept_errors: u64,
+    pub refused_not_allowed: u64,
+    pub tls_handshakes: u64,
+    pub tls_refused_no_cert: u64,
+    pub tls_refused_bad_cert: u64,
+    pub tls_refused_handshake: u64,
+    pub tls_handshake_timeout: u64,
+    pub tls_reloads: u64,
+    pub tls_reload_failures: u64,
 }
 
 impl NetStats {
@@ -158,6 +190,14 @@ impl NetStats {
             connect_failures: r(&self.connect_failures),
             dropped: r(&self.dropped),
             accept_errors: r(&self.accept_errors),
+            refused_not_allowed: r(&self.refused_not_allowed),
+            tls_handshakes: r(&self.tls_handshakes),
+            tls_refused_no_cert: r(&self.tls_refused_no_cert),
+            tls_refused_bad_cert: r(&self.tls_refused_bad_cert),
+            tls_refused_handshake: r(&self.tls_refused_handshake),
+            tls_handshake_timeout: r(&self.tls_handshake_timeout),
+            tls_reloads: r(&self.tls_reloads),
+            tls_reload_failures: r(&self.tls_reload_failures),
         }
     }
 
@@ -175,13 +215,22 @@ impl NetStatsSnapshot {
             refused_per_peer: self.refused_per_peer,
             closed_idle: self.closed_idle,
             closed_partial_frame: self.closed_partial_frame,
+            refused_not_allowed: self.refused_not_allowed,
+            tls_handshakes: self.tls_handshakes,
+            tls_refused_no_cert: self.tls_refused_no_cert,
+            tls_refused_bad_cert: self.tls_refused_bad_cert,
+            tls_refused_handshake: self.tls_refused_handshake,
+            tls_handshake_timeout: self.tls_handshake_timeout,
+            tls_reloads: self.tls_reloads,
+            tls_reload_failures: self.tls_reload_failures,
         }
     }
 }
 
 /// What a TCP server's connection limits did (`[reactor] maxConn`,
-/// `maxConnPerPeer`, `idleTimeout`, `frameTimeout`): the part of
-/// [`NetStats`] a service puts on its `/status` and `/metrics`.
+/// `maxConnPerPeer`, `idleTimeout`, `frameTimeout`, `allow`) and its TLS
+/// listener (`[tls]`): the part of [`NetStats`] a service puts on its
+/// `/status` and `/metrics`.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
 pub struct ConnLimitStats {
     /// Connections refused because `maxConn` were open.
@@ -192,19 +241,41 @@ pub struct ConnLimitStats {
     pub closed_idle: u64,
     /// Connections closed for a partial frame older than `frameTimeout`.
     pub closed_partial_frame: u64,
+    /// Connections refused because their address is not in `allow`.
+    pub refused_not_allowed: u64,
+    /// TLS handshakes completed.
+    pub tls_handshakes: u64,
+    /// TLS clients refused: no client certificate (`client_auth = required`).
+    pub tls_refused_no_cert: u64,
+    /// TLS clients refused: a certificate not signed by `[tls] ca`.
+    pub tls_refused_bad_cert: u64,
+    /// TLS handshakes failed otherwise (e.g. a plain client on the TLS port).
+    pub tls_refused_handshake: u64,
+    /// TLS connections closed for not finishing the handshake in time.
+    pub tls_handshake_timeout: u64,
+    /// Certificate reloads that succeeded.
+    pub tls_reloads: u64,
+    /// Certificate reloads that failed (the previous certificate stays).
+    pub tls_reload_failures: u64,
 }
 
 impl ConnLimitStats {
-    /// Writes the four counters as `{prefix}_tcp_refused_total{reason=..}`
-    /// and `{prefix}_tcp_closed_total{reason=..}` (e.g. prefix `lars_dns`).
+    /// Writes the counters as `{prefix}_tcp_refused_total{reason=..}`,
+    /// `{prefix}_tcp_closed_total{reason=..}`,
+    /// `{prefix}_tls_refused_total{reason=..}`, `{prefix}_tls_handshakes_total`
+    /// and `{prefix}_tls_reloads_total{result=..}` (e.g. prefix `lars_dns`).
     pub fn prometheus(&self, prefix: &str, out: &mut crate::http::PromText) {
         out.labelled(
             &format!("{prefix}_tcp_refused_total"),
             "counter",
-            "TCP connections refused on accept, by reason (maxConn, maxConnPerPeer).",
+            "TCP connections refused on accept, by reason (maxConn, maxConnPerPeer, allow).",
             [
                 ("reason=\"max_conn\"".to_owned(), self.refused_max_conn),
                 ("reason=\"per_peer\"".to_owned(), self.refused_per_peer),
+                (
+                    "reason=\"not_allowed\"".to_owned(),
+                    self.refused_not_allowed,
+                ),
             ],
         );
         out.labelled(
@@ -217,6 +288,44 @@ impl ConnLimitStats {
                     "reason=\"partial_frame\"".to_owned(),
                     self.closed_partial_frame,
                 ),
+            ],
+        );
+        out.labelled(
+            &format!("{prefix}_tls_refused_total"),
+            "counter",
+            "TLS connections refused during the handshake, by reason.",
+            [
+                (
+                    "reason=\"no_client_cert\"".to_owned(),
+                    self.tls_refused_no_cert,
+                ),
+                (
+                    "reason=\"bad_client_cert\"".to_owned(),
+                    self.tls_refused_bad_cert,
+                ),
+                (
+                    "reason=\"handshake\"".to_owned(),
+                    self.tls_refused_handshake,
+                ),
+                (
+                    "reason=\"handshake_timeout\"".to_owned(),
+                    self.tls_handshake_timeout,
+                ),
+            ],
+        );
+        out.metric(
+            &format!("{prefix}_tls_handshakes_total"),
+            "counter",
+            "TLS handshakes completed.",
+            self.tls_handshakes,
+        );
+        out.labelled(
+            &format!("{prefix}_tls_reloads_total"),
+            "counter",
+            "Certificate reloads (SIGHUP), by result.",
+            [
+                ("result=\"ok\"".to_owned(), self.tls_reloads),
+                ("result=\"failed\"".to_owned(), self.tls_reload_failures),
             ],
         );
     }
@@ -241,8 +350,14 @@ pub struct Conn {
     pub(crate) opened_at: Instant,
     /// Whether a whole frame has arrived on it yet.
     pub(crate) framed: bool,
-    /// Since when an incomplete frame has been waiting in `rbuf`.
+    /// Since when an incomplete frame has been waiting in `rbuf` (or, on
+    /// a TLS connection, since when its handshake has been going on).
     pub(crate) partial_since: Option<Instant>,
+    /// The TLS session, on a TLS connection: the socket carries its
+    /// records, `rbuf` and `wbuf` hold plaintext.
+    pub(crate) tls: Option<Box<rustls::Connection>>,
+    /// Why the TLS handshake failed, once it has (the error text too).
+    pub(crate) tls_failure: Option<(TlsRefusal, String)>,
 }
 
 impl std::fmt::Debug for Conn {
@@ -285,7 +400,35 @@ impl Conn {
             opened_at: Instant::now(),
             framed: false,
             partial_since: None,
+            tls: None,
+            tls_failure: None,
         }
+    }
+
+    /// Whether this connection speaks TLS.
+    pub fn is_tls(&self) -> bool {
+        self.tls.is_some()
+    }
+
+    /// Whether its TLS handshake is still going on (false on a plain
+    /// connection).
+    pub(crate) fn handshaking(&self) -> bool {
+        self.tls.as_ref().is_some_and(|t| t.is_handshaking())
+    }
+
+    /// The peer's certificate chain (DER, leaf first), on a TLS
+    /// connection whose peer sent one.
+    pub fn peer_certificates(&self) -> Option<Vec<Vec<u8>>> {
+        let certs = self.tls.as_ref()?.peer_certificates()?;
+        Some(certs.iter().map(|c| c.as_ref().to_vec()).collect())
+    }
+
+    /// Whether a flush has anything to do (plaintext queued, TLS records
+    /// to send, or WRITABLE interest to drop).
+    pub(crate) fn wants_flush(&self) -> bool {
+        self.write_interest
+            || !self.wbuf.is_empty()
+            || self.tls.as_ref().is_some_and(|t| t.wants_write())
     }
 
     /// This connection's id.
@@ -353,6 +496,9 @@ impl Conn {
     /// Reads what the socket has into the read buffer (until a short read or
     /// WouldBlock; see `read_all` for why a short read is enough).
     pub(crate) fn read_in(&mut self, scratch: &mut [u8], read_closed: bool) -> ReadOutcome {
+        if self.tls.is_some() {
+            return self.read_tls_in(scratch);
+        }
         loop {
             match self.stream.read(scratch) {
                 Ok(0) => return ReadOutcome::Closed,
@@ -376,21 +522,121 @@ impl Conn {
         }
     }
 
+    /// A TLS connection's read: socket bytes into rustls, records
+    /// processed, plaintext into `rbuf`, until the socket would block.
+    /// A failed handshake is noted in `tls_failure` (the alert is sent).
+    fn read_tls_in(&mut self, scratch: &mut [u8]) -> ReadOutcome {
+        let Self {
+            tls,
+            stream,
+            rbuf,
+            stats,
+            id,
+            tls_failure,
+            ..
+        } = self;
+        let Some(tls) = tls.as_deref_mut() else {
+            return ReadOutcome::Closed;
+        };
+        loop {
+            let n = match stream.read(scratch) {
+                Ok(n) => n,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return ReadOutcome::Open,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => {
+                    tracing::debug!("{id}: read error: {e}");
+                    return ReadOutcome::Closed;
+                }
+            };
+            let mut input = &scratch[..n];
+            loop {
+                if !input.is_empty() {
+                    if let Err(e) = tls.read_tls(&mut input) {
+                        tracing::debug!("{id}: tls read: {e}");
+                        return ReadOutcome::Closed;
+                    }
+                }
+                let was_handshaking = tls.is_handshaking();
+                if let Err(e) = tls.process_new_packets() {
+                    if was_handshaking {
+                        *tls_failure = Some((TlsRefusal::of(&e), e.to_string()));
+                    } else {
+                        tracing::debug!("{id}: tls error: {e}");
+                    }
+                    // Best effort: the alert telling the peer why.
+                    let _ = tls.write_tls(stream);
+                    return ReadOutcome::Closed;
+                }
+                if was_handshaking && !tls.is_handshaking() {
+                    NetStats::inc(&stats.tls_handshakes);
+                }
+                match drain_plaintext(tls, rbuf) {
+                    Ok(false) => {}
+                    Ok(true) => return ReadOutcome::Closed,
+                    Err(e) => {
+                        tracing::debug!("{id}: tls plaintext: {e}");
+                        return ReadOutcome::Closed;
+                    }
+                }
+                if input.is_empty() {
+                    break;
+                }
+            }
+            if n == 0 {
+                return ReadOutcome::Closed;
+            }
+        }
+    }
+
     /// Writes what it can of the write buffer and sets WRITABLE interest iff
     /// something is left. Returns false if the socket failed.
     pub(crate) fn flush(&mut self, registry: &Registry, token: Token) -> bool {
-        while !self.wbuf.is_empty() {
-            match self.stream.write(&self.wbuf) {
-                Ok(0) => return false,
-                Ok(n) => self.wbuf.advance(n),
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(e) => {
-                    tracing::debug!("{}: write error: {e}", self.id);
-                    return false;
+        let pending = match self.tls.as_deref_mut() {
+            None => {
+                while !self.wbuf.is_empty() {
+                    match self.stream.write(&self.wbuf) {
+                        Ok(0) => return false,
+                        Ok(n) => self.wbuf.advance(n),
+                        Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                        Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                        Err(e) => {
+                            tracing::debug!("{}: write error: {e}", self.id);
+                            return false;
+                        }
+                    }
                 }
+                !self.wbuf.is_empty()
             }
-        }
+            Some(tls) => {
+                loop {
+                    if !self.wbuf.is_empty() {
+                        match tls.writer().write(&self.wbuf) {
+                            Ok(n) => self.wbuf.advance(n),
+                            Err(e) => {
+                                tracing::debug!("{}: tls write: {e}", self.id);
+                                return false;
+                            }
+                        }
+                    }
+                    if !tls.wants_write() {
+                        break;
+                    }
+                    match tls.write_tls(&mut self.stream) {
+                        Ok(0) => return false,
+                        Ok(_) => {}
+                        Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                        Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                        Err(e) => {
+                            tracing::debug!("{}: write error: {e}", self.id);
+                            return false;
+                        }
+                    }
+                }
+                // Plaintext rustls holds back until the handshake ends is
+                // sent by the flush after the handshake's last read.
+                tls.wants_write() || (!self.wbuf.is_empty() && !tls.is_handshaking())
+            }
+        };
         if self.wbuf.len() > MAX_PENDING_WRITE {
             tracing::warn!(
                 "{} to {}: {} bytes pending, peer does not read; closing",
@@ -400,7 +646,7 @@ impl Conn {
             );
             return false;
         }
-        let want = !self.wbuf.is_empty();
+        let want = pending;
         if want != self.write_interest {
             let interest = if want {
                 Interest::READABLE | Interest::WRITABLE
@@ -418,6 +664,31 @@ impl Conn {
             self.wbuf = BytesMut::with_capacity(8 * 1024);
         }
         true
+    }
+}
+
+/// Moves the plaintext rustls has decrypted into `rbuf`. Returns true when
+/// the peer closed the session (close_notify).
+fn drain_plaintext(tls: &mut rustls::Connection, rbuf: &mut BytesMut) -> io::Result<bool> {
+    const CHUNK: usize = 16 * 1024;
+    loop {
+        let len = rbuf.len();
+        rbuf.resize(len + CHUNK, 0);
+        let r = tls.reader().read(&mut rbuf[len..]);
+        match r {
+            Ok(0) => {
+                rbuf.truncate(len);
+                return Ok(true);
+            }
+            Ok(n) => rbuf.truncate(len + n),
+            Err(e) => {
+                rbuf.truncate(len);
+                return match e.kind() {
+                    io::ErrorKind::WouldBlock => Ok(false),
+                    _ => Err(e),
+                };
+            }
+        }
     }
 }
 
@@ -448,7 +719,7 @@ pub(crate) fn dispatch(conn: &mut Conn, router: &Router) -> bool {
                 }
             }
             Ok(None) => {
-                if conn.rbuf.is_empty() {
+                if conn.rbuf.is_empty() && !conn.handshaking() {
                     conn.partial_since = None;
                 } else if conn.partial_since.is_none() {
                     conn.partial_since = Some(Instant::now());

@@ -33,6 +33,10 @@ pub enum NetError {
     /// A builder was given an unusable value.
     #[error("invalid configuration: {0}")]
     Config(String),
+    /// A TLS certificate, key or CA file could not be used (the message
+    /// names the file), or a TLS session could not be set up.
+    #[error("tls: {0}")]
+    Tls(String),
 }
 
 impl NetError {

@@ -9,7 +9,9 @@
 //!   [`ServerHandle`] reaches any connection or every worker from any thread.
 //!   Connection limits (`maxConn`, `maxConnPerPeer`, `idleTimeout`,
 //!   `frameTimeout`) keep idle or stuck peers from locking clients out;
-//!   what they did is in [`NetStats`] ([`ConnLimitStats`]).
+//!   what they did is in [`NetStats`] ([`ConnLimitStats`]). A server may
+//!   add a TLS listener next to its plain one (`[tls]`, [`ServerTls`]) and
+//!   let only some networks in (`allow`); see [`tls`].
 //!   [`TcpClient`] stays connected for its whole life (reconnect with backoff).
 //! - [`UdpServer`] — one loop owning one socket and a [`UdpService`]:
 //!   datagrams, its deadline (`poll_timeout`) and posted tasks get `&mut S`;
@@ -61,6 +63,7 @@ pub mod http;
 mod pool;
 mod tcp_client;
 mod tcp_server;
+pub mod tls;
 mod udp;
 
 pub use conn::{Conn, ConnId, ConnLimitStats, NetStats, NetStatsSnapshot, Router};
@@ -69,4 +72,5 @@ pub use http::{HttpHandler, HttpRequest, HttpResponse, StatusServer};
 pub use lars_core::frame::Frame;
 pub use tcp_client::{ClientBuilder, ClientSender, DisconnectedPolicy, TcpClient};
 pub use tcp_server::{ServerBuilder, ServerHandle, TcpServer};
+pub use tls::{ClientTls, ReloadReport, ServerTls, reload_all as reload_tls};
 pub use udp::{UdpHandle, UdpIo, UdpServer, UdpServerBuilder, UdpService};

@@ -7,7 +7,7 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
-use lars_core::config::ReactorConfig;
+use lars_core::config::{Allowlist, ReactorConfig, TlsListenerConfig};
 use mio::event::Event;
 use mio::net::{TcpListener, TcpStream};
 use mio::{Interest, Token};
@@ -17,8 +17,11 @@ use crate::conn::{Conn, ConnHook, ConnId, NetStats, ReadOutcome, Router, dispatc
 use crate::error::{NetError, Result};
 use crate::event_loop::{LoopCtx, LoopHandle, LoopState, LoopThread};
 use crate::pool::ThreadPool;
+use crate::tls::{ServerTls, TlsRefusal};
 
 const LISTENER: Token = Token(0);
+/// The TLS listener's token on the acceptor loop.
+const TLS_LISTENER: Token = Token(1);
 /// Bits of a [`ConnId`] that hold the owning worker's index.
 const WORKER_BITS: u32 = 16;
 const READ_CHUNK: usize = 64 * 1024;
@@ -44,6 +47,8 @@ pub struct ServerBuilder {
     on_connect: Option<ConnHook>,
     on_close: Option<ConnHook>,
     name: String,
+    allow: Allowlist,
+    tls: Option<TlsListenerConfig>,
 }
 
 impl std::fmt::Debug for ServerBuilder {
@@ -57,11 +62,30 @@ impl std::fmt::Debug for ServerBuilder {
             .field("frame_timeout", &self.frame_timeout)
             .field("refused_log_interval", &self.refused_log_interval)
             .field("router", &self.router)
+            .field("allow", &self.allow)
+            .field("tls", &self.tls)
             .finish()
     }
 }
 
 impl ServerBuilder {
+    /// Who may connect to the plain listener (`[reactor] allow`; default
+    /// everyone): a connection from elsewhere is closed at once on accept,
+    /// counted (`refused_not_allowed`) and logged (rate-limited).
+    pub fn allow(mut self, allow: Allowlist) -> Self {
+        self.allow = allow;
+        self
+    }
+
+    /// A second listener speaking TLS (`[tls]`), served by the same workers
+    /// and router: certificate, key, CA for client certificates, whether
+    /// they are required, and its own allowlist. The handshake must finish
+    /// within `frameTimeout`.
+    pub fn tls(mut self, tls: TlsListenerConfig) -> Self {
+        self.tls = Some(tls);
+        self
+    }
+
     /// Worker loops (`threadNum`, default 1; at least 1).
     pub fn threads(mut self, n: usize) -> Self {
         self.threads = n;
@@ -153,6 +177,23 @@ impl ServerBuilder {
             bind_listener(self.addr, self.backlog).map_err(NetError::bind("tcp", self.addr))?;
         let local_addr = listener.local_addr()?;
         let stats = Arc::new(NetStats::default());
+        let tls = match &self.tls {
+            None => None,
+            Some(files) => {
+                let server_tls = ServerTls::load_counted(files, Arc::clone(&stats))?;
+                let addr = SocketAddr::V4(files.addr);
+                let l = bind_listener(addr, self.backlog).map_err(NetError::bind("tls", addr))?;
+                let tls_addr = l.local_addr()?;
+                Some(TlsListener {
+                    listener: l,
+                    local_addr: tls_addr,
+                    allow: files.allow.clone(),
+                    tls: server_tls,
+                })
+            }
+        };
+        let tls_addr = tls.as_ref().map(|t| t.local_addr);
+        let server_tls = tls.as_ref().map(|t| t.tls.clone());
         let peers = Arc::new(Peers::new(self.max_conn_per_peer));
         let shared = Arc::new(WorkerShared {
             router: self.router,
@@ -175,6 +216,7 @@ impl ServerBuilder {
             self.frame_timeout,
         );
         let worker_why = why.clone();
+        let tls_why = why.clone();
         let workers = ThreadPool::start(&self.name, self.threads, move |index, _ctx| {
             Ok(Worker {
                 index,
@@ -183,6 +225,8 @@ impl ServerBuilder {
                 scratch: vec![0; READ_CHUNK],
                 next_sweep: None,
                 closed_log: RateLog::new(log_interval, worker_why.clone()),
+                tls_log: RateLog::new(log_interval, tls_why.clone()),
+                tls_addr,
             })
         })?;
         let handle = ServerHandle {
@@ -190,16 +234,26 @@ impl ServerBuilder {
                 workers: workers.handles().to_vec(),
                 stats: Arc::clone(&stats),
                 local_addr,
+                tls_addr,
+                tls: server_tls,
             }),
         };
         let acceptor_handle = handle.clone();
         let max_conn = self.max_conn;
+        let allow = self.allow;
         let acceptor = LoopThread::spawn(&format!("{}-accept", self.name), move |ctx| {
             let mut listener = listener;
             ctx.registry()
                 .register(&mut listener, LISTENER, Interest::READABLE)?;
+            let mut tls = tls;
+            if let Some(t) = tls.as_mut() {
+                ctx.registry()
+                    .register(&mut t.listener, TLS_LISTENER, Interest::READABLE)?;
+            }
             Ok(Acceptor {
                 listener,
+                allow,
+                tls,
                 max_conn,
                 peers,
                 next_seq: AtomicU64::new(1),
@@ -211,7 +265,10 @@ impl ServerBuilder {
                 last_sweep_request: None,
             })
         })?;
-        tracing::info!("tcp server listening on {local_addr}");
+        match tls_addr {
+            None => tracing::info!("tcp server listening on {local_addr}"),
+            Some(t) => tracing::info!("tcp server listening on {local_addr}, tls on {t}"),
+        }
         Ok(TcpServer {
             acceptor,
             workers,
@@ -261,12 +318,19 @@ impl TcpServer {
             on_connect: None,
             on_close: None,
             name: "lars-tcp".to_owned(),
+            allow: Allowlist::everyone(),
+            tls: None,
         }
     }
 
     /// A builder from a service's `[reactor]` section.
     pub fn from_config(cfg: &ReactorConfig) -> ServerBuilder {
-        Self::builder(SocketAddr::V4(cfg.addr))
+        let b = Self::builder(SocketAddr::V4(cfg.addr));
+        let b = match &cfg.tls {
+            Some(tls) => b.tls(tls.clone()),
+            None => b,
+        };
+        b.allow(cfg.allow.clone())
             .threads(cfg.thread_num)
             .max_conn(cfg.max_conn)
             .max_conn_per_peer(cfg.max_conn_per_peer)
@@ -278,6 +342,19 @@ impl TcpServer {
     /// The bound address.
     pub fn local_addr(&self) -> SocketAddr {
         self.handle.local_addr()
+    }
+
+    /// The bound address of the TLS listener, if it has one.
+    pub fn tls_local_addr(&self) -> Option<SocketAddr> {
+        self.handle.tls_local_addr()
+    }
+
+    /// Reloads the TLS certificate, key and CA from their files (what
+    /// SIGHUP does, see [`crate::reload_tls`]): new handshakes use them,
+    /// open connections keep theirs; a bad file keeps the old ones (logged,
+    /// counted in `tls_reload_failures`). Ok without a TLS listener.
+    pub fn reload_tls(&self) -> Result<()> {
+        self.handle.reload_tls()
     }
 
     /// A cloneable handle to reach connections and workers from any thread.
@@ -313,6 +390,8 @@ struct HandleInner {
     workers: Vec<LoopHandle<Worker>>,
     stats: Arc<NetStats>,
     local_addr: SocketAddr,
+    tls_addr: Option<SocketAddr>,
+    tls: Option<ServerTls>,
 }
 
 /// A cloneable, `Send` handle to a running server: reach a connection by id
@@ -334,6 +413,16 @@ impl ServerHandle {
     /// The bound address.
     pub fn local_addr(&self) -> SocketAddr {
         self.inner.local_addr
+    }
+
+    /// The bound address of the TLS listener, if it has one.
+    pub fn tls_local_addr(&self) -> Option<SocketAddr> {
+        self.inner.tls_addr
+    }
+
+    /// See [`TcpServer::reload_tls`].
+    pub fn reload_tls(&self) -> Result<()> {
+        self.inner.tls.as_ref().map_or(Ok(()), ServerTls::reload)
     }
 
     /// Runs `f` with connection `id` on its worker loop, then flushes it. If
@@ -462,7 +551,7 @@ fn reasons(
     per_peer: usize,
     idle: Option<Duration>,
     frame: Option<Duration>,
-) -> [String; 4] {
+) -> [String; REASONS] {
     [
         format!("at maxConn {max_conn}"),
         format!("over maxConnPerPeer {per_peer}"),
@@ -474,8 +563,19 @@ fn reasons(
             "with a partial frame older than frameTimeout {:?}",
             frame.unwrap_or_default()
         ),
+        "from an address not in the allowlist (allow)".to_owned(),
+        "with no client certificate (client_auth = required)".to_owned(),
+        "with a client certificate that does not verify against [tls] ca".to_owned(),
+        "failing the TLS handshake (not TLS, or no common version or cipher)".to_owned(),
+        format!(
+            "not finishing the TLS handshake within frameTimeout {:?}",
+            frame.unwrap_or_default()
+        ),
     ]
 }
+
+/// How many [`Reason`]s there are.
+const REASONS: usize = 9;
 
 /// Why a connection was turned away or cut (an index into [`RateLog`]'s
 /// counts).
@@ -489,6 +589,26 @@ enum Reason {
     Idle = 2,
     /// Closed: a partial frame older than `frameTimeout`.
     PartialFrame = 3,
+    /// Refused: the address is not in the listener's `allow`.
+    NotAllowed = 4,
+    /// TLS: no client certificate while one is required.
+    TlsNoCert = 5,
+    /// TLS: a client certificate that does not verify.
+    TlsBadCert = 6,
+    /// TLS: another handshake failure.
+    TlsHandshake = 7,
+    /// TLS: the handshake did not finish within `frameTimeout`.
+    TlsTimeout = 8,
+}
+
+impl Reason {
+    fn of_tls(r: TlsRefusal) -> Self {
+        match r {
+            TlsRefusal::NoClientCert => Self::TlsNoCert,
+            TlsRefusal::BadClientCert => Self::TlsBadCert,
+            TlsRefusal::Handshake => Self::TlsHandshake,
+        }
+    }
 }
 
 /// Counts connections refused or closed by a limit, and writes at most one
@@ -499,8 +619,8 @@ enum Reason {
 struct RateLog {
     interval: Duration,
     /// What each [`Reason`] means here, e.g. `at maxConn 1024`.
-    reasons: [String; 4],
-    counts: [u64; 4],
+    reasons: [String; REASONS],
+    counts: [u64; REASONS],
     last_peer: Option<SocketAddr>,
     last_line: Option<Instant>,
     /// A timer will flush the counts (set by the owner).
@@ -508,11 +628,11 @@ struct RateLog {
 }
 
 impl RateLog {
-    fn new(interval: Duration, reasons: [String; 4]) -> Self {
+    fn new(interval: Duration, reasons: [String; REASONS]) -> Self {
         Self {
             interval,
             reasons,
-            counts: [0; 4],
+            counts: [0; REASONS],
             last_peer: None,
             last_line: None,
             flush_pending: false,
@@ -564,7 +684,7 @@ impl RateLog {
             parts.join(", "),
             self.interval
         );
-        self.counts = [0; 4];
+        self.counts = [0; REASONS];
         self.last_line = Some(now);
         Some(line)
     }
@@ -579,6 +699,10 @@ pub struct Worker {
     /// When to look for connections past `idleTimeout` / `frameTimeout`.
     next_sweep: Option<Instant>,
     closed_log: RateLog,
+    /// TLS handshakes refused on this worker.
+    tls_log: RateLog,
+    /// The TLS listener's address (for log lines).
+    tls_addr: Option<SocketAddr>,
 }
 
 impl std::fmt::Debug for Worker {
@@ -606,7 +730,8 @@ fn partial_deadline(conn: &Conn, frame_timeout: Option<Duration>) -> Option<Inst
 }
 
 impl Worker {
-    /// Takes over a connection the acceptor accepted at `accepted_at`.
+    /// Takes over a connection the acceptor accepted at `accepted_at`
+    /// (with the TLS configuration of the moment, from the TLS listener).
     fn add(
         &mut self,
         ctx: &mut LoopCtx<Self>,
@@ -614,7 +739,18 @@ impl Worker {
         mut stream: TcpStream,
         peer: SocketAddr,
         accepted_at: Instant,
+        tls: Option<Arc<rustls::ServerConfig>>,
     ) {
+        let session = match tls.map(rustls::ServerConnection::new) {
+            None => None,
+            Some(Ok(s)) => Some(Box::new(rustls::Connection::Server(s))),
+            Some(Err(e)) => {
+                tracing::warn!("conn#{id} from {peer}: cannot start a TLS session: {e}");
+                self.shared.stats.open.fetch_sub(1, Ordering::Relaxed);
+                self.shared.peers.release(peer.ip());
+                return;
+            }
+        };
         if let Err(e) = stream.set_nodelay(true) {
             tracing::debug!("conn#{id}: TCP_NODELAY: {e}");
         }
@@ -637,6 +773,14 @@ impl Worker {
         // The acceptor's clock, not this loop's: a refusal the acceptor
         // makes after this accept is then never "before" it.
         conn.opened_at = accepted_at;
+        if session.is_some() {
+            // The handshake must end within frameTimeout, like a frame.
+            conn.tls = session;
+            conn.partial_since = Some(accepted_at);
+            if let Some(at) = partial_deadline(&conn, self.shared.frame_timeout) {
+                self.watch(at);
+            }
+        }
         if let Some(hook) = &self.shared.on_connect {
             hook(&mut conn);
         }
@@ -671,7 +815,12 @@ impl Worker {
         for (&id, conn) in &self.conns {
             match partial_deadline(conn, frame) {
                 Some(at) if at <= now => {
-                    expired.push((id, Reason::PartialFrame, conn.peer_addr()));
+                    let why = if conn.handshaking() {
+                        Reason::TlsTimeout
+                    } else {
+                        Reason::PartialFrame
+                    };
+                    expired.push((id, why, conn.peer_addr()));
                     continue;
                 }
                 Some(at) => soon(at),
@@ -691,6 +840,13 @@ impl Worker {
             self.watch(at);
         }
         for (id, why, peer) in expired {
+            if why == Reason::TlsTimeout {
+                NetStats::inc(&self.shared.stats.tls_handshake_timeout);
+                let line = self.tls_log.record(why, peer, now);
+                self.log_tls(ctx, line, now);
+                self.close(ctx, id);
+                continue;
+            }
             let counter = match why {
                 Reason::PartialFrame => &self.shared.stats.closed_partial_frame,
                 _ => &self.shared.stats.closed_idle,
@@ -722,6 +878,55 @@ impl Worker {
                 let now = Instant::now();
                 let line = w.closed_log.flush(now);
                 w.log_closed(ctx, line, now);
+            });
+        }
+    }
+
+    /// Counts and logs (rate-limited) a TLS handshake that failed on `id`.
+    fn tls_refused(&mut self, ctx: &mut LoopCtx<Self>, id: u64) {
+        let Some(conn) = self.conns.get_mut(&id) else {
+            return;
+        };
+        let Some((refusal, detail)) = conn.tls_failure.take() else {
+            return;
+        };
+        let peer = conn.peer_addr();
+        let stats = &self.shared.stats;
+        NetStats::inc(match refusal {
+            TlsRefusal::NoClientCert => &stats.tls_refused_no_cert,
+            TlsRefusal::BadClientCert => &stats.tls_refused_bad_cert,
+            TlsRefusal::Handshake => &stats.tls_refused_handshake,
+        });
+        tracing::debug!("conn#{id} from {peer}: TLS handshake failed: {detail}");
+        let now = Instant::now();
+        let line = self
+            .tls_log
+            .record(Reason::of_tls(refusal), peer, now)
+            .map(|l| format!("{l}; first error: {detail}"));
+        self.log_tls(ctx, line, now);
+    }
+
+    /// Logs a TLS refusal `line`, or arranges for the pending counts to be
+    /// logged when due.
+    fn log_tls(&mut self, ctx: &mut LoopCtx<Self>, line: Option<String>, now: Instant) {
+        if let Some(line) = line {
+            NetStats::inc(&self.shared.stats.refused_log_lines);
+            let addr = self
+                .tls_addr
+                .map_or_else(|| "?".to_owned(), |a| a.to_string());
+            tracing::warn!("tls {addr}: refused {line}");
+            return;
+        }
+        if self.tls_log.flush_pending {
+            return;
+        }
+        if let Some(at) = self.tls_log.due() {
+            self.tls_log.flush_pending = true;
+            ctx.run_after(at.saturating_duration_since(now), |w: &mut Worker, ctx| {
+                w.tls_log.flush_pending = false;
+                let now = Instant::now();
+                let line = w.tls_log.flush(now);
+                w.log_tls(ctx, line, now);
             });
         }
     }
@@ -768,9 +973,15 @@ impl LoopState for Worker {
                 // Best effort: replies to the frames before the error.
                 let _ = conn.flush(ctx.registry(), event.token());
             }
+            if conn.tls_failure.is_some() {
+                self.tls_refused(ctx, id);
+            }
         }
+        let Some(conn) = self.conns.get_mut(&id) else {
+            return;
+        };
         let partial_deadline = partial_deadline(conn, self.shared.frame_timeout);
-        if alive && (conn.write_interest || !conn.wbuf.is_empty()) {
+        if alive && conn.wants_flush() {
             self.after_io(ctx, id);
         } else if !alive {
             self.close(ctx, id);
@@ -789,8 +1000,20 @@ impl LoopState for Worker {
     }
 }
 
+/// The TLS listener of a server: its socket, who may connect, and the
+/// (reloadable) configuration new connections start their handshake with.
+struct TlsListener {
+    listener: TcpListener,
+    local_addr: SocketAddr,
+    allow: Allowlist,
+    tls: ServerTls,
+}
+
 struct Acceptor {
     listener: TcpListener,
+    /// Who may connect to the plain listener.
+    allow: Allowlist,
+    tls: Option<TlsListener>,
     max_conn: usize,
     peers: Arc<Peers>,
     next_seq: AtomicU64,
@@ -804,13 +1027,35 @@ struct Acceptor {
 
 impl Acceptor {
     fn accept_all(&mut self, ctx: &mut LoopCtx<Self>) {
+        self.accept_from(ctx, false);
+        self.accept_from(ctx, true);
+    }
+
+    /// Accepts every pending connection of the plain listener, or of the
+    /// TLS one.
+    fn accept_from(&mut self, ctx: &mut LoopCtx<Self>, tls: bool) {
         if self.backing_off {
             return;
         }
         let stats = Arc::clone(&self.server.inner.stats);
         loop {
-            match self.listener.accept() {
+            let accepted = match (tls, &self.tls) {
+                (false, _) => self.listener.accept(),
+                (true, Some(t)) => t.listener.accept(),
+                (true, None) => return,
+            };
+            match accepted {
                 Ok((stream, peer)) => {
+                    let allow = match (tls, &self.tls) {
+                        (true, Some(t)) => &t.allow,
+                        _ => &self.allow,
+                    };
+                    if !allow.permits(peer.ip()) {
+                        NetStats::inc(&stats.refused_not_allowed);
+                        self.refuse(ctx, Reason::NotAllowed, peer);
+                        drop(stream);
+                        continue;
+                    }
                     if stats.open.load(Ordering::Relaxed) as usize >= self.max_conn {
                         NetStats::inc(&stats.refused_max_conn);
                         self.refuse(ctx, Reason::MaxConn, peer);
@@ -830,8 +1075,12 @@ impl Acceptor {
                     let seq = self.next_seq.fetch_add(1, Ordering::Relaxed);
                     let id = (seq << WORKER_BITS) | w as u64;
                     let accepted_at = Instant::now();
+                    let config = match (tls, &self.tls) {
+                        (true, Some(t)) => Some(t.tls.current()),
+                        _ => None,
+                    };
                     let posted = workers[w].post(move |worker, ctx| {
-                        worker.add(ctx, id, stream, peer, accepted_at);
+                        worker.add(ctx, id, stream, peer, accepted_at, config);
                     });
                     if !posted {
                         stats.open.fetch_sub(1, Ordering::Relaxed);
@@ -865,8 +1114,10 @@ impl Acceptor {
             self.shared.note_refused(now);
         }
         // Connections without a frame past idleTimeout may now be closed:
-        // have every worker look (at most once per SWEEP_ON_REFUSAL).
-        if self.shared.idle_timeout.is_some()
+        // have every worker look (at most once per SWEEP_ON_REFUSAL). Not
+        // for an address outside the allowlist: it took no slot from anyone.
+        if why != Reason::NotAllowed
+            && self.shared.idle_timeout.is_some()
             && self
                 .last_sweep_request
                 .is_none_or(|t| now.saturating_duration_since(t) >= SWEEP_ON_REFUSAL)
@@ -908,7 +1159,9 @@ impl Acceptor {
 impl LoopState for Acceptor {
     fn on_ready(&mut self, ctx: &mut LoopCtx<Self>, event: &Event) {
         if event.token() == LISTENER {
-            self.accept_all(ctx);
+            self.accept_from(ctx, false);
+        } else if event.token() == TLS_LISTENER {
+            self.accept_from(ctx, true);
         }
     }
 }

@@ -3,4 +3,5 @@ mod http;
 mod limits;
 mod tcp_client;
 mod tcp_server;
+mod tls;
 mod udp;
