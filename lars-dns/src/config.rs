@@ -10,8 +10,24 @@ use lars_core::config::{ConfigError, HttpConfig, Ini, ReactorConfig, load_with, 
 pub struct DnsConfig {
     /// `[reactor]`, default port 7778.
     pub reactor: ReactorConfig,
-    /// Store URL (see [`store_url`](lars_core::config::store_url)).
+    /// Store URL (see [`store_url`](lars_core::config::store_url)): the
+    /// primary. Everything the dns writes (pruning `RouteChange` rows) goes
+    /// here, and the reads when there is no replica or it is failing.
     pub store_url: String,
+    /// Ours: `[store] read_url`: a read replica the routes are read from
+    /// (version poll, loads, `RouteChange` keys); never written. `None`: the
+    /// primary is read. See docs/dns.md.
+    pub store_read_url: Option<String>,
+    /// Ours: `[store] read_fallback_after` (s, default 10): the replica
+    /// failing this long turns the reads to the primary until it answers
+    /// again with at least the served version. 0: never (the dns stays on
+    /// the replica and reports the store unhealthy).
+    pub read_fallback_after: Duration,
+    /// Ours: `[store] read_max_lag` (s, default 60): the replica's version
+    /// staying below the primary's this long (checked every
+    /// `reload_interval`) turns the reads to the primary too (replication
+    /// stopped or broken). 0: never.
+    pub read_max_lag: Duration,
     /// `[http]`.
     pub http: HttpConfig,
     /// Ours: `[dns] version_interval` (s, default 1): how often `RouteVersion`
@@ -37,6 +53,12 @@ pub struct DnsConfig {
 /// `max_unknown_keys`).
 pub const DEFAULT_MAX_UNHOSTED_SUBSCRIPTIONS: usize = 10_000;
 
+/// `[store] read_fallback_after` when absent.
+pub const DEFAULT_READ_FALLBACK_AFTER: Duration = Duration::from_secs(10);
+
+/// `[store] read_max_lag` when absent.
+pub const DEFAULT_READ_MAX_LAG: Duration = Duration::from_secs(60);
+
 impl DnsConfig {
     /// Builds the config from a parsed file.
     pub fn from_ini(ini: &Ini) -> Result<Self, ConfigError> {
@@ -56,6 +78,17 @@ impl DnsConfig {
         Ok(Self {
             reactor: ReactorConfig::from_ini(ini, 7778)?,
             store_url: store_url(ini)?,
+            store_read_url: ini
+                .raw("store", "read_url")
+                .map(str::trim)
+                .filter(|u| !u.is_empty())
+                .map(str::to_owned),
+            read_fallback_after: ini.seconds_or(
+                "store",
+                "read_fallback_after",
+                DEFAULT_READ_FALLBACK_AFTER,
+            )?,
+            read_max_lag: ini.seconds_or("store", "read_max_lag", DEFAULT_READ_MAX_LAG)?,
             http: HttpConfig::from_ini(ini)?,
             version_interval: ini.seconds_or("dns", "version_interval", Duration::from_secs(1))?,
             reload_interval: ini.seconds_or("dns", "reload_interval", Duration::from_secs(10))?,
@@ -99,6 +132,24 @@ mod tests {
         assert_eq!(c.http.addr, None);
         assert_eq!(c.version_interval, Duration::from_secs(1));
         assert_eq!(c.store_stall_timeout, Duration::from_secs(15));
+        assert_eq!(c.store_read_url, None);
+        assert_eq!(c.read_fallback_after, Duration::from_secs(10));
+        assert_eq!(c.read_max_lag, Duration::from_secs(60));
+        let replica = Ini::parse(
+            "d.conf",
+            "[store]\nurl = mysql://u:p@primary/lars\nread_url = mysql://u:p@replica/lars\n\
+             read_fallback_after = 2.5\nread_max_lag = 0\n",
+        )
+        .unwrap();
+        let c = DnsConfig::from_ini(&replica).unwrap();
+        assert_eq!(c.store_url, "mysql://u:p@primary/lars");
+        assert_eq!(
+            c.store_read_url.as_deref(),
+            Some("mysql://u:p@replica/lars")
+        );
+        assert_eq!(c.read_fallback_after, Duration::from_millis(2500));
+        assert_eq!(c.read_max_lag, Duration::ZERO);
+        assert_eq!(replica.unread(), vec![]);
         let zero = Ini::parse("d.conf", "[dns]\nstore_stall_timeout = 0\n").unwrap();
         let e = DnsConfig::from_ini(&zero).unwrap_err().to_string();
         assert!(e.contains("store_stall_timeout"), "{e}");

@@ -55,10 +55,11 @@
 
 pub mod config;
 mod reloader;
+mod replica;
 mod service;
 mod shared;
 mod stats;
 
 pub use config::DnsConfig;
 pub use service::{Dns, DnsError, DnsHandle};
-pub use stats::{DnsStats, StoreHealth};
+pub use stats::{DnsStats, ReadStats, StoreHealth};

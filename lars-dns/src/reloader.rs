@@ -15,15 +15,23 @@ use lars_lb::RouteTable;
 use lars_net::{ConnId, ServerHandle};
 use lars_store::{RouteRead, StoreError};
 
+use crate::replica::{ReadState, Source};
 use crate::shared::{Shared, Snapshot};
 
 /// Longest wait between two attempts while the store fails.
 const MAX_BACKOFF: Duration = Duration::from_secs(30);
 
 pub(crate) struct Reloader<S> {
+    /// The primary (`[store] url`): every write, and the reads when there is
+    /// no replica or the reads fell back.
     store: S,
+    /// The read replica (`[store] read_url`), never written.
+    replica: Option<Box<dyn RouteRead + Send>>,
+    /// The replica's state (`Some` exactly when `replica` is).
+    reads: Option<ReadState>,
     table: RouteTable,
-    /// The `RouteVersion` whose changes were fully processed.
+    /// The `RouteVersion` whose changes were fully processed (the highest
+    /// served: a replica's older version is never loaded).
     version: u64,
     shared: Arc<Shared>,
     server: ServerHandle,
@@ -33,9 +41,17 @@ pub(crate) struct Reloader<S> {
     failures: u32,
 }
 
+/// A replica, its state and where the start-up load came from.
+pub(crate) struct ReplicaPart {
+    pub(crate) store: Box<dyn RouteRead + Send>,
+    pub(crate) state: ReadState,
+}
+
 impl<S: RouteRead> Reloader<S> {
+    #[allow(clippy::too_many_arguments)]
     pub(crate) fn new(
         store: S,
+        replica: Option<ReplicaPart>,
         table: RouteTable,
         version: u64,
         shared: Arc<Shared>,
@@ -43,8 +59,14 @@ impl<S: RouteRead> Reloader<S> {
         version_interval: Duration,
         reload_interval: Duration,
     ) -> Self {
+        let (replica, reads) = match replica {
+            Some(r) => (Some(r.store), Some(r.state)),
+            None => (None, None),
+        };
         Self {
             store,
+            replica,
+            reads,
             table,
             version,
             shared,
@@ -66,6 +88,9 @@ impl<S: RouteRead> Reloader<S> {
             self.shared.watch.begin(Instant::now());
             let round = self.tick(Instant::now());
             self.shared.watch.end(Instant::now(), round.is_ok());
+            if let Some(r) = &self.reads {
+                self.shared.set_reads(r);
+            }
             match round {
                 Ok(reloaded) => {
                     self.failures = 0;
@@ -86,15 +111,116 @@ impl<S: RouteRead> Reloader<S> {
 
     /// One round. Returns whether the table was loaded from the store.
     fn tick(&mut self, now: Instant) -> Result<bool, StoreError> {
+        let (Some(replica), Some(reads)) = (self.replica.as_deref(), self.reads.as_mut()) else {
+            let v = self.store.version()?;
+            return self.round(Source::Primary, v, now);
+        };
+        if reads.source == Source::Replica {
+            match replica.version() {
+                Ok(v) => {
+                    reads.replica_ok(now, v);
+                    // The lag check: the primary's version, now and then
+                    // (its failure does not matter to the reads).
+                    if reads.primary_check_due(now, self.reload_interval) {
+                        match self.store.version() {
+                            Ok(p) => reads.primary_seen(now, p),
+                            Err(e) => tracing::debug!(
+                                "lag check: the primary's version cannot be read: {}",
+                                lars_store::Chain(&e)
+                            ),
+                        }
+                    }
+                    if !reads.too_far_behind(now) {
+                        return self.round(Source::Replica, v, now);
+                    }
+                    let behind = reads.primary_version.unwrap_or(0).saturating_sub(v);
+                    reads.fall_back(
+                        now,
+                        format!(
+                            "the replica stayed behind the primary longer than read_max_lag                              ({behind} versions)"
+                        ),
+                    );
+                }
+                Err(e) => {
+                    if !reads.replica_failed(now) {
+                        return Err(e);
+                    }
+                    reads.fall_back(
+                        now,
+                        format!(
+                            "the replica failed for read_fallback_after: {}",
+                            lars_store::Chain(&e)
+                        ),
+                    );
+                }
+            }
+        } else if reads.probe_due(now) {
+            match replica.version() {
+                Ok(v) => {
+                    reads.replica_ok(now, v);
+                    if v >= self.version && !reads.too_far_behind(now) {
+                        reads.back_to_replica();
+                        return self.round(Source::Replica, v, now);
+                    }
+                    reads.stale(now, Source::Replica, v, self.version);
+                }
+                Err(e) => {
+                    reads.replica_failed(now);
+                    tracing::debug!("the replica still fails: {}", lars_store::Chain(&e));
+                }
+            }
+        }
         let v = self.store.version()?;
+        if let Some(reads) = self.reads.as_mut() {
+            reads.primary_seen(now, v);
+        }
+        self.round(Source::Primary, v, now)
+    }
+
+    /// The store `source` names.
+    fn reader(&self, source: Source) -> &dyn RouteRead {
+        match (source, self.replica.as_deref()) {
+            (Source::Replica, Some(r)) => r,
+            _ => &self.store,
+        }
+    }
+
+    /// Counts a stale read of `version` from `source`.
+    fn stale(&mut self, now: Instant, source: Source, version: u64) {
+        let served = self.version;
+        if let Some(r) = self.reads.as_mut() {
+            r.stale(now, source, version, served);
+        }
+    }
+
+    /// The rest of a round once `source` answered version `v`: load, swap
+    /// and push on a new version (or every `reload_interval`). A replica's
+    /// version older than the one served is ignored (stale); the primary,
+    /// the truth, is followed even backwards (a restored backup), as before
+    /// replicas existed.
+    fn round(&mut self, source: Source, v: u64, now: Instant) -> Result<bool, StoreError> {
+        if source == Source::Replica && v < self.version {
+            self.stale(now, source, v);
+            return Ok(false);
+        }
         if v != self.version {
-            let loaded = self.store.load_routes()?;
+            let loaded = self.reader(source).load_routes()?;
+            if source == Source::Replica {
+                // The version and the rows are two reads: a replica that
+                // went back in between (a failover to a lagging one) must
+                // not swap in older rows.
+                let again = self.reader(source).version()?;
+                if again < v {
+                    self.stale(now, source, again);
+                    return Ok(false);
+                }
+            }
             let mut keys = self.swap(loaded, v);
             self.last_full = now;
             // Push even if reading the changes fails: the keys whose hosts
             // differ are known already. The version is only marked done once
             // the RouteChange keys were pushed too.
-            let changed = self.store.changed_keys(v);
+            let changed = self.reader(source).changed_keys(v);
             if let Ok(c) = &changed {
                 keys.extend_from_slice(c);
                 keys.sort_unstable();
@@ -104,11 +230,11 @@ impl<S: RouteRead> Reloader<S> {
             let changed = changed?;
             self.version = v;
             if !changed.is_empty() {
-                self.store.delete_changes(Some(v))?;
+                self.prune(v)?;
             }
             Ok(true)
         } else if now.duration_since(self.last_full) >= self.reload_interval {
-            let loaded = self.store.load_routes()?;
+            let loaded = self.reader(source).load_routes()?;
             let keys = self.swap(loaded, v);
             self.last_full = now;
             if !keys.is_empty() {
@@ -121,6 +247,28 @@ impl<S: RouteRead> Reloader<S> {
             Ok(true)
         } else {
             Ok(false)
+        }
+    }
+
+    /// Deletes the processed `RouteChange` rows (version <= `v`) on the
+    /// primary, never on the replica. With a replica this is best effort:
+    /// the reads do not depend on the primary, and a row left behind is
+    /// pruned with the next change. Rows newer than `v` (not yet on a
+    /// lagging replica) are kept, and a change is never missed anyway:
+    /// pushes come from comparing whole tables, the rows only add keys.
+    fn prune(&self, v: u64) -> Result<(), StoreError> {
+        match self.store.delete_changes(Some(v)) {
+            Ok(_) => Ok(()),
+            Err(e) if self.replica.is_some() => {
+                tracing::warn!(
+                    version = v,
+                    "cannot prune RouteChange rows on the primary (retried with the next \
+                     change): {}",
+                    lars_store::Chain(&e)
+                );
+                Ok(())
+            }
+            Err(e) => Err(e),
         }
     }
 

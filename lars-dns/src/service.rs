@@ -12,7 +12,8 @@ use lars_net::http::HttpHandler;
 use lars_net::{HttpResponse, NetError, NetStats, StatusServer, TcpServer};
 use lars_store::{RouteRead, StoreError};
 
-use crate::reloader::Reloader;
+use crate::reloader::{Reloader, ReplicaPart};
+use crate::replica::ReadState;
 use crate::shared::{Shared, Snapshot};
 use crate::stats::{self, DnsStats};
 
@@ -68,14 +69,71 @@ impl Dns {
     where
         S: RouteRead + Send + 'static,
     {
+        match &config.store_read_url {
+            None => Self::start_inner(config, store, None),
+            Some(url) => {
+                let replica = lars_store::replica::open_replica(url).map_err(DnsError::Store)?;
+                let shown = replica.shown_url();
+                Self::start_inner(config, store, Some((Box::new(replica), shown)))
+            }
+        }
+    }
+
+    /// [`start`](Self::start) reading the routes from `replica` (the
+    /// replica of `store`; `[store] read_url` is not opened). Everything the
+    /// dns writes goes to `store`. See docs/dns.md for the rules.
+    pub fn start_with_replica<S, R>(
+        config: DnsConfig,
+        store: S,
+        replica: R,
+    ) -> Result<DnsHandle, DnsError>
+    where
+        S: RouteRead + Send + 'static,
+        R: RouteRead + Send + std::fmt::Debug + 'static,
+    {
+        let shown = format!("{replica:?}");
+        Self::start_inner(config, store, Some((Box::new(replica), shown)))
+    }
+
+    fn start_inner<S>(
+        config: DnsConfig,
+        store: S,
+        replica: Option<(Box<dyn RouteRead + Send>, String)>,
+    ) -> Result<DnsHandle, DnsError>
+    where
+        S: RouteRead + Send + 'static,
+    {
         if config.version_interval.is_zero() || config.reload_interval.is_zero() {
             return Err(DnsError::Config(
                 "[dns] version_interval and reload_interval must be positive".into(),
             ));
         }
-        let version = store.version().map_err(DnsError::Store)?;
-        let loaded = store.load_routes().map_err(DnsError::Store)?;
-        let cleared = store.delete_changes(None).map_err(DnsError::Store)?;
+        let (version, loaded, replica) = match replica {
+            None => {
+                let version = store.version().map_err(DnsError::Store)?;
+                let loaded = store.load_routes().map_err(DnsError::Store)?;
+                (version, loaded, None)
+            }
+            Some((r, shown)) => {
+                let (version, loaded, state) = first_load(&config, &store, r.as_ref(), shown)?;
+                let part = ReplicaPart { store: r, state };
+                (version, loaded, Some(part))
+            }
+        };
+        // The rows up to the loaded version are processed. Without a
+        // replica every row goes (the original's start-up); with one only
+        // those (a lagging replica has not shown the newer ones yet), and
+        // only on the primary, best effort.
+        let cleared = match &replica {
+            None => store.delete_changes(None).map_err(DnsError::Store)?,
+            Some(_) => store.delete_changes(Some(version)).unwrap_or_else(|e| {
+                tracing::warn!(
+                    "cannot prune RouteChange rows on the primary at start-up: {}",
+                    lars_store::Chain(&e)
+                );
+                0
+            }),
+        };
         let table = RouteTable::new(RouteTable::build(
             loaded
                 .routes
@@ -93,6 +151,9 @@ impl Dns {
         );
         let shared = Arc::new(Shared::new(snapshot, config.max_unhosted_subscriptions));
         shared.watch.set_stall_after(config.store_stall_timeout);
+        if let Some(r) = &replica {
+            shared.set_reads(&r.state);
+        }
 
         let addr = SocketAddr::V4(config.reactor.addr);
         let sh = Arc::clone(&shared);
@@ -130,6 +191,7 @@ impl Dns {
         let (stop_tx, stop_rx) = crossbeam_channel::bounded::<()>(0);
         let reloader = Reloader::new(
             store,
+            replica,
             table,
             version,
             Arc::clone(&shared),
@@ -222,6 +284,52 @@ impl DnsHandle {
 impl Drop for DnsHandle {
     fn drop(&mut self) {
         self.stop();
+    }
+}
+
+/// The start-up load with a replica: from the replica; when it cannot be
+/// read and `[store] read_fallback_after` is not 0, from the primary
+/// (counted as a fallback; the reloader tries the replica again later).
+fn first_load<S: RouteRead>(
+    config: &DnsConfig,
+    store: &S,
+    replica: &dyn RouteRead,
+    shown: String,
+) -> Result<(u64, lars_store::RouteSnapshot, ReadState), DnsError> {
+    let mut state = ReadState::new(shown, config.read_fallback_after, config.read_max_lag);
+    let now = std::time::Instant::now();
+    let from_replica = replica
+        .version()
+        .and_then(|v| replica.load_routes().map(|l| (v, l)));
+    match from_replica {
+        Ok((v, loaded)) => {
+            state.replica_ok(now, v);
+            if let Ok(p) = store.version() {
+                state.primary_seen(now, p);
+            }
+            tracing::info!(
+                replica = %state.shown_url,
+                version = v,
+                behind = state.primary_version.map_or(0, |p| p.saturating_sub(v)),
+                "routes read from the replica; writes go to the primary"
+            );
+            Ok((v, loaded, state))
+        }
+        Err(e) if config.read_fallback_after.is_zero() => Err(DnsError::Store(e)),
+        Err(e) => {
+            let version = store.version().map_err(DnsError::Store)?;
+            let loaded = store.load_routes().map_err(DnsError::Store)?;
+            state.replica_failed(now);
+            state.primary_seen(now, version);
+            state.fall_back(
+                now,
+                format!(
+                    "the replica cannot be read at start-up: {}",
+                    lars_store::Chain(&e)
+                ),
+            );
+            Ok((version, loaded, state))
+        }
     }
 }
 

@@ -15,7 +15,8 @@ use lars_lb::{Routes, Subscriptions};
 use lars_net::{Conn, Frame, NetStats};
 use lars_store::StoreError;
 
-use crate::stats::{self, DnsStats, StoreHealth};
+use crate::replica::ReadState;
+use crate::stats::{self, DnsStats, ReadStats, StoreHealth};
 
 /// One published generation of the routes, with each key's reply frame
 /// encoded once (header included) so that answering is a copy.
@@ -141,6 +142,8 @@ pub(crate) struct Shared {
     health: Mutex<HealthState>,
     /// The reloader's store rounds in flight (stall detection, ages).
     pub(crate) watch: stats::StoreWatch,
+    /// The replica as the reloader last saw it (`None`: no `read_url`).
+    pub(crate) reads: Mutex<Option<ReadState>>,
 }
 
 #[derive(Debug)]
@@ -173,6 +176,7 @@ impl Shared {
                 since: SystemTime::now(),
             }),
             watch: stats::StoreWatch::default(),
+            reads: Mutex::new(None),
         }
     }
 
@@ -180,6 +184,11 @@ impl Shared {
         // The subscriptions are plain maps updated in single calls: a panic
         // elsewhere cannot leave them half-changed.
         self.subs.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Publishes the reloader's view of the replica.
+    pub(crate) fn set_reads(&self, r: &ReadState) {
+        *self.reads.lock().unwrap_or_else(|p| p.into_inner()) = Some(r.clone());
     }
 
     fn health(&self) -> MutexGuard<'_, HealthState> {
@@ -347,6 +356,14 @@ impl Shared {
                 round_in_flight_secs: 0,
                 stalls: 0,
             },
+            reads: self
+                .reads
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .as_ref()
+                .map_or_else(ReadStats::default, |r| {
+                    ReadStats::of(r, std::time::Instant::now())
+                }),
         };
         self.watch.apply(&mut out.store, std::time::Instant::now());
         out

@@ -8,6 +8,8 @@ use lars_net::http::PromText;
 
 use serde::Serialize;
 
+use crate::replica::{ReadState, Source};
+
 /// A point-in-time view of the dns (the `/status` JSON body).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 #[non_exhaustive]
@@ -44,6 +46,81 @@ pub struct DnsStats {
     pub last_reload_unix: Option<u64>,
     /// The store's health as the reloader sees it.
     pub store: StoreHealth,
+    /// Where the routes are read from, and the replica's lag as seen.
+    pub reads: ReadStats,
+}
+
+/// Where the routes are read from (`[store] read_url`), and the replica's
+/// lag as the reloader sees it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[non_exhaustive]
+pub struct ReadStats {
+    /// `"primary"` (no replica configured, or fallen back) or `"replica"`.
+    pub reading: &'static str,
+    /// The replica's URL (password redacted); `None`: none configured.
+    pub replica_url: Option<String>,
+    /// The replica's `RouteVersion` at its last answer.
+    pub replica_version: Option<u64>,
+    /// The primary's `RouteVersion` at its last check (every
+    /// `reload_interval` while the replica is read, every round while the
+    /// primary is).
+    pub primary_version: Option<u64>,
+    /// The primary's version minus the replica's, as last seen (0: caught
+    /// up or unknown).
+    pub version_behind: u64,
+    /// How long the replica's version has been below the primary's, seconds
+    /// (0: not behind).
+    pub behind_secs: u64,
+    /// Seconds since the replica last answered (`None`: never did).
+    pub replica_last_ok_age_secs: Option<u64>,
+    /// Versions older than the one served, answered by a store and ignored.
+    pub stale_reads: u64,
+    /// Times the reads turned to the primary.
+    pub fallbacks: u64,
+    /// Why the reads are on the primary while a replica is configured.
+    pub fallback_reason: Option<String>,
+}
+
+impl Default for ReadStats {
+    fn default() -> Self {
+        Self {
+            reading: "primary",
+            replica_url: None,
+            replica_version: None,
+            primary_version: None,
+            version_behind: 0,
+            behind_secs: 0,
+            replica_last_ok_age_secs: None,
+            stale_reads: 0,
+            fallbacks: 0,
+            fallback_reason: None,
+        }
+    }
+}
+
+impl ReadStats {
+    /// The view of `r` at `now`.
+    pub(crate) fn of(r: &ReadState, now: Instant) -> Self {
+        let age = |t: Instant| now.saturating_duration_since(t).as_secs();
+        Self {
+            reading: match r.source {
+                Source::Primary => "primary",
+                Source::Replica => "replica",
+            },
+            replica_url: Some(r.shown_url.clone()),
+            replica_version: r.replica_version,
+            primary_version: r.primary_version,
+            version_behind: match (r.primary_version, r.replica_version) {
+                (Some(p), Some(v)) => p.saturating_sub(v),
+                _ => 0,
+            },
+            behind_secs: r.behind_since.map_or(0, age),
+            replica_last_ok_age_secs: r.last_ok.map(age),
+            stale_reads: r.stale_reads,
+            fallbacks: r.fallbacks,
+            fallback_reason: r.fallback_reason.clone(),
+        }
+    }
 }
 
 /// The store's health as the reloader sees it.
@@ -294,6 +371,42 @@ pub(crate) fn prometheus(s: &DnsStats) -> String {
         "Store rounds in flight longer than store_stall_timeout.",
         s.store.stalls,
     );
+    metric(
+        "lars_dns_store_reading_replica",
+        "gauge",
+        "1 while the routes are read from the replica ([store] read_url), 0 from the primary.",
+        u64::from(s.reads.reading == "replica"),
+    );
+    metric(
+        "lars_dns_replica_version_behind",
+        "gauge",
+        "The primary's RouteVersion minus the replica's, as last seen.",
+        s.reads.version_behind,
+    );
+    metric(
+        "lars_dns_replica_behind_seconds",
+        "gauge",
+        "How long the replica's RouteVersion has been below the primary's (0: not behind).",
+        s.reads.behind_secs,
+    );
+    metric(
+        "lars_dns_replica_last_ok_age_seconds",
+        "gauge",
+        "Seconds since the replica last answered (0 when none is configured).",
+        s.reads.replica_last_ok_age_secs.unwrap_or(0),
+    );
+    metric(
+        "lars_dns_stale_reads_total",
+        "counter",
+        "Route versions older than the one served, answered by a store and ignored.",
+        s.reads.stale_reads,
+    );
+    metric(
+        "lars_dns_read_fallbacks_total",
+        "counter",
+        "Times the route reads turned from the replica to the primary.",
+        s.reads.fallbacks,
+    );
     s.tcp_limits.prometheus("lars_dns", &mut out);
     out.into_string()
 }
@@ -328,8 +441,15 @@ mod tests {
                 round_in_flight_secs: 11,
                 stalls: 1,
             },
+            reads: ReadStats {
+                reading: "replica",
+                stale_reads: 3,
+                ..ReadStats::default()
+            },
         };
         let text = prometheus(&s);
+        assert!(text.contains("\nlars_dns_store_reading_replica 1\n"));
+        assert!(text.contains("\nlars_dns_stale_reads_total 3\n"));
         assert!(text.contains("\nlars_dns_route_version 7\n"));
         assert!(text.contains("\nlars_dns_store_up 0\n"));
         assert!(text.contains("\nlars_dns_store_last_ok_age_seconds 12\n"));
