@@ -43,6 +43,7 @@
 #![warn(missing_docs)]
 
 pub mod dns;
+pub mod fleet;
 pub mod qps;
 pub mod reporter;
 pub mod simulate;

@@ -1,4 +1,4 @@
-//! `lars bench dns|reporter`: the service load tools. Each measures the real
+//! `lars bench dns|reporter|fleet`: the service load tools. Each measures the real
 //! service over TCP (in-process, or an external one given by address) and
 //! prints what it saw.
 
@@ -25,6 +25,35 @@ enum BenchTarget {
     /// Reports per second into the reporter, then waits until the store holds
     /// every count it sent.
     Reporter(ReporterBenchArgs),
+    /// A fleet on loopback: subscribers over several dns processes (push
+    /// latency of a route change), one dns killed under agents, reporters
+    /// killed and restarted under report load (totals checked).
+    Fleet(FleetBenchArgs),
+}
+
+#[derive(Debug, Args)]
+struct FleetBenchArgs {
+    /// Dns processes (the real lars-dns, found next to this executable or
+    /// through LARS_DNS_BIN).
+    #[arg(long, default_value_t = 2, value_parser = clap::value_parser!(u32).range(1..=16))]
+    dns: u32,
+    /// (a) Subscriber connections spread over the dns processes (0 skips).
+    #[arg(long, default_value_t = 10_000, value_parser = clap::value_parser!(u32).range(0..=100_000))]
+    subscribers: u32,
+    /// The dns processes' version poll interval, milliseconds (part of every
+    /// push latency).
+    #[arg(long, default_value_t = 250, value_parser = clap::value_parser!(u64).range(10..=60_000))]
+    dns_poll_ms: u64,
+    /// Worker loops per dns process.
+    #[arg(long, default_value_t = 2, value_parser = clap::value_parser!(u32).range(1..=64))]
+    dns_threads: u32,
+    /// The store every process shares. Default: a fresh SQLite file in a
+    /// temporary directory.
+    #[arg(long)]
+    store: Option<String>,
+    /// Print the full report as JSON too.
+    #[arg(long)]
+    json: bool,
 }
 
 #[derive(Debug, Args)]
@@ -91,7 +120,26 @@ pub fn run(args: &BenchArgs) -> anyhow::Result<()> {
     match &args.target {
         BenchTarget::Dns(a) => dns(a),
         BenchTarget::Reporter(a) => reporter(a),
+        BenchTarget::Fleet(a) => fleet(a),
     }
+}
+
+fn fleet(a: &FleetBenchArgs) -> anyhow::Result<()> {
+    let opts = lars_bench::fleet::FleetOptions {
+        dns: a.dns as usize,
+        subscribers: a.subscribers as usize,
+        dns_poll: Duration::from_millis(a.dns_poll_ms),
+        dns_threads: a.dns_threads as usize,
+        store: a.store.clone(),
+        ..lars_bench::fleet::FleetOptions::default()
+    };
+    let report = lars_bench::fleet::run(&opts, &mut |line| eprintln!("{line}"))
+        .context("fleet benchmark")?;
+    if a.json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+    }
+    println!("{report}");
+    Ok(())
 }
 
 fn dns(a: &DnsBenchArgs) -> anyhow::Result<()> {
