@@ -235,6 +235,26 @@ impl ServerTls {
         Ok(Self { inner })
     }
 
+    /// A server certificate and key without client authentication (e.g.
+    /// the console's HTTPS), reloadable like a listener's.
+    pub fn from_pem_files(cert: &Path, key: &Path) -> Result<Self> {
+        Self::load(&TlsListenerConfig {
+            addr: std::net::SocketAddrV4::new(std::net::Ipv4Addr::UNSPECIFIED, 0),
+            cert: cert.to_owned(),
+            key: key.to_owned(),
+            ca: None,
+            client_auth: ClientAuth::None,
+            allow: lars_core::config::Allowlist::everyone(),
+        })
+    }
+
+    /// The configuration new handshakes use now (for a server outside the
+    /// reactor, e.g. tokio-rustls; take it again for each handshake so a
+    /// reload is seen).
+    pub fn server_config(&self) -> Arc<ServerConfig> {
+        self.current()
+    }
+
     /// Re-reads the files: new handshakes use them, connections already
     /// open keep theirs. On error the previous configuration stays (the
     /// error is logged and counted).

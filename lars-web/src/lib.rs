@@ -67,5 +67,5 @@ mod views;
 pub use config::{DEFAULT_ADDR, LoginThrottle, WebConfig};
 pub use console::users::{PasswordSet, add_user, set_password};
 pub use error::WebError;
-pub use server::{WebHandle, serve};
+pub use server::{WebHandle, WebTls, serve, serve_https};
 pub use stats::WebStats;

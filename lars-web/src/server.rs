@@ -1,12 +1,14 @@
 //! [`serve`]: the console on its own thread and tokio runtime, and the
-//! [`WebHandle`] that stops it.
+//! [`WebHandle`] that stops it; [`serve_https`]: the same over TLS.
 
 use std::net::{SocketAddr, TcpListener};
+use std::path::PathBuf;
 use std::thread::JoinHandle;
 use std::time::Duration;
 
+use lars_net::ServerTls;
 use lars_store::Store;
-use tokio::sync::watch;
+use tokio::sync::{mpsc, watch};
 
 use crate::app;
 use crate::config::WebConfig;
@@ -69,15 +71,114 @@ impl Drop for WebHandle {
     }
 }
 
+/// The console's certificate and key (PEM) for HTTPS: `lars web --tls-cert
+/// --tls-key`, the same files as the dns' and reporter's `[tls]`. They are
+/// reloaded with every TLS configuration of the process by
+/// `lars_net::reload_tls` (SIGHUP in `lars web`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WebTls {
+    /// The certificate chain (PEM).
+    pub cert: PathBuf,
+    /// The private key (PEM).
+    pub key: PathBuf,
+}
+
+/// A TLS handshake must finish within this long.
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+/// TLS connections whose handshake is done, waiting for the server to take
+/// them.
+const HANDSHAKEN_QUEUE: usize = 64;
+
 /// Starts the console on `config.addr` over `store`, on its own thread with a
 /// two-worker tokio runtime; returns once the socket is bound.
 pub fn serve(config: WebConfig, store: Store) -> Result<WebHandle, WebError> {
+    start(config, store, None)
+}
+
+/// [`serve`] over HTTPS: the certificate and key are loaded now (a bad file
+/// is an error naming it), handshakes run beside the server (a slow one
+/// holds no one else up, and is cut after 10 s).
+pub fn serve_https(config: WebConfig, store: Store, tls: &WebTls) -> Result<WebHandle, WebError> {
+    let tls = ServerTls::from_pem_files(&tls.cert, &tls.key).map_err(|e| {
+        WebError::Runtime(std::io::Error::new(
+            std::io::ErrorKind::InvalidInput,
+            e.to_string(),
+        ))
+    })?;
+    start(config, store, Some(tls))
+}
+
+/// A listener that hands axum TLS streams whose handshake is done.
+struct HttpsListener {
+    ready: mpsc::Receiver<(
+        tokio_rustls::server::TlsStream<tokio::net::TcpStream>,
+        SocketAddr,
+    )>,
+    addr: SocketAddr,
+}
+
+impl axum::serve::Listener for HttpsListener {
+    type Io = tokio_rustls::server::TlsStream<tokio::net::TcpStream>;
+    type Addr = SocketAddr;
+
+    async fn accept(&mut self) -> (Self::Io, Self::Addr) {
+        match self.ready.recv().await {
+            Some(conn) => conn,
+            // The accept task ended (the runtime is stopping).
+            None => std::future::pending().await,
+        }
+    }
+
+    fn local_addr(&self) -> std::io::Result<Self::Addr> {
+        Ok(self.addr)
+    }
+}
+
+/// Accepts TCP connections and runs each TLS handshake in a task of its
+/// own, passing the finished ones to the server.
+async fn accept_tls(
+    listener: tokio::net::TcpListener,
+    tls: ServerTls,
+    ready: mpsc::Sender<(
+        tokio_rustls::server::TlsStream<tokio::net::TcpStream>,
+        SocketAddr,
+    )>,
+) {
+    loop {
+        let (tcp, peer) = match listener.accept().await {
+            Ok(c) => c,
+            Err(e) => {
+                tracing::warn!("web console: accept failed: {e}");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                continue;
+            }
+        };
+        // The configuration of the moment: a reload applies to the next
+        // handshake.
+        let acceptor = tokio_rustls::TlsAcceptor::from(tls.server_config());
+        let ready = ready.clone();
+        tokio::spawn(async move {
+            match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
+                Ok(Ok(stream)) => {
+                    let _ = ready.send((stream, peer)).await;
+                }
+                Ok(Err(e)) => tracing::info!("web console: TLS handshake from {peer} failed: {e}"),
+                Err(_) => tracing::info!(
+                    "web console: TLS handshake from {peer} not done within {HANDSHAKE_TIMEOUT:?}"
+                ),
+            }
+        });
+    }
+}
+
+fn start(config: WebConfig, store: Store, tls: Option<ServerTls>) -> Result<WebHandle, WebError> {
     let listener = TcpListener::bind(config.addr).map_err(|source| WebError::Bind {
         addr: config.addr,
         source,
     })?;
     let addr = listener.local_addr().map_err(WebError::Runtime)?;
     listener.set_nonblocking(true).map_err(WebError::Runtime)?;
+    let https = tls.is_some();
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .max_blocking_threads(16)
@@ -101,9 +202,28 @@ pub fn serve(config: WebConfig, store: Store) -> Result<WebHandle, WebError> {
                     }
                 };
                 let mut graceful_rx = rx.clone();
-                let server = axum::serve(listener, router).with_graceful_shutdown(async move {
+                let graceful = async move {
                     let _ = graceful_rx.wait_for(|stop| *stop).await;
-                });
+                };
+                let server = match tls {
+                    None => {
+                        Box::pin(axum::serve(listener, router).with_graceful_shutdown(graceful).into_future())
+                            as std::pin::Pin<Box<dyn std::future::Future<Output = std::io::Result<()>> + Send>>
+                    }
+                    Some(tls) => {
+                        let (tx, ready) = mpsc::channel(HANDSHAKEN_QUEUE);
+                        tokio::spawn(accept_tls(listener, tls, tx));
+                        let https = HttpsListener { ready, addr };
+                        use axum::serve::ListenerExt as _;
+                        // tap_io: axum gives a tapped listener's streams
+                        // their SocketAddr as ConnectInfo.
+                        Box::pin(
+                            axum::serve(https.tap_io(|_| ()), router)
+                                .with_graceful_shutdown(graceful)
+                                .into_future(),
+                        )
+                    }
+                };
                 // Bounds the graceful phase: idle keep-alive connections must
                 // not hold the stop forever.
                 let deadline = async move {
@@ -121,7 +241,7 @@ pub fn serve(config: WebConfig, store: Store) -> Result<WebHandle, WebError> {
             checker.stop();
         })
         .map_err(WebError::Runtime)?;
-    tracing::info!(%addr, "web console listening");
+    tracing::info!(%addr, https, "web console listening");
     Ok(WebHandle {
         addr,
         state,

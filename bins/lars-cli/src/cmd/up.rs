@@ -163,10 +163,13 @@ pub fn start(args: &UpArgs, agent: &AgentArgs) -> anyhow::Result<Running> {
         None
     } else {
         let login = if args.demo { demo_user(&store)? } else { None };
-        // WebError::Bind names the address.
-        let web = lars_web::serve(args.web.config(), store.clone())
-            .context("cannot start the console")?;
-        let _ = write!(banner, "  console   http://{}/", web.local_addr());
+        let web = args.web.serve(store.clone())?;
+        let _ = write!(
+            banner,
+            "  console   {}://{}/",
+            args.web.scheme(),
+            web.local_addr()
+        );
         match login {
             Some((name, password)) => {
                 let _ = writeln!(banner, "  (user {name}, password {password})");

@@ -3,6 +3,9 @@
 
 use std::io::{BufRead, IsTerminal as _};
 use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
 
 use anyhow::Context as _;
 use clap::{Args, Subcommand};
@@ -41,6 +44,15 @@ pub struct ServeArgs {
     /// logins beyond them wait up to a second, then get 503 busy.
     #[arg(long, default_value_t = 2, value_parser = clap::value_parser!(u16).range(1..=64))]
     pub max_password_checks: u16,
+    /// Serve HTTPS with this certificate chain (PEM; with --tls-key), e.g.
+    /// the dns' `[tls] cert`: the `Secure` session cookie then works under
+    /// any host name. SIGHUP reloads both files. Plain http (the default)
+    /// is meant for localhost.
+    #[arg(long, value_name = "PEM", requires = "tls_key")]
+    pub tls_cert: Option<std::path::PathBuf>,
+    /// The private key (PEM) of --tls-cert.
+    #[arg(long, value_name = "PEM", requires = "tls_cert")]
+    pub tls_key: Option<std::path::PathBuf>,
 }
 
 impl ServeArgs {
@@ -53,6 +65,33 @@ impl ServeArgs {
             max_password_checks: usize::from(self.max_password_checks),
             ..lars_web::WebConfig::default()
         }
+    }
+
+    /// The certificate and key for HTTPS, when both are given.
+    pub fn tls(&self) -> Option<lars_web::WebTls> {
+        Some(lars_web::WebTls {
+            cert: self.tls_cert.clone()?,
+            key: self.tls_key.clone()?,
+        })
+    }
+
+    /// `https` with --tls-cert/--tls-key, else `http`.
+    pub fn scheme(&self) -> &'static str {
+        if self.tls().is_some() {
+            "https"
+        } else {
+            "http"
+        }
+    }
+
+    /// Starts the console (HTTPS with --tls-cert/--tls-key).
+    pub fn serve(&self, store: lars_store::Store) -> anyhow::Result<lars_web::WebHandle> {
+        let web = match self.tls() {
+            None => lars_web::serve(self.config(), store),
+            Some(tls) => lars_web::serve_https(self.config(), store, &tls),
+        };
+        // WebError::Bind names the address.
+        web.context("cannot start the console")
     }
 }
 
@@ -103,10 +142,24 @@ pub fn run(args: &WebArgs) -> anyhow::Result<()> {
         }
         None => {
             let stop = super::stop_flag()?;
-            let web =
-                lars_web::serve(args.serve.config(), store).context("cannot start the console")?;
-            println!("console on http://{}/ (Ctrl-C stops)", web.local_addr());
-            super::wait_for(&stop);
+            let hup = Arc::new(AtomicBool::new(false));
+            signal_hook::flag::register(signal_hook::consts::SIGHUP, Arc::clone(&hup))
+                .context("cannot install the SIGHUP handler")?;
+            let web = args.serve.serve(store)?;
+            let scheme = args.serve.scheme();
+            println!("console on {scheme}://{}/ (Ctrl-C stops)", web.local_addr());
+            while !stop.load(Ordering::Relaxed) {
+                if hup.swap(false, Ordering::Relaxed) {
+                    // New handshakes use the new files; a bad file keeps
+                    // the old ones (logged).
+                    let r = lars_net::reload_tls();
+                    println!(
+                        "SIGHUP: {} TLS configuration(s) reloaded, {} failed",
+                        r.reloaded, r.failed
+                    );
+                }
+                std::thread::sleep(Duration::from_millis(100));
+            }
             web.stop();
             Ok(())
         }
