@@ -282,6 +282,18 @@ impl StatsStore for Store {
     fn append_history_once(&self, batch: u64, at: i64, rows: &[HistoryRow]) -> Result<bool> {
         dispatch!(self, s => s.append_history(rows, Some((batch, at))))
     }
+    fn write_flush_once(
+        &self,
+        batch: u64,
+        at: i64,
+        history: &[HistoryRow],
+        status: &[CallStatusRow],
+    ) -> Result<bool> {
+        dispatch!(self, s => s.write_flush(history, status, (batch, at)))
+    }
+    fn call_status_of(&self, key: ModKey, caller: u32) -> Result<Vec<CallStatusRow>> {
+        dispatch!(self, s => s.call_status_of(key, caller))
+    }
     fn prune_batches(&self, older_than: i64) -> Result<u64> {
         dispatch!(self, s => s.prune_batches(older_than))
     }

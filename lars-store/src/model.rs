@@ -171,6 +171,26 @@ pub trait StatsStore {
     /// failed ambiguously (the connection dropped before the acknowledgement)
     /// retries with the same id and never adds the rows twice.
     fn append_history_once(&self, batch: u64, at: i64, rows: &[HistoryRow]) -> Result<bool>;
+    /// One chunk of a reporter's flush in ONE transaction, at most once per
+    /// `batch` (recorded with time `at` as in
+    /// [`append_history_once`](Self::append_history_once)): `history` added
+    /// to `lars_call_history` and `status` upserted into `ServerCallStatus`,
+    /// or nothing at all (`Ok(false)`) when `batch` is already recorded. The
+    /// persisted counters of a stream and its persisted history therefore
+    /// never disagree, whenever the writer dies: whoever resumes from the
+    /// counters counts each call once.
+    fn write_flush_once(
+        &self,
+        batch: u64,
+        at: i64,
+        history: &[HistoryRow],
+        status: &[CallStatusRow],
+    ) -> Result<bool>;
+    /// The `ServerCallStatus` rows of `key` reported by `caller` (all its
+    /// hosts), in no particular order: a reporter re-reads a stream's
+    /// persisted counters with it when another reporter may have counted the
+    /// stream meanwhile. Rows with an invalid host are skipped.
+    fn call_status_of(&self, key: ModKey, caller: u32) -> Result<Vec<CallStatusRow>>;
     /// Forgets the batch ids recorded before `older_than` (unix seconds);
     /// returns how many.
     fn prune_batches(&self, older_than: i64) -> Result<u64>;

@@ -164,11 +164,50 @@ impl fmt::Debug for MysqlStore {
 }
 
 /// A batch statement: `{head} (?, ...) {tail}`.
+#[derive(Clone, Copy)]
 struct Batch {
     purpose: &'static str,
     head: &'static str,
     tail: &'static str,
     cols: usize,
+}
+
+/// The `ServerCallStatus` upsert (latest counters win).
+const STATUS_UPSERT: Batch = Batch {
+    purpose: "upsert ServerCallStatus",
+    head: "INSERT INTO ServerCallStatus\
+           (modid, cmdid, ip, port, caller, succ_cnt, err_cnt, ts, overload) VALUES",
+    tail: "ON DUPLICATE KEY UPDATE succ_cnt = VALUES(succ_cnt), \
+           err_cnt = VALUES(err_cnt), ts = VALUES(ts), overload = VALUES(overload)",
+    cols: 9,
+};
+
+/// The `lars_call_history` append (the same key, host and minute add up).
+const HISTORY_APPEND: Batch = Batch {
+    purpose: "append lars_call_history",
+    head: "INSERT INTO lars_call_history(modid, cmdid, ip, port, minute, succ, err) VALUES",
+    tail: "ON DUPLICATE KEY UPDATE succ = succ + VALUES(succ), err = err + VALUES(err)",
+    cols: 7,
+};
+
+/// `rows` as the parameter rows of [`HISTORY_APPEND`], in primary-key order
+/// (as for the status upsert).
+fn history_vals(rows: &[HistoryRow]) -> Vec<Value> {
+    let mut sorted: Vec<&HistoryRow> = rows.iter().collect();
+    sorted.sort_by_key(|r| (r.key, r.host.ip, r.host.port, floor_minute(r.minute)));
+    let mut vals = Vec::with_capacity(rows.len() * 7);
+    for r in sorted {
+        vals.extend([
+            Value::UInt(u64::from(r.key.modid)),
+            Value::UInt(u64::from(r.key.cmdid)),
+            Value::UInt(u64::from(r.host.ip)),
+            Value::UInt(u64::from(r.host.port)),
+            Value::Int(floor_minute(r.minute)),
+            Value::UInt(r.succ),
+            Value::UInt(r.err),
+        ]);
+    }
+    vals
 }
 
 /// An operation's failure: a driver error (maybe retried) or a final one.
@@ -772,16 +811,19 @@ impl MysqlStore {
         })
     }
 
-    pub(crate) fn upsert_call_status(&self, rows: &[CallStatusRow]) -> Result<()> {
+    /// The value of a 32-bit id column (ip, caller): the original int(11)
+    /// columns keep the bit pattern.
+    fn id32(&self, v: u32) -> Value {
+        if self.signed_stats.load(Ordering::Relaxed) {
+            Value::Int(i64::from(v as i32))
+        } else {
+            Value::UInt(u64::from(v))
+        }
+    }
+
+    /// `rows` as the parameter rows of [`STATUS_UPSERT`].
+    fn status_vals(&self, rows: &[CallStatusRow]) -> Vec<Value> {
         let signed = self.signed_stats.load(Ordering::Relaxed);
-        let id32 = |v: u32| -> Value {
-            if signed {
-                // Original int(11) columns: keep the bit pattern.
-                Value::Int(i64::from(v as i32))
-            } else {
-                Value::UInt(u64::from(v))
-            }
-        };
         let cnt = |v: u64| -> Value {
             if signed {
                 Value::UInt(v.min(i32::MAX as u64))
@@ -799,9 +841,9 @@ impl MysqlStore {
             vals.extend([
                 Value::UInt(u64::from(r.key.modid)),
                 Value::UInt(u64::from(r.key.cmdid)),
-                id32(r.host.ip),
+                self.id32(r.host.ip),
                 Value::UInt(u64::from(r.host.port)),
-                id32(r.caller),
+                self.id32(r.caller),
                 cnt(r.succ_cnt),
                 cnt(r.err_cnt),
                 Value::Int(r.ts),
@@ -812,19 +854,12 @@ impl MysqlStore {
                 }),
             ]);
         }
-        self.write_batch(
-            Batch {
-                purpose: "upsert ServerCallStatus",
-                head: "INSERT INTO ServerCallStatus\
-                       (modid, cmdid, ip, port, caller, succ_cnt, err_cnt, ts, overload) VALUES",
-                tail: "ON DUPLICATE KEY UPDATE succ_cnt = VALUES(succ_cnt), \
-                       err_cnt = VALUES(err_cnt), ts = VALUES(ts), overload = VALUES(overload)",
-                cols: 9,
-            },
-            &vals,
-            None,
-        )
-        .map(|_| ())
+        vals
+    }
+
+    pub(crate) fn upsert_call_status(&self, rows: &[CallStatusRow]) -> Result<()> {
+        self.write_batches(&[(STATUS_UPSERT, &self.status_vals(rows))], None)
+            .map(|_| ())
     }
 
     pub(crate) fn append_history(
@@ -832,33 +867,39 @@ impl MysqlStore {
         rows: &[HistoryRow],
         mark: Option<(u64, i64)>,
     ) -> Result<bool> {
-        // Primary-key order, as for the status upsert.
-        let mut sorted: Vec<&HistoryRow> = rows.iter().collect();
-        sorted.sort_by_key(|r| (r.key, r.host.ip, r.host.port, floor_minute(r.minute)));
-        let mut vals = Vec::with_capacity(rows.len() * 7);
-        for r in sorted {
-            vals.extend([
-                Value::UInt(u64::from(r.key.modid)),
-                Value::UInt(u64::from(r.key.cmdid)),
-                Value::UInt(u64::from(r.host.ip)),
-                Value::UInt(u64::from(r.host.port)),
-                Value::Int(floor_minute(r.minute)),
-                Value::UInt(r.succ),
-                Value::UInt(r.err),
-            ]);
-        }
-        self.write_batch(
-            Batch {
-                purpose: "append lars_call_history",
-                head: "INSERT INTO lars_call_history(modid, cmdid, ip, port, minute, succ, err) \
-                       VALUES",
-                tail: "ON DUPLICATE KEY UPDATE succ = succ + VALUES(succ), \
-                       err = err + VALUES(err)",
-                cols: 7,
-            },
-            &vals,
-            mark,
+        self.write_batches(&[(HISTORY_APPEND, &history_vals(rows))], mark)
+    }
+
+    /// One chunk of a reporter's flush in one transaction: batch `mark`
+    /// recorded, `history` added and `status` upserted, or nothing when the
+    /// batch is already recorded (`false`).
+    pub(crate) fn write_flush(
+        &self,
+        history: &[HistoryRow],
+        status: &[CallStatusRow],
+        mark: (u64, i64),
+    ) -> Result<bool> {
+        let history = history_vals(history);
+        let status = self.status_vals(status);
+        self.write_batches(
+            &[(HISTORY_APPEND, &history), (STATUS_UPSERT, &status)],
+            Some(mark),
         )
+    }
+
+    /// `ServerCallStatus` rows of `key` reported by `caller` (one indexed read).
+    pub(crate) fn call_status_of(&self, key: ModKey, caller: u32) -> Result<Vec<CallStatusRow>> {
+        let caller = self.id32(caller);
+        self.run(|c| {
+            let rows: Vec<StatusRow> = c
+                .exec(
+                    "SELECT modid, cmdid, ip, port, caller, succ_cnt, err_cnt, ts, overload \
+                     FROM ServerCallStatus WHERE modid = ? AND cmdid = ? AND caller = ?",
+                    (key.modid, key.cmdid, caller.clone()),
+                )
+                .ctx("read a caller's ServerCallStatus")?;
+            Ok(rows.into_iter().filter_map(status_row).collect())
+        })
     }
 
     pub(crate) fn prune_batches(&self, older_than: i64) -> Result<u64> {
@@ -869,23 +910,18 @@ impl MysqlStore {
         )
     }
 
-    /// Writes `vals` (rows of `batch.cols` values) in one transaction: on
-    /// MariaDB one single-row statement executed with `COM_STMT_BULK_EXECUTE`
-    /// (an array of parameter rows per packet), elsewhere multi-row
-    /// statements of [`CHUNK_ROWS`] rows. With `mark = Some((id, at))` the
-    /// transaction first records batch `id` in `lars_history_batches` and
-    /// writes nothing (returning `false`) when it is already there.
-    fn write_batch(&self, batch: Batch, vals: &[Value], mark: Option<(u64, i64)>) -> Result<bool> {
-        let Batch {
-            purpose,
-            head,
-            tail,
-            cols,
-        } = batch;
+    /// Writes each part's `vals` (rows of `batch.cols` values), all parts in
+    /// one transaction: on MariaDB one single-row statement executed with
+    /// `COM_STMT_BULK_EXECUTE` (an array of parameter rows per packet),
+    /// elsewhere multi-row statements of [`CHUNK_ROWS`] rows. With `mark =
+    /// Some((id, at))` the transaction first records batch `id` in
+    /// `lars_history_batches` and writes nothing (returning `false`) when it
+    /// is already there.
+    fn write_batches(&self, parts: &[(Batch, &[Value])], mark: Option<(u64, i64)>) -> Result<bool> {
         let bulk = self.bulk.load(Ordering::Relaxed);
-        let single = format!("{head} {} {tail}", placeholders(1, cols));
+        let first = parts.first().map_or("write", |(b, _)| b.purpose);
         self.run(|c| {
-            let mut tx = c.start_transaction(TxOpts::default()).ctx(purpose)?;
+            let mut tx = c.start_transaction(TxOpts::default()).ctx(first)?;
             if let Some((id, at)) = mark {
                 tx.exec_drop(
                     "INSERT IGNORE INTO lars_history_batches(id, at) VALUES (?, ?)",
@@ -897,20 +933,33 @@ impl MysqlStore {
                     return Ok(false);
                 }
             }
-            if bulk {
-                tx.exec_batch(
-                    &single,
-                    vals.chunks(cols).map(|r| Params::Positional(r.to_vec())),
-                )
-                .ctx(purpose)?;
-            } else {
-                for chunk in vals.chunks(CHUNK_ROWS * cols) {
-                    let sql = format!("{head} {} {tail}", placeholders(chunk.len() / cols, cols));
-                    tx.exec_drop(sql, Params::Positional(chunk.to_vec()))
-                        .ctx(purpose)?;
+            for (batch, vals) in parts {
+                let Batch {
+                    purpose,
+                    head,
+                    tail,
+                    cols,
+                } = *batch;
+                if vals.is_empty() {
+                    continue;
+                }
+                if bulk {
+                    let single = format!("{head} {} {tail}", placeholders(1, cols));
+                    tx.exec_batch(
+                        &single,
+                        vals.chunks(cols).map(|r| Params::Positional(r.to_vec())),
+                    )
+                    .ctx(purpose)?;
+                } else {
+                    for chunk in vals.chunks(CHUNK_ROWS * cols) {
+                        let sql =
+                            format!("{head} {} {tail}", placeholders(chunk.len() / cols, cols));
+                        tx.exec_drop(sql, Params::Positional(chunk.to_vec()))
+                            .ctx(purpose)?;
+                    }
                 }
             }
-            tx.commit().ctx(purpose)?;
+            tx.commit().ctx(first)?;
             Ok(true)
         })
     }

@@ -625,32 +625,7 @@ impl SqliteStore {
         let tx = conn
             .transaction_with_behavior(TransactionBehavior::Immediate)
             .map_err(err(purpose))?;
-        {
-            let mut stmt = tx
-                .prepare_cached(
-                    "INSERT INTO ServerCallStatus\
-                     (modid, cmdid, ip, port, caller, succ_cnt, err_cnt, ts, overload) \
-                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9) \
-                     ON CONFLICT(modid, cmdid, ip, port, caller) DO UPDATE SET \
-                     succ_cnt = excluded.succ_cnt, err_cnt = excluded.err_cnt, \
-                     ts = excluded.ts, overload = excluded.overload",
-                )
-                .map_err(err(purpose))?;
-            for r in rows {
-                stmt.execute(params![
-                    r.key.modid,
-                    r.key.cmdid,
-                    r.host.ip,
-                    r.host.port,
-                    r.caller,
-                    to_i64(r.succ_cnt),
-                    to_i64(r.err_cnt),
-                    r.ts,
-                    if r.overload { "1" } else { "0" },
-                ])
-                .map_err(err(purpose))?;
-            }
-        }
+        upsert_status_in(&tx, rows)?;
         tx.commit().map_err(err("commit ServerCallStatus"))
     }
 
@@ -664,43 +639,45 @@ impl SqliteStore {
         let tx = conn
             .transaction_with_behavior(TransactionBehavior::Immediate)
             .map_err(err(purpose))?;
-        if let Some((id, at)) = mark {
-            // The id's bit pattern in SQLite's signed integer.
-            let n = tx
-                .execute(
-                    "INSERT OR IGNORE INTO lars_history_batches(id, at) VALUES (?1, ?2)",
-                    params![id as i64, at],
-                )
-                .map_err(err("mark a history batch"))?;
-            if n == 0 {
-                // Committed before (its acknowledgement was lost).
+        if let Some(mark) = mark {
+            if !mark_batch_in(&tx, mark)? {
                 return Ok(false);
             }
         }
-        {
-            let mut stmt = tx
-                .prepare_cached(
-                    "INSERT INTO lars_call_history(modid, cmdid, ip, port, minute, succ, err) \
-                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7) \
-                     ON CONFLICT(modid, cmdid, ip, port, minute) DO UPDATE SET \
-                     succ = succ + excluded.succ, err = err + excluded.err",
-                )
-                .map_err(err(purpose))?;
-            for r in rows {
-                stmt.execute(params![
-                    r.key.modid,
-                    r.key.cmdid,
-                    r.host.ip,
-                    r.host.port,
-                    floor_minute(r.minute),
-                    to_i64(r.succ),
-                    to_i64(r.err),
-                ])
-                .map_err(err(purpose))?;
-            }
-        }
+        append_history_in(&tx, rows)?;
         tx.commit().map_err(err("commit lars_call_history"))?;
         Ok(true)
+    }
+
+    /// One chunk of a reporter's flush in one transaction: batch `mark`
+    /// recorded, `history` added and `status` upserted, or nothing when the
+    /// batch is already recorded (`false`).
+    pub(crate) fn write_flush(
+        &self,
+        history: &[HistoryRow],
+        status: &[CallStatusRow],
+        mark: (u64, i64),
+    ) -> Result<bool> {
+        let mut conn = self.conn();
+        let tx = conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)
+            .map_err(err("write a flush"))?;
+        if !mark_batch_in(&tx, mark)? {
+            return Ok(false);
+        }
+        append_history_in(&tx, history)?;
+        upsert_status_in(&tx, status)?;
+        tx.commit().map_err(err("commit a flush"))?;
+        Ok(true)
+    }
+
+    /// `ServerCallStatus` rows of `key` reported by `caller`.
+    pub(crate) fn call_status_of(&self, key: ModKey, caller: u32) -> Result<Vec<CallStatusRow>> {
+        Ok(self
+            .call_status(Some(key))?
+            .into_iter()
+            .filter(|r| r.caller == caller)
+            .collect())
     }
 
     pub(crate) fn prune_batches(&self, older_than: i64) -> Result<u64> {
@@ -845,4 +822,74 @@ impl SqliteStore {
             .map_err(err("sum lars_call_history"))?;
         Ok((to_u64(s), to_u64(e)))
     }
+}
+
+/// Records batch `id` (time `at`) in `lars_history_batches` inside `tx`;
+/// `false` when it is already there (committed before, its acknowledgement
+/// lost).
+fn mark_batch_in(tx: &rusqlite::Transaction<'_>, (id, at): (u64, i64)) -> Result<bool> {
+    // The id's bit pattern in SQLite's signed integer.
+    let n = tx
+        .execute(
+            "INSERT OR IGNORE INTO lars_history_batches(id, at) VALUES (?1, ?2)",
+            params![id as i64, at],
+        )
+        .map_err(err("mark a history batch"))?;
+    Ok(n > 0)
+}
+
+/// Adds `rows` to `lars_call_history` inside `tx`.
+fn append_history_in(tx: &rusqlite::Transaction<'_>, rows: &[HistoryRow]) -> Result<()> {
+    let purpose = "append lars_call_history";
+    let mut stmt = tx
+        .prepare_cached(
+            "INSERT INTO lars_call_history(modid, cmdid, ip, port, minute, succ, err) \
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7) \
+             ON CONFLICT(modid, cmdid, ip, port, minute) DO UPDATE SET \
+             succ = succ + excluded.succ, err = err + excluded.err",
+        )
+        .map_err(err(purpose))?;
+    for r in rows {
+        stmt.execute(params![
+            r.key.modid,
+            r.key.cmdid,
+            r.host.ip,
+            r.host.port,
+            floor_minute(r.minute),
+            to_i64(r.succ),
+            to_i64(r.err),
+        ])
+        .map_err(err(purpose))?;
+    }
+    Ok(())
+}
+
+/// Upserts `rows` into `ServerCallStatus` inside `tx`.
+fn upsert_status_in(tx: &rusqlite::Transaction<'_>, rows: &[CallStatusRow]) -> Result<()> {
+    let purpose = "upsert ServerCallStatus";
+    let mut stmt = tx
+        .prepare_cached(
+            "INSERT INTO ServerCallStatus\
+             (modid, cmdid, ip, port, caller, succ_cnt, err_cnt, ts, overload) \
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9) \
+             ON CONFLICT(modid, cmdid, ip, port, caller) DO UPDATE SET \
+             succ_cnt = excluded.succ_cnt, err_cnt = excluded.err_cnt, \
+             ts = excluded.ts, overload = excluded.overload",
+        )
+        .map_err(err(purpose))?;
+    for r in rows {
+        stmt.execute(params![
+            r.key.modid,
+            r.key.cmdid,
+            r.host.ip,
+            r.host.port,
+            r.caller,
+            to_i64(r.succ_cnt),
+            to_i64(r.err_cnt),
+            r.ts,
+            if r.overload { "1" } else { "0" },
+        ])
+        .map_err(err(purpose))?;
+    }
+    Ok(())
 }

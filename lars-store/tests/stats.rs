@@ -138,3 +138,91 @@ both!(a_history_batch_is_applied_at_most_once, |db| {
     assert!(!s.append_history_once(u64::MAX, 3_000, &[row(1)]).unwrap());
     assert_eq!(s.history_totals(None, 0).unwrap(), (8, 3));
 });
+
+both!(
+    a_flush_chunk_commits_history_and_status_together_at_most_once,
+    |db| {
+        let s = db.open();
+        let key = ModKey::new(7, 7);
+        let host = HostAddr::new(0x0a00_0001, 80);
+        let hist = |succ| HistoryRow {
+            key,
+            host,
+            minute: 1_700_000_040,
+            succ,
+            err: 1,
+        };
+        let status = |caller, succ_cnt| CallStatusRow {
+            key,
+            host,
+            caller,
+            succ_cnt,
+            err_cnt: 1,
+            ts: 1_700_000_050,
+            overload: false,
+        };
+        assert!(
+            s.write_flush_once(5, 1_000, &[hist(5)], &[status(9, 5)])
+                .unwrap()
+        );
+        // The retry after a lost acknowledgement writes neither part again.
+        assert!(
+            !s.write_flush_once(5, 1_001, &[hist(5)], &[status(9, 6)])
+                .unwrap()
+        );
+        assert_eq!(s.history_totals(None, 0).unwrap(), (5, 1));
+        assert_eq!(s.call_status_of(key, 9).unwrap(), vec![status(9, 5)]);
+        // A status row the database refuses: the history of the same
+        // transaction is not written either, nor the batch mark.
+        let kind = db.kind;
+        match kind {
+            crate::common::Kind::Sqlite => db.exec(&[
+                "CREATE TRIGGER refuse BEFORE INSERT ON ServerCallStatus WHEN NEW.caller = 666 \
+             BEGIN SELECT RAISE(ABORT, 'refused'); END",
+            ]),
+            crate::common::Kind::Mysql => db.exec(&[
+                "CREATE TRIGGER refuse BEFORE INSERT ON ServerCallStatus FOR EACH ROW \
+             BEGIN IF NEW.caller = 666 THEN SIGNAL SQLSTATE '45000'; END IF; END",
+            ]),
+        }
+        let refused = s.write_flush_once(6, 1_002, &[hist(3)], &[status(9, 8), status(666, 1)]);
+        assert!(refused.is_err());
+        assert_eq!(s.history_totals(None, 0).unwrap(), (5, 1));
+        assert_eq!(s.call_status_of(key, 9).unwrap(), vec![status(9, 5)]);
+        db.exec(&["DROP TRIGGER refuse"]);
+        assert!(
+            s.write_flush_once(6, 1_003, &[hist(3)], &[status(9, 8)])
+                .unwrap()
+        );
+        assert_eq!(s.history_totals(None, 0).unwrap(), (8, 2));
+        // One caller's rows of one key, every host.
+        let other = HostAddr::new(0x0a00_0002, 81);
+        s.upsert_call_status(&[
+            CallStatusRow {
+                host: other,
+                ..status(9, 1)
+            },
+            status(10, 4),
+        ])
+        .unwrap();
+        let mut mine = s.call_status_of(key, 9).unwrap();
+        mine.sort_by_key(|r| r.host);
+        assert_eq!(
+            mine,
+            vec![
+                status(9, 8),
+                CallStatusRow {
+                    host: other,
+                    ..status(9, 1)
+                }
+            ]
+        );
+        assert_eq!(s.call_status_of(key, 11).unwrap(), vec![]);
+        // A caller with the top bit set (the original's signed columns).
+        s.upsert_call_status(&[status(0xF000_0001, 2)]).unwrap();
+        assert_eq!(
+            s.call_status_of(key, 0xF000_0001).unwrap(),
+            vec![status(0xF000_0001, 2)]
+        );
+    }
+);
