@@ -35,6 +35,17 @@ pub struct ReporterConfig {
     /// streamed read of the rows under an hour old); beyond it the first
     /// report of a stream counts in full, with a warning and `resume_capped`.
     pub resume_max_rows: u64,
+    /// Ours: `[reporter] stream_reload_after` (s, default 3; 0: off): a
+    /// stream (caller, key, host) no live report updated for this long, or
+    /// known only from the start-up resume, or not at all, has its persisted
+    /// counters re-read from the store (one read per message) before a
+    /// report of it is applied, unless this reporter still holds unflushed
+    /// rows of it. With several reporters the agents move a key to another
+    /// reporter when its owner is gone and back when it returns; the re-read
+    /// makes the new owner continue from what the old one durably counted.
+    /// Must stay below the agents' `handoff_hold` (5 s) and above their
+    /// report interval (docs/stats.md, "Several reporters").
+    pub stream_reload_after: Duration,
 }
 
 impl ReporterConfig {
@@ -77,6 +88,11 @@ impl ReporterConfig {
             max_pending_rows: ini.get_or(sec, "max_pending_rows", 1_000_000)?,
             db_stall_timeout,
             resume_max_rows: ini.get_or(sec, "resume_max_rows", 2_000_000)?,
+            stream_reload_after: ini.seconds_or(
+                sec,
+                "stream_reload_after",
+                Duration::from_secs(3),
+            )?,
         })
     }
 
@@ -117,6 +133,10 @@ mod tests {
             ("[reporter]\nflush_interval = 0.001\n", "flush_interval"),
             ("[reporter]\ndb_stall_timeout = 0\n", "db_stall_timeout"),
             ("[reporter]\nresume_max_rows = -1\n", "resume_max_rows"),
+            (
+                "[reporter]\nstream_reload_after = x\n",
+                "stream_reload_after",
+            ),
         ] {
             let e = ReporterConfig::from_ini(&Ini::parse("r.conf", text).unwrap())
                 .unwrap_err()

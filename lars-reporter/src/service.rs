@@ -74,6 +74,8 @@ struct Shared {
     started: Instant,
     /// `[reporter] db_stall_timeout`.
     stall_after: Duration,
+    /// `[reporter] stream_reload_after` in whole seconds; `None`: off.
+    reload_after: Option<i64>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -236,6 +238,7 @@ impl Reporter {
             net: OnceLock::new(),
             started: Instant::now(),
             stall_after: config.db_stall_timeout,
+            reload_after: reload_secs(config.stream_reload_after),
         });
         shared.stats.db_healthy.store(true, Ordering::Relaxed);
 
@@ -393,7 +396,9 @@ fn json<T: serde::Serialize>(v: &T) -> HttpResponse {
 /// sender's history twice. A store that cannot be read is logged and counted
 /// (`resume_failures`): what was read is kept, the rest starts empty.
 fn resume_receivers(shared: &Shared, store: &Store, now: i64, max_rows: u64) -> Vec<Receiver> {
-    let mut receivers: Vec<Receiver> = (0..shared.workers.len()).map(|_| Receiver::new()).collect();
+    let mut receivers: Vec<Receiver> = (0..shared.workers.len())
+        .map(|_| new_receiver(shared.reload_after))
+        .collect();
     let started = Instant::now();
     let mut resumed = 0;
     let read = store.for_each_recent_status(now - EXPIRE_AFTER, max_rows, &mut |row| {
@@ -433,13 +438,36 @@ fn resume_receivers(shared: &Shared, store: &Store, now: i64, max_rows: u64) -> 
     receivers
 }
 
+/// `stream_reload_after` in whole unix seconds (rounded up: reports are
+/// stamped in seconds); `None` when zero (off).
+fn reload_secs(after: Duration) -> Option<i64> {
+    if after.is_zero() {
+        return None;
+    }
+    Some(i64::try_from(after.as_secs()).unwrap_or(i64::MAX) + i64::from(after.subsec_nanos() > 0))
+}
+
+fn new_receiver(reload_after: Option<i64>) -> Receiver {
+    match reload_after {
+        Some(secs) => Receiver::new().with_reload_after(secs),
+        None => Receiver::new(),
+    }
+}
+
+/// At most one log line per this long about failed re-reads.
+const RELOAD_LOG_EVERY: Duration = Duration::from_secs(10);
+
 /// What one worker owns outright.
 struct Worker {
     index: usize,
     shared: Arc<Shared>,
     ws: Arc<WorkerShared>,
+    store: Store,
     receiver: Receiver,
     last_expire: i64,
+    /// When a failed re-read was last logged, and the failures since.
+    reload_log: Option<Instant>,
+    reload_unlogged: u64,
 }
 
 fn worker_main(
@@ -456,6 +484,7 @@ fn worker_main(
     let writer = {
         let sh = Arc::clone(&shared);
         let ws = Arc::clone(&ws);
+        let store = store.clone();
         thread::Builder::new()
             .name(format!("reporter-db{index}"))
             .spawn(move || writer_main(index, sh, ws, store))
@@ -468,29 +497,40 @@ fn worker_main(
         }
     };
     // Reports wait in the queue until the resumed counters are here.
-    let receiver = seed.recv().unwrap_or_default();
+    let receiver = seed
+        .recv()
+        .unwrap_or_else(|_| new_receiver(shared.reload_after));
     let mut w = Worker {
         index,
         shared,
         ws,
+        store,
         receiver,
         last_expire: unix_now(),
+        reload_log: None,
+        reload_unlogged: 0,
     };
     let mut next_flush = Instant::now() + flush;
+    let mut drained = Vec::with_capacity(1025);
     'run: loop {
         match rx.recv_deadline(next_flush) {
             Ok(Msg::Report(first)) => {
-                let now = unix_now();
-                let ws = Arc::clone(&w.ws);
-                let mut windows = lock(&ws.windows);
-                w.handle(&mut windows, first, now);
-                // Drain what is queued under one lock, a bounded batch.
+                // Drain what is queued, a bounded batch.
+                drained.push(first);
+                let mut stop = false;
                 for _ in 0..1024 {
                     match rx.try_recv() {
-                        Ok(Msg::Report(r)) => w.handle(&mut windows, r, now),
-                        Ok(Msg::Stop) => break 'run,
+                        Ok(Msg::Report(r)) => drained.push(r),
+                        Ok(Msg::Stop) => {
+                            stop = true;
+                            break;
+                        }
                         Err(_) => break,
                     }
+                }
+                w.handle_all(&mut drained, unix_now());
+                if stop {
+                    break 'run;
                 }
             }
             Ok(Msg::Stop) => break,
@@ -503,14 +543,10 @@ fn worker_main(
         }
     }
     // Graceful stop: what is still queued, then the last swap.
-    let now = unix_now();
-    {
-        let ws = Arc::clone(&w.ws);
-        let mut windows = lock(&ws.windows);
-        while let Ok(Msg::Report(r)) = rx.try_recv() {
-            w.handle(&mut windows, r, now);
-        }
+    while let Ok(Msg::Report(r)) = rx.try_recv() {
+        drained.push(r);
     }
+    w.handle_all(&mut drained, unix_now());
     w.flush_tick();
     lock(&w.ws.writer).stop(Instant::now());
     w.ws.wake.notify_all();
@@ -522,6 +558,59 @@ fn worker_main(
 }
 
 impl Worker {
+    /// Applies the reports drained from the queue, in order; a report whose
+    /// streams must be re-read first (see [`Receiver::reload_needed`]) has
+    /// its read done here, with no lock held.
+    fn handle_all(&mut self, drained: &mut Vec<ReportStatusRequest>, now: i64) {
+        let flushed = lock(&self.ws.writer).flushed_through();
+        self.receiver.set_flushed_through(flushed);
+        let ws = Arc::clone(&self.ws);
+        let mut windows = None;
+        for req in drained.drain(..) {
+            if let Some((key, caller)) = self.receiver.reload_needed(&req, now) {
+                windows = None; // no lock over a store read
+                self.reload(&req, key, caller, now);
+            }
+            let windows = windows.get_or_insert_with(|| lock(&ws.windows));
+            self.handle(windows, req, now);
+        }
+    }
+
+    /// Re-reads the persisted counters of `key` reported by `caller` and
+    /// hands them to the receiver; a failed read is counted, logged
+    /// (rate-limited) and the report is applied from memory.
+    fn reload(&mut self, req: &ReportStatusRequest, key: ModKey, caller: u32, now: i64) {
+        let stats = &self.shared.stats;
+        add(&stats.reload_reads, 1);
+        match self.store.call_status_of(key, caller) {
+            Ok(rows) => {
+                let n = self.receiver.reload(req, rows, now);
+                add(&stats.streams_reloaded, n);
+            }
+            Err(e) => {
+                add(&stats.reload_failures, 1);
+                self.reload_unlogged += 1;
+                let due = self
+                    .reload_log
+                    .is_none_or(|t| t.elapsed() >= RELOAD_LOG_EVERY);
+                if due {
+                    tracing::warn!(
+                        worker = self.index,
+                        %key,
+                        caller,
+                        failures = self.reload_unlogged,
+                        "cannot re-read the persisted counters of a stale stream ({}); \
+                         applying the report from memory (a stream another reporter \
+                         counted meanwhile may be counted twice)",
+                        Chain(&e)
+                    );
+                    self.reload_log = Some(Instant::now());
+                    self.reload_unlogged = 0;
+                }
+            }
+        }
+    }
+
     fn handle(&mut self, windows: &mut Windows, req: ReportStatusRequest, now: i64) {
         let stats = &self.shared.stats;
         let got = self.receiver.receive(&req, now, windows);
@@ -540,8 +629,14 @@ impl Worker {
     fn flush_tick(&mut self) {
         self.check_stall();
         let side = self.receiver.take_batch();
-        if !side.is_empty() {
-            let outcome = lock(&self.ws.writer).push(side);
+        let empty = side.is_empty();
+        let (outcome, flushed) = {
+            let mut writer = lock(&self.ws.writer);
+            let outcome = writer.push_taken(side, self.receiver.batches_taken());
+            (outcome, writer.flushed_through())
+        };
+        self.receiver.set_flushed_through(flushed);
+        if !empty {
             report_bound(self.index, &self.shared.stats, outcome);
             self.ws.wake.notify_all();
         }
@@ -665,27 +760,25 @@ fn writer_main(index: usize, shared: Arc<Shared>, ws: Arc<WorkerShared>, store: 
 fn perform(index: usize, shared: &Shared, ws: &WorkerShared, store: &Store, action: Action) {
     let stats = &shared.stats;
     match action {
-        Action::WriteHistory { id, rows } => {
-            let result = store.append_history_once(id, unix_now(), &rows);
+        Action::Write {
+            id,
+            history,
+            status,
+        } => {
+            let result = store.write_flush_once(id, unix_now(), &history, &status);
             if let Ok(applied) = result {
                 if !applied {
                     add(&stats.chunks_already_applied, 1);
                 }
-                add(&stats.history_rows_written, rows.len() as u64);
-                let (s, e) = rows
+                add(&stats.history_rows_written, history.len() as u64);
+                add(&stats.status_rows_written, status.len() as u64);
+                let (s, e) = history
                     .iter()
                     .fold((0, 0), |(s, e), r| (s + r.succ, e + r.err));
                 add(&stats.succ_written, s);
                 add(&stats.err_written, e);
             }
             written(index, stats, ws, result.map(drop));
-        }
-        Action::WriteStatus { rows } => {
-            let result = store.upsert_call_status(&rows);
-            if result.is_ok() {
-                add(&stats.status_rows_written, rows.len() as u64);
-            }
-            written(index, stats, ws, result);
         }
         Action::Prune(p) => {
             let ok = prune(store, p);

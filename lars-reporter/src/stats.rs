@@ -42,6 +42,9 @@ pub struct Stats {
     pub(crate) db_stalls: AtomicU64,
     pub(crate) resume_rows_read: AtomicU64,
     pub(crate) resume_capped: AtomicU64,
+    pub(crate) streams_reloaded: AtomicU64,
+    pub(crate) reload_reads: AtomicU64,
+    pub(crate) reload_failures: AtomicU64,
 }
 
 pub(crate) fn add(a: &AtomicU64, n: u64) {
@@ -128,6 +131,14 @@ pub struct StatsSnapshot {
     pub resume_rows_read: u64,
     /// 1 when that read stopped at `resume_max_rows`.
     pub resume_capped: u64,
+    /// Streams whose counters were re-read from the store before a report
+    /// was applied (not updated live for `stream_reload_after`, known only
+    /// from the resume, or unknown: another reporter may have counted them).
+    pub streams_reloaded: u64,
+    /// Reads of the persisted counters for that (one per message needing it).
+    pub reload_reads: u64,
+    /// Such reads that failed (the report was applied from memory).
+    pub reload_failures: u64,
     /// History chunks retried after a failed write that the store had in
     /// fact committed (skipped, not added twice).
     pub chunks_already_applied: u64,
@@ -159,6 +170,9 @@ impl Stats {
             resume_failures: r(&self.resume_failures),
             resume_rows_read: r(&self.resume_rows_read),
             resume_capped: r(&self.resume_capped),
+            streams_reloaded: r(&self.streams_reloaded),
+            reload_reads: r(&self.reload_reads),
+            reload_failures: r(&self.reload_failures),
             db_stalls: r(&self.db_stalls),
             chunks_already_applied: r(&self.chunks_already_applied),
             succ_in: r(&self.succ_in),
@@ -250,6 +264,24 @@ impl StatsSnapshot {
             "counter",
             "Start-up reads of the persisted counters that failed.",
             self.resume_failures,
+        );
+        m(
+            "streams_reloaded_total",
+            "counter",
+            "Streams whose counters were re-read from the store before a report.",
+            self.streams_reloaded,
+        );
+        m(
+            "reload_reads_total",
+            "counter",
+            "Reads of persisted counters for stale or unknown streams.",
+            self.reload_reads,
+        );
+        m(
+            "reload_failures_total",
+            "counter",
+            "Re-reads of persisted counters that failed (memory used).",
+            self.reload_failures,
         );
         m(
             "resume_rows_read_total",

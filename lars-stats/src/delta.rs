@@ -26,6 +26,12 @@ struct Last {
     succ: u32,
     err: u32,
     seen: i64,
+    /// When a live report last updated the counters; `None`: they come from
+    /// the store (the start-up resume or a re-read) and no report since.
+    live: Option<i64>,
+    /// The receiver batch (see [`Receiver`](crate::Receiver)) that holds the
+    /// stream's last rows; 0: none.
+    batch: u64,
 }
 
 /// The last counters of every stream.
@@ -47,10 +53,25 @@ impl DeltaTracker {
     /// Records the counters `(succ, err)` reported for `stream` at `now` (unix
     /// seconds) and returns what they add.
     pub fn observe(&mut self, stream: StreamKey, succ: u32, err: u32, now: i64) -> Delta {
+        self.observe_in(stream, succ, err, now, 0)
+    }
+
+    /// [`observe`](Self::observe), noting that the stream's rows go into
+    /// receiver batch `batch` (see [`needs_reload`](Self::needs_reload)).
+    pub fn observe_in(
+        &mut self,
+        stream: StreamKey,
+        succ: u32,
+        err: u32,
+        now: i64,
+        batch: u64,
+    ) -> Delta {
         let new = Last {
             succ,
             err,
             seen: now,
+            live: Some(now),
+            batch,
         };
         match self.last.insert(stream, new) {
             None => Delta {
@@ -76,7 +97,58 @@ impl DeltaTracker {
     /// reporter does not count a cumulative sender's history twice. A stream
     /// already observed keeps its newer counters.
     pub fn seed(&mut self, stream: StreamKey, succ: u32, err: u32, seen: i64) {
-        self.last.entry(stream).or_insert(Last { succ, err, seen });
+        self.last.entry(stream).or_insert(Last {
+            succ,
+            err,
+            seen,
+            live: None,
+            batch: 0,
+        });
+    }
+
+    /// Whether the counters of `stream` must be read again from the store
+    /// before a report at `now` is applied: the stream is unknown, known only
+    /// from the store (resume, re-read), or no live report updated it for
+    /// `after` seconds: another reporter may have counted it meanwhile (the
+    /// agents move a key to another reporter when its owner is gone, and
+    /// back). Never while this reporter still holds unflushed rows of the
+    /// stream (its batch is above `flushed_through`): then its memory is
+    /// newer than the store.
+    pub fn needs_reload(
+        &self,
+        stream: StreamKey,
+        now: i64,
+        after: i64,
+        flushed_through: u64,
+    ) -> bool {
+        match self.last.get(&stream) {
+            None => true,
+            Some(l) if l.batch > flushed_through => false,
+            Some(l) => l.live.is_none_or(|t| now - t >= after),
+        }
+    }
+
+    /// Replaces the counters of `stream` with those read from the store
+    /// (`(succ, err, ts)`), or forgets the stream when the store has none (its
+    /// next report then counts in full). No delta is yielded.
+    pub fn reload(&mut self, stream: StreamKey, persisted: Option<(u32, u32, i64)>) {
+        match persisted {
+            Some((succ, err, seen)) => {
+                self.last.insert(
+                    stream,
+                    Last {
+                        succ,
+                        err,
+                        seen,
+                        live: None,
+                        batch: 0,
+                    },
+                );
+            }
+            None => {
+                self.last.remove(&stream);
+            }
+        }
     }
 
     /// Forgets the streams last seen before `before`; returns how many.
@@ -120,6 +192,31 @@ mod tests {
         t.seed(S, 40, 2, 100);
         assert_eq!(t.expire(200), 1);
         assert_eq!(t.observe(S, 45, 2, 201), d(45, 2, false));
+    }
+
+    #[test]
+    fn stale_unknown_and_resumed_streams_need_a_reload_unless_unflushed() {
+        let mut t = DeltaTracker::new();
+        assert!(t.needs_reload(S, 100, 3, 0), "unknown");
+        t.seed(S, 40, 2, 90);
+        assert!(t.needs_reload(S, 100, 3, 0), "known only from the store");
+        t.observe_in(S, 45, 2, 100, 7);
+        // Live and in batch 7, not yet flushed: memory is newer.
+        assert!(!t.needs_reload(S, 102, 3, 6));
+        assert!(
+            !t.needs_reload(S, 200, 3, 6),
+            "unflushed rows win over staleness"
+        );
+        assert!(!t.needs_reload(S, 102, 3, 7), "flushed and live");
+        assert!(t.needs_reload(S, 103, 3, 7), "flushed and stale");
+        // Another reporter counted 10 more meanwhile.
+        t.reload(S, Some((55, 2, 150)));
+        assert!(t.needs_reload(S, 151, 3, 7));
+        assert_eq!(t.observe(S, 56, 2, 151), d(1, 0, false));
+        assert!(!t.needs_reload(S, 152, 3, 7));
+        // The store has no row: the stream is forgotten, counted in full.
+        t.reload(S, None);
+        assert_eq!(t.observe(S, 57, 2, 160), d(57, 2, false));
     }
 
     #[test]

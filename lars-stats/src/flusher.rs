@@ -1,17 +1,20 @@
-//! The reporter writer's state machine: what to write next, the history
-//! chunk in doubt, retry with backoff and giving up, the prune schedule and
-//! the graceful stop. The writer thread only drives it: it asks
+//! The reporter writer's state machine: what to write next, the chunk in
+//! doubt, retry with backoff and giving up, the prune schedule and the
+//! graceful stop. The writer thread only drives it: it asks
 //! [`Flusher::poll_action`], does the store call the [`Action`] names, and
 //! hands the result back ([`Flusher::on_written`], [`Flusher::on_pruned`]);
 //! between actions it sleeps until [`Flusher::next_deadline`] or until new
 //! rows are [`push`](Flusher::push)ed.
 
-use std::collections::VecDeque;
+use std::collections::{BTreeMap, VecDeque};
 use std::time::{Duration, Instant};
+
+use lars_core::ModKey;
 
 use crate::aggregate::{Batch, BoundOutcome, CallStatusRow, HistoryRow, Pending};
 
-/// Rows per store call (each call is one transaction).
+/// Rows per store call (each call is one transaction; a `(key, host)` whose
+/// rows are more goes alone, whole).
 pub const WRITE_CHUNK: usize = 5_000;
 /// How long a graceful stop keeps retrying the database before giving up on
 /// the rows still pending.
@@ -46,23 +49,38 @@ pub enum WriteError {
 /// What the driver should do next.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Action {
-    /// Append `rows` to the history at most once under `id`
-    /// (`StatsStore::append_history_once`). A chunk whose write failed comes
-    /// back unchanged, under the same id: the failure may have come after
-    /// the commit, with the acknowledgement lost.
-    WriteHistory {
+    /// Writes one chunk of a flush in ONE transaction, at most once under
+    /// `id` (`StatsStore::write_flush_once`): the `history` deltas added,
+    /// the `status` counters upserted and `id` recorded, or nothing when `id`
+    /// is already recorded. A chunk holds every row of the flush of each of
+    /// its `(key, host)`s (history and the status rows of all callers), so
+    /// the persisted counters of a stream never run ahead of or behind its
+    /// persisted history, whatever moment the reporter dies at: whoever
+    /// resumes from them counts each call once. A chunk whose write failed
+    /// comes back unchanged, under the same id: the failure may have come
+    /// after the commit, with the acknowledgement lost.
+    Write {
         /// The chunk's id; the store records it in the same transaction.
         id: u64,
-        /// Rows, at most the chunk size.
-        rows: Vec<HistoryRow>,
-    },
-    /// Upsert `rows` into `ServerCallStatus` (idempotent).
-    WriteStatus {
-        /// Rows, at most the chunk size.
-        rows: Vec<CallStatusRow>,
+        /// History deltas to add.
+        history: Vec<HistoryRow>,
+        /// Latest counters to upsert into `ServerCallStatus`.
+        status: Vec<CallStatusRow>,
     },
     /// Prune old history and old chunk marks.
     Prune(Prune),
+}
+
+impl Action {
+    /// The rows of a [`Action::Write`] (0 for a prune).
+    pub fn rows(&self) -> usize {
+        match self {
+            Self::Write {
+                history, status, ..
+            } => history.len() + status.len(),
+            Self::Prune(_) => 0,
+        }
+    }
 }
 
 /// What a prune removes; the cutoffs come from the driver's wall clock.
@@ -145,32 +163,100 @@ pub enum FlusherState {
     Done,
 }
 
-/// A history chunk and the id that makes its write idempotent.
+/// The rows of one `(key, host)` in a flush: its history and the status rows
+/// of all its callers, always written in the same transaction.
+#[derive(Debug, Clone, Default)]
+struct Group {
+    history: Vec<HistoryRow>,
+    status: Vec<CallStatusRow>,
+}
+
+impl Group {
+    fn rows(&self) -> usize {
+        self.history.len() + self.status.len()
+    }
+}
+
+/// A chunk of a flush and the id that makes its write idempotent.
 #[derive(Debug, Clone)]
 struct Chunk {
     id: u64,
-    rows: Vec<HistoryRow>,
+    history: Vec<HistoryRow>,
+    status: Vec<CallStatusRow>,
 }
 
-/// The rows a flush took and has not written yet.
+impl Chunk {
+    fn rows(&self) -> usize {
+        self.history.len() + self.status.len()
+    }
+
+    fn action(&self) -> Action {
+        Action::Write {
+            id: self.id,
+            history: self.history.clone(),
+            status: self.status.clone(),
+        }
+    }
+}
+
+/// The rows a flush took and has not written yet, by `(key, host)` in key
+/// order.
 #[derive(Debug)]
 struct Flush {
     started: Instant,
-    history: VecDeque<HistoryRow>,
-    status: VecDeque<CallStatusRow>,
+    groups: VecDeque<Group>,
+    rows: usize,
 }
 
 impl Flush {
+    fn new(started: Instant, batch: Batch) -> Self {
+        let (status, history) = batch.into_rows();
+        let rows = status.len() + history.len();
+        let mut groups: BTreeMap<(ModKey, u32, u16), Group> = BTreeMap::new();
+        for r in history {
+            let g = groups.entry((r.key, r.host.ip, r.host.port)).or_default();
+            g.history.push(r);
+        }
+        for r in status {
+            let g = groups.entry((r.key, r.host.ip, r.host.port)).or_default();
+            g.status.push(r);
+        }
+        Self {
+            started,
+            groups: groups.into_values().collect(),
+            rows,
+        }
+    }
+
     fn is_empty(&self) -> bool {
-        self.history.is_empty() && self.status.is_empty()
+        self.groups.is_empty()
+    }
+
+    /// Whole groups, up to `max` rows (at least one group).
+    fn take_chunk(&mut self, max: usize) -> (Vec<HistoryRow>, Vec<CallStatusRow>) {
+        let (mut history, mut status) = (Vec::new(), Vec::new());
+        while let Some(g) = self.groups.front() {
+            let n = history.len() + status.len();
+            if n > 0 && n + g.rows() > max {
+                break;
+            }
+            let Some(g) = self.groups.pop_front() else {
+                break;
+            };
+            self.rows -= g.rows();
+            history.extend(g.history);
+            status.extend(g.status);
+        }
+        (history, status)
     }
 
     fn into_batch(self) -> Batch {
-        Batch::from_rows(self.status.into(), self.history.into())
-    }
-
-    fn rows(&self) -> usize {
-        self.history.len() + self.status.len()
+        let (mut status, mut history) = (Vec::new(), Vec::new());
+        for g in self.groups {
+            history.extend(g.history);
+            status.extend(g.status);
+        }
+        Batch::from_rows(status, history)
     }
 }
 
@@ -179,8 +265,7 @@ impl Flush {
 enum InFlight {
     /// The chunk in doubt (it stays in `in_doubt` meanwhile).
     InDoubt,
-    History(Chunk),
-    Status(Vec<CallStatusRow>),
+    Write(Chunk),
     Prune,
 }
 
@@ -203,8 +288,8 @@ enum InFlight {
 /// let mut batch = Batch::new();
 /// batch.add_history(ModKey::new(1, 1), HostAddr::new(0x0a00_0001, 80), 120, 5, 1);
 /// f.push(batch);
-/// let Some(Action::WriteHistory { id, rows }) = f.poll_action(t0) else { panic!() };
-/// assert_eq!((id, rows.len()), (42, 1));
+/// let Some(Action::Write { id, history, status }) = f.poll_action(t0) else { panic!() };
+/// assert_eq!((id, history.len(), status.len()), (42, 1, 0));
 /// // The commit's acknowledgement is lost: the same chunk, same id, later.
 /// let Progress::Retry { retry_at, .. } = f.on_written(t0, Err(WriteError::Unavailable)) else {
 ///     panic!()
@@ -212,7 +297,7 @@ enum InFlight {
 /// assert_eq!(f.poll_action(t0), None);
 /// assert_eq!(f.next_deadline(), Some(retry_at));
 /// let again = f.poll_action(retry_at);
-/// assert_eq!(again, Some(Action::WriteHistory { id: 42, rows }));
+/// assert_eq!(again, Some(Action::Write { id: 42, history, status }));
 /// assert!(matches!(f.on_written(retry_at, Ok(())), Progress::Flushed { .. }));
 /// f.stop(retry_at);
 /// assert!(f.is_done());
@@ -233,6 +318,12 @@ pub struct Flusher {
     prune: Option<Prune>,
     /// When the next prune is due; `None`: at the first poll.
     next_prune: Option<Instant>,
+    /// The last receiver batch pushed (see [`push_taken`](Self::push_taken)).
+    pushed_through: u64,
+    /// `pushed_through` when the flush going on took its rows.
+    taking_through: u64,
+    /// The last receiver batch whose rows are all confirmed.
+    confirmed_through: u64,
 }
 
 impl Flusher {
@@ -254,6 +345,9 @@ impl Flusher {
             stop_deadline: None,
             prune: None,
             next_prune: None,
+            pushed_through: 0,
+            taking_through: 0,
+            confirmed_through: 0,
         }
     }
 
@@ -277,6 +371,30 @@ impl Flusher {
     /// and enforces the bound.
     pub fn push(&mut self, batch: Batch) -> BoundOutcome {
         self.pending.push_newer(batch)
+    }
+
+    /// [`push`](Self::push) of the receiver's batch number `through` (see
+    /// [`Receiver::batches_taken`](crate::Receiver::batches_taken); an empty
+    /// batch may be pushed too), so that
+    /// [`flushed_through`](Self::flushed_through) can tell when its rows are
+    /// in the store.
+    pub fn push_taken(&mut self, batch: Batch, through: u64) -> BoundOutcome {
+        self.pushed_through = self.pushed_through.max(through);
+        self.push(batch)
+    }
+
+    /// The last receiver batch (as numbered in
+    /// [`push_taken`](Self::push_taken)) whose rows, and those of every
+    /// batch before it, are all in the store or were given up: nothing of
+    /// them is held here any more. For
+    /// [`Receiver::set_flushed_through`](crate::Receiver::set_flushed_through).
+    pub fn flushed_through(&self) -> u64 {
+        let writing = matches!(self.in_flight, Some(InFlight::Write(_) | InFlight::InDoubt));
+        if !writing && self.flush.is_none() && self.in_doubt.is_none() && self.pending.is_empty() {
+            self.pushed_through
+        } else {
+            self.confirmed_through
+        }
     }
 
     /// Starts the graceful stop at `now`: everything held is still written,
@@ -316,45 +434,27 @@ impl Flusher {
             if self.in_doubt.is_none() && self.pending.is_empty() {
                 return None;
             }
-            let (status, history) = self.pending.take().into_rows();
-            self.flush = Some(Flush {
-                started: now,
-                history: history.into(),
-                status: status.into(),
-            });
+            self.taking_through = self.pushed_through;
+            self.flush = Some(Flush::new(now, self.pending.take()));
         }
         // The chunk in doubt first, under its own id; until it is confirmed
         // nothing else is written.
         if let Some(chunk) = &self.in_doubt {
             self.in_flight = Some(InFlight::InDoubt);
-            return Some(Action::WriteHistory {
-                id: chunk.id,
-                rows: chunk.rows.clone(),
-            });
+            return Some(chunk.action());
         }
         let flush = self.flush.as_mut()?;
-        // History first: it is additive, so every chunk is written at most
-        // once. Status rows are idempotent.
-        if !flush.history.is_empty() {
-            let n = self.write_chunk.min(flush.history.len());
-            let rows: Vec<HistoryRow> = flush.history.drain(..n).collect();
+        if !flush.is_empty() {
+            let (history, status) = flush.take_chunk(self.write_chunk);
             self.last_id = self.last_id.wrapping_add(1);
             let chunk = Chunk {
                 id: self.last_id,
-                rows,
+                history,
+                status,
             };
-            let action = Action::WriteHistory {
-                id: chunk.id,
-                rows: chunk.rows.clone(),
-            };
-            self.in_flight = Some(InFlight::History(chunk));
+            let action = chunk.action();
+            self.in_flight = Some(InFlight::Write(chunk));
             return Some(action);
-        }
-        if !flush.status.is_empty() {
-            let n = self.write_chunk.min(flush.status.len());
-            let rows: Vec<CallStatusRow> = flush.status.drain(..n).collect();
-            self.in_flight = Some(InFlight::Status(rows.clone()));
-            return Some(Action::WriteStatus { rows });
         }
         // A flush with nothing left (the last write's result normally ends
         // it): end it and look again.
@@ -362,39 +462,30 @@ impl Flusher {
         self.poll_action(now)
     }
 
-    /// The result at `now` of the [`Action::WriteHistory`] or
-    /// [`Action::WriteStatus`] last handed out.
+    /// The result at `now` of the [`Action::Write`] last handed out.
     pub fn on_written(&mut self, now: Instant, result: Result<(), WriteError>) -> Progress {
-        let chunk = match self.in_flight.take() {
-            Some(InFlight::InDoubt) => match result {
-                Ok(()) => {
+        match self.in_flight.take() {
+            Some(InFlight::InDoubt) => {
+                if result.is_ok() {
                     self.in_doubt = None;
-                    None
                 }
-                Err(_) => None, // stays in doubt
-            },
-            Some(InFlight::History(chunk)) => Some(Ok(chunk)),
-            Some(InFlight::Status(rows)) => Some(Err(rows)),
+                // On failure it stays in doubt.
+            }
+            Some(InFlight::Write(chunk)) => {
+                if result.is_err() {
+                    self.in_doubt = Some(chunk);
+                }
+            }
             other => {
                 self.in_flight = other;
                 return Progress::Unexpected;
             }
-        };
+        }
         let Err(error) = result else {
             return self.written();
         };
-        // The failed rows: a history chunk is now in doubt; status rows go
-        // back with the rest.
-        let mut failed_status = Vec::new();
-        match chunk {
-            Some(Ok(chunk)) => self.in_doubt = Some(chunk),
-            Some(Err(rows)) => failed_status = rows,
-            None => {}
-        }
-        let mut rest = self.flush.take().map(Flush::into_batch).unwrap_or_default();
-        if !failed_status.is_empty() {
-            rest.merge_older(Batch::from_rows(failed_status, Vec::new()));
-        }
+        // The failed chunk is now in doubt; the rest of the flush goes back.
+        let rest = self.flush.take().map(Flush::into_batch).unwrap_or_default();
         let give_up = match error {
             WriteError::Unavailable => {
                 self.query_failures = 0;
@@ -418,7 +509,7 @@ impl Flusher {
         match give_up {
             Some(reason) => {
                 let mut rows = rest.len() as u64;
-                rows += self.in_doubt.take().map_or(0, |c| c.rows.len() as u64);
+                rows += self.in_doubt.take().map_or(0, |c| c.rows() as u64);
                 if reason == GiveUp::StopTimeout {
                     rows += self.pending.take().len() as u64;
                 }
@@ -488,12 +579,11 @@ impl Flusher {
     /// doubt included.
     pub fn unconfirmed_rows(&self) -> usize {
         let in_flight = match &self.in_flight {
-            Some(InFlight::History(c)) => c.rows.len(),
-            Some(InFlight::Status(r)) => r.len(),
+            Some(InFlight::Write(c)) => c.rows(),
             _ => 0,
         };
-        self.flush.as_ref().map_or(0, Flush::rows)
-            + self.in_doubt.as_ref().map_or(0, |c| c.rows.len())
+        self.flush.as_ref().map_or(0, |f| f.rows)
+            + self.in_doubt.as_ref().map_or(0, Chunk::rows)
             + in_flight
     }
 
@@ -508,6 +598,7 @@ impl Flusher {
             Some(f) if f.is_empty() && self.in_doubt.is_none() => {
                 let started = f.started;
                 self.flush = None;
+                self.confirmed_through = self.taking_through;
                 self.retry = None;
                 self.retry_at = None;
                 self.query_failures = 0;
@@ -558,48 +649,52 @@ mod tests {
         b
     }
 
-    fn history(a: Option<Action>) -> (u64, usize) {
+    /// A write's `(id, history rows, status rows)`.
+    fn write(a: Option<Action>) -> (u64, usize, usize) {
         match a {
-            Some(Action::WriteHistory { id, rows }) => (id, rows.len()),
-            other => panic!("expected a history write, got {other:?}"),
+            Some(Action::Write {
+                id,
+                history,
+                status,
+            }) => (id, history.len(), status.len()),
+            other => panic!("expected a write, got {other:?}"),
         }
     }
 
-    fn status(a: Option<Action>) -> Vec<CallStatusRow> {
+    fn status_of(a: Option<Action>) -> Vec<CallStatusRow> {
         match a {
-            Some(Action::WriteStatus { rows }) => rows,
-            other => panic!("expected a status write, got {other:?}"),
+            Some(Action::Write { status, .. }) => status,
+            other => panic!("expected a write, got {other:?}"),
         }
     }
 
     #[test]
-    fn a_flush_writes_history_chunks_then_status_under_consecutive_ids() {
+    fn a_flush_writes_whole_key_host_groups_in_chunks_under_consecutive_ids() {
         let t = t0();
         let mut f = Flusher::new(1000, 10).with_write_chunk(2);
         assert_eq!(f.state(t), FlusherState::Idle);
         assert_eq!((f.poll_action(t), f.next_deadline()), (None, None));
+        // Host 1: a history row and a status row, together; hosts 2..5: one
+        // history row each.
         f.push(batch(5, 1));
         assert_eq!(f.pending_rows(), 6);
-        assert_eq!(history(f.poll_action(t)), (11, 2));
+        assert_eq!(write(f.poll_action(t)), (11, 1, 1));
         assert_eq!(f.state(t), FlusherState::Waiting);
         assert_eq!(f.poll_action(t), None, "one action at a time");
         assert_eq!(f.on_written(t, Ok(())), Progress::Continue);
         assert_eq!(f.state(t), FlusherState::Flushing);
         // Rows pushed meanwhile wait for the next flush.
         f.push(batch(1, 7));
-        assert_eq!(history(f.poll_action(t)), (12, 2));
+        assert_eq!(write(f.poll_action(t)), (12, 2, 0));
         f.on_written(t, Ok(()));
-        assert_eq!(history(f.poll_action(t)), (13, 1));
-        f.on_written(t, Ok(()));
-        assert_eq!(status(f.poll_action(t))[0].succ_cnt, 1);
+        assert_eq!(write(f.poll_action(t)), (13, 2, 0));
         let later = ms(t, 5);
         assert_eq!(
             f.on_written(later, Ok(())),
             Progress::Flushed { started: t }
         );
-        assert_eq!(history(f.poll_action(later)), (14, 1));
-        f.on_written(later, Ok(()));
-        assert_eq!(status(f.poll_action(later))[0].succ_cnt, 7);
+        let rows = status_of(f.poll_action(later));
+        assert_eq!((rows.len(), rows[0].succ_cnt), (1, 7));
         assert!(matches!(
             f.on_written(later, Ok(())),
             Progress::Flushed { .. }
@@ -608,13 +703,28 @@ mod tests {
     }
 
     #[test]
+    fn a_key_host_with_more_rows_than_a_chunk_goes_alone_and_whole() {
+        let t = t0();
+        let mut f = Flusher::new(1000, 0).with_write_chunk(1);
+        let mut b = batch(2, 1);
+        for minute in [120, 180] {
+            b.add_history(ModKey::new(1, 1), HostAddr::new(1, 1), minute, 1, 0);
+        }
+        f.push(b);
+        // Host 1: 3 minutes and its status row, over the chunk size.
+        assert_eq!(write(f.poll_action(t)), (1, 3, 1));
+        f.on_written(t, Ok(()));
+        assert_eq!(write(f.poll_action(t)), (2, 1, 0));
+    }
+
+    #[test]
     fn a_failed_chunk_stays_in_doubt_and_goes_first_under_its_id() {
         let t = t0();
         let mut f = Flusher::new(1000, 0).with_write_chunk(2);
         f.push(batch(4, 1));
-        assert_eq!(history(f.poll_action(t)), (1, 2));
+        assert_eq!(write(f.poll_action(t)), (1, 1, 1));
         f.on_written(t, Ok(()));
-        assert_eq!(history(f.poll_action(t)), (2, 2));
+        assert_eq!(write(f.poll_action(t)), (2, 2, 0));
         // The acknowledgement of chunk 2 is lost.
         let Progress::Retry { retry_at, bound } = f.on_written(t, Err(WriteError::Unavailable))
         else {
@@ -624,21 +734,20 @@ mod tests {
         assert_eq!(retry_at, ms(t, 100));
         assert_eq!(f.in_doubt(), Some(2));
         assert_eq!(f.unconfirmed_rows(), 2);
-        // The status row went back to the buffer; newer rows join it.
+        // Host 4's row went back to the buffer; newer rows join it.
         assert_eq!(f.pending_rows(), 1);
         f.push(batch(1, 5));
         assert_eq!(f.state(t), FlusherState::Backoff { until: retry_at });
         assert_eq!(f.poll_action(ms(t, 99)), None);
         assert_eq!(f.next_deadline(), Some(retry_at));
         // Chunk 2 again, whole and under its id, before anything else.
-        assert_eq!(history(f.poll_action(retry_at)), (2, 2));
+        assert_eq!(write(f.poll_action(retry_at)), (2, 2, 0));
         assert_eq!(f.on_written(retry_at, Ok(())), Progress::Continue);
         assert_eq!(f.in_doubt(), None);
-        assert_eq!(history(f.poll_action(retry_at)), (3, 1));
-        f.on_written(retry_at, Ok(()));
-        // The newer status row won over the one put back.
-        let rows = status(f.poll_action(retry_at));
+        let rows = status_of(f.poll_action(retry_at));
         assert_eq!((rows.len(), rows[0].succ_cnt), (1, 5));
+        f.on_written(retry_at, Ok(()));
+        assert_eq!(write(f.poll_action(retry_at)), (4, 1, 0));
         assert!(matches!(
             f.on_written(retry_at, Ok(())),
             Progress::Flushed { .. }
@@ -646,18 +755,46 @@ mod tests {
     }
 
     #[test]
-    fn a_failed_status_chunk_goes_back_whole() {
+    fn status_rows_stay_in_doubt_with_the_history_of_their_chunk() {
         let t = t0();
         let mut f = Flusher::new(1000, 0);
         f.push(batch(1, 3));
-        history(f.poll_action(t));
-        f.on_written(t, Ok(()));
-        status(f.poll_action(t));
+        let first = f.poll_action(t);
         let Progress::Retry { retry_at, .. } = f.on_written(t, Err(WriteError::Unavailable)) else {
             panic!()
         };
-        assert_eq!((f.in_doubt(), f.pending_rows()), (None, 1));
-        assert_eq!(status(f.poll_action(retry_at))[0].succ_cnt, 3);
+        assert_eq!((f.in_doubt(), f.pending_rows()), (Some(1), 0));
+        // A newer status row of the same stream waits behind the chunk.
+        f.push(batch(1, 4));
+        assert_eq!(f.poll_action(retry_at), first);
+        f.on_written(retry_at, Ok(()));
+        assert_eq!(status_of(f.poll_action(retry_at))[0].succ_cnt, 4);
+    }
+
+    #[test]
+    fn flushed_through_follows_the_receiver_batches_confirmed() {
+        let t = t0();
+        let mut f = Flusher::new(1000, 0).with_write_chunk(2);
+        assert_eq!(f.flushed_through(), 0);
+        f.push_taken(batch(3, 1), 1);
+        assert_eq!(f.flushed_through(), 0, "pending");
+        write(f.poll_action(t));
+        f.push_taken(batch(1, 2), 2);
+        f.on_written(t, Ok(()));
+        assert_eq!(f.flushed_through(), 0, "the flush goes on");
+        write(f.poll_action(t));
+        assert!(matches!(f.on_written(t, Ok(())), Progress::Flushed { .. }));
+        assert_eq!(f.flushed_through(), 1, "batch 2 still pending");
+        write(f.poll_action(t));
+        let Progress::Retry { retry_at, .. } = f.on_written(t, Err(WriteError::Unavailable)) else {
+            panic!()
+        };
+        // An empty batch changes nothing while batch 2 is in doubt.
+        f.push_taken(Batch::new(), 3);
+        assert_eq!(f.flushed_through(), 1);
+        write(f.poll_action(retry_at));
+        f.on_written(retry_at, Ok(()));
+        assert_eq!(f.flushed_through(), 3);
     }
 
     #[test]
@@ -678,9 +815,7 @@ mod tests {
         assert_eq!(waits, vec![100, 200, 400, 800, 1600, 2000, 2000]);
         // An outage is never given up: the chunk is still in doubt.
         assert_eq!(f.in_doubt(), Some(1));
-        history(f.poll_action(t));
-        f.on_written(t, Ok(()));
-        status(f.poll_action(t));
+        write(f.poll_action(t));
         assert!(matches!(f.on_written(t, Ok(())), Progress::Flushed { .. }));
         f.push(batch(1, 1));
         f.poll_action(t);
@@ -711,15 +846,14 @@ mod tests {
         let Some(Progress::GaveUp { rows, reason, .. }) = outcomes.last().copied() else {
             panic!()
         };
-        // The chunk in doubt (2 rows), and what each retry took from the
-        // buffer: the status row (the newer batch's won) and the newer
-        // history row.
-        assert_eq!((rows, reason), (4, GiveUp::Rejected));
+        // The chunk in doubt (3 rows), and what the last retry took from the
+        // buffer: the newer batch's history and status rows.
+        assert_eq!((rows, reason), (5, GiveUp::Rejected));
         assert_eq!((f.in_doubt(), f.pending_rows()), (None, 0));
         // Rows pushed afterwards are written as usual.
         f.push(batch(1, 2));
-        assert_eq!(history(f.poll_action(t)), (2, 1));
-        assert_eq!(f.on_written(t, Ok(())), Progress::Continue);
+        assert_eq!(write(f.poll_action(t)), (2, 1, 1));
+        assert!(matches!(f.on_written(t, Ok(())), Progress::Flushed { .. }));
     }
 
     #[test]
@@ -743,14 +877,14 @@ mod tests {
     #[test]
     fn stop_writes_everything_then_is_done() {
         let t = t0();
-        let mut f = Flusher::new(1000, 0);
-        f.push(batch(1, 1));
+        let mut f = Flusher::new(1000, 0).with_write_chunk(1);
+        f.push(batch(2, 1));
         f.stop(t);
         assert!(!f.is_done());
-        history(f.poll_action(t));
+        write(f.poll_action(t));
         assert!(!f.is_done(), "a write is out");
         f.on_written(t, Ok(()));
-        status(f.poll_action(t));
+        write(f.poll_action(t));
         f.on_written(t, Ok(()));
         assert!(f.is_done());
         assert_eq!(f.state(t), FlusherState::Done);
@@ -794,17 +928,15 @@ mod tests {
         assert_eq!(f.next_deadline(), Some(t + PRUNE_EVERY));
         // Writes go on meanwhile.
         f.push(batch(1, 1));
-        history(f.poll_action(t));
+        write(f.poll_action(t));
         f.on_pruned(t, true); // not a prune: ignored
         f.on_written(t, Ok(()));
         // A due prune goes before the next write.
+        f.push(batch(1, 2));
         let at = t + PRUNE_EVERY;
         assert!(matches!(f.poll_action(at), Some(Action::Prune(_))));
         f.on_pruned(at, false);
-        assert!(matches!(
-            f.poll_action(at),
-            Some(Action::WriteStatus { .. })
-        ));
+        write(f.poll_action(at));
         f.on_written(at, Ok(()));
         assert_eq!(f.next_deadline(), Some(at + PRUNE_RETRY));
         // Retention 0 keeps the history and still prunes the chunk marks.
@@ -824,7 +956,7 @@ mod tests {
             b.add_history(ModKey::new(1, 1), HostAddr::new(1, 1), minute * 60, 1, 0);
         }
         assert!(!f.push(b).any());
-        history(f.poll_action(t)); // all 3 rows in one chunk
+        write(f.poll_action(t)); // all 3 rows in one chunk
         f.push(batch(3, 1)); // 4 rows, 3 hosts in one minute: over the bound
         let Progress::Retry { bound, .. } = f.on_written(t, Err(WriteError::Unavailable)) else {
             panic!()

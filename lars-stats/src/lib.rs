@@ -44,7 +44,7 @@
 //! let t0 = Instant::now(); // the driver reads the clock, never the crate
 //! let mut written = (0, 0);
 //! while let Some(action) = flusher.poll_action(t0) {
-//!     if let Action::WriteHistory { rows, .. } = &action {
+//!     if let Action::Write { history: rows, .. } = &action {
 //!         written = rows.iter().fold(written, |(s, e), r| (s + r.succ, e + r.err));
 //!     }
 //!     if let Progress::Flushed { .. } = flusher.on_written(t0, Ok(())) {

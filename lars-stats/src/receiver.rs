@@ -92,12 +92,110 @@ pub struct Received {
 pub struct Receiver {
     tracker: DeltaTracker,
     buffer: DoubleBuffer,
+    /// Batches handed out by [`take_batch`](Self::take_batch); the active
+    /// side is batch `taken + 1`.
+    taken: u64,
+    /// The last batch whose rows are all in the store (or given up).
+    flushed_through: u64,
+    /// `Some(secs)`: streams not updated live for that long are re-read.
+    reload_after: Option<i64>,
 }
 
 impl Receiver {
     /// No streams, nothing gathered.
     pub fn new() -> Self {
         Self::default()
+    }
+
+    /// Streams not updated by a live report for `secs` seconds (and streams
+    /// known only from the store, or not at all) are re-read from the store
+    /// before a report is applied: see [`reload_needed`](Self::reload_needed).
+    /// Without it (the default) memory is trusted.
+    pub fn with_reload_after(mut self, secs: i64) -> Self {
+        self.reload_after = Some(secs.max(0));
+        self
+    }
+
+    /// Batches handed out by [`take_batch`](Self::take_batch) so far: the
+    /// number of the last one (the first is 1).
+    pub fn batches_taken(&self) -> u64 {
+        self.taken
+    }
+
+    /// Every row of the batches up to `batch` (as numbered by
+    /// [`batches_taken`](Self::batches_taken)) is in the store, or was given
+    /// up: streams whose last rows were in them may be re-read.
+    pub fn set_flushed_through(&mut self, batch: u64) {
+        self.flushed_through = self.flushed_through.max(batch);
+    }
+
+    /// The `(key, caller)` whose persisted counters must be read before `req`
+    /// is applied at `now` (one read, every host of the message), or `None`:
+    /// re-reading is off, the report is late (ignored), or every stream of
+    /// the message was updated live less than the reload age ago, or still
+    /// has unflushed rows here (see [`DeltaTracker::needs_reload`]).
+    pub fn reload_needed(&self, req: &ReportStatusRequest, now: i64) -> Option<(ModKey, u32)> {
+        let after = self.reload_after?;
+        ReportTime::of(req.ts, now).at()?;
+        let key = ModKey::from_wire(req.modid, req.cmdid);
+        let caller = req.caller as u32;
+        req.results
+            .iter()
+            .filter_map(|r| HostAddr::from_wire(r.ip, r.port))
+            .any(|host| {
+                self.tracker
+                    .needs_reload((key, host, caller), now, after, self.flushed_through)
+            })
+            .then_some((key, caller))
+    }
+
+    /// Applies the persisted counters `rows` (the `ServerCallStatus` rows of
+    /// `req`'s key and caller, read at `now`) to the streams of `req` that
+    /// [`reload_needed`](Self::reload_needed): each continues from its row,
+    /// or counts in full when the store has none (or only one older than
+    /// [`EXPIRE_AFTER`], or beyond `u32`: the sender restarted its counters
+    /// since). Returns the streams re-read.
+    pub fn reload<I: IntoIterator<Item = CallStatusRow>>(
+        &mut self,
+        req: &ReportStatusRequest,
+        rows: I,
+        now: i64,
+    ) -> u64 {
+        let Some(after) = self.reload_after else {
+            return 0;
+        };
+        let key = ModKey::from_wire(req.modid, req.cmdid);
+        let caller = req.caller as u32;
+        let rows: Vec<CallStatusRow> = rows
+            .into_iter()
+            .filter(|r| r.key == key && r.caller == caller)
+            .collect();
+        let mut reloaded = 0;
+        for r in &req.results {
+            let Some(host) = HostAddr::from_wire(r.ip, r.port) else {
+                continue;
+            };
+            let stream = (key, host, caller);
+            if !self
+                .tracker
+                .needs_reload(stream, now, after, self.flushed_through)
+            {
+                continue;
+            }
+            let persisted = rows
+                .iter()
+                .find(|p| p.host == host && p.ts >= now - EXPIRE_AFTER)
+                .and_then(|p| {
+                    Some((
+                        u32::try_from(p.succ_cnt).ok()?,
+                        u32::try_from(p.err_cnt).ok()?,
+                        p.ts,
+                    ))
+                });
+            self.tracker.reload(stream, persisted);
+            reloaded += 1;
+        }
+        reloaded
     }
 
     /// Resumes from the counters persisted before a restart (the
@@ -152,9 +250,9 @@ impl Receiver {
                 out.bad_results += 1;
                 continue;
             };
-            let d = self
-                .tracker
-                .observe((key, host, caller), r.succ, r.err, now);
+            let d =
+                self.tracker
+                    .observe_in((key, host, caller), r.succ, r.err, now, self.taken + 1);
             out.resets += u64::from(d.reset);
             out.succ += d.succ;
             out.err += d.err;
@@ -176,7 +274,9 @@ impl Receiver {
     }
 
     /// Hands out what was gathered since the last call, to be written.
+    /// It becomes batch number [`batches_taken`](Self::batches_taken).
     pub fn take_batch(&mut self) -> Batch {
+        self.taken += 1;
         self.buffer.swap()
     }
 

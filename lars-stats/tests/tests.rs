@@ -3,6 +3,7 @@
 //! sleeps.
 #![allow(clippy::unwrap_used)]
 
+mod handoff;
 mod reorder;
 mod roundtrip;
 mod world;

@@ -68,21 +68,23 @@ impl FakeStore {
             Some(Fault::LostAck) | None => {}
         }
         match action {
-            Action::WriteHistory { id, rows } => {
+            Action::Write {
+                id,
+                history,
+                status,
+            } => {
                 if self.marks.contains_key(id) {
                     self.already_applied += 1;
                 } else {
                     self.marks.insert(*id, unix_now);
-                    for r in rows {
+                    for r in history {
                         let t = self.history.entry((r.key, r.host)).or_default();
                         t.0 += r.succ;
                         t.1 += r.err;
                     }
-                }
-            }
-            Action::WriteStatus { rows } => {
-                for r in rows {
-                    self.status.insert((r.key, r.host, r.caller), *r);
+                    for r in status {
+                        self.status.insert((r.key, r.host, r.caller), *r);
+                    }
                 }
             }
             Action::Prune(p) => {
