@@ -533,6 +533,7 @@ impl Conn {
             stats,
             id,
             tls_failure,
+            framed,
             ..
         } = self;
         let Some(tls) = tls.as_deref_mut() else {
@@ -558,7 +559,10 @@ impl Conn {
                 }
                 let was_handshaking = tls.is_handshaking();
                 if let Err(e) = tls.process_new_packets() {
-                    if was_handshaking {
+                    // A TLS 1.3 client ends its handshake before the server
+                    // has checked its certificate: the server's refusal
+                    // arrives after, before any frame.
+                    if was_handshaking || !*framed {
                         *tls_failure = Some((TlsRefusal::of(&e), e.to_string()));
                     } else {
                         tracing::debug!("{id}: tls error: {e}");

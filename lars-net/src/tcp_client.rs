@@ -19,6 +19,7 @@ use prost::Message;
 use crate::conn::{Conn, ConnHook, ConnId, NetStats, ReadOutcome, Router, dispatch};
 use crate::error::Result;
 use crate::event_loop::{LoopCtx, LoopHandle, LoopState, LoopThread, TimerId};
+use crate::tls::{ClientTls, TlsRefusal};
 
 const READ_CHUNK: usize = 64 * 1024;
 /// A connection that lived this long, or received a frame, resets the
@@ -59,6 +60,7 @@ pub struct ClientBuilder {
     max_backoff: Duration,
     connect_timeout: Duration,
     name: String,
+    tls: Option<ClientTls>,
 }
 
 impl std::fmt::Debug for ClientBuilder {
@@ -133,6 +135,18 @@ impl ClientBuilder {
         self
     }
 
+    /// Speaks TLS to the server (its TLS port): the server certificate must
+    /// chain to the configured CA and name the configured server name (or
+    /// the server's IP); the client certificate, if configured, is sent to
+    /// a server that requires one. Frames sent before the handshake ends
+    /// wait for it; a handshake not done within the connect timeout, or
+    /// that fails, is a failed connect (logged, counted in
+    /// `tls_refused_handshake`).
+    pub fn tls(mut self, tls: ClientTls) -> Self {
+        self.tls = Some(tls);
+        self
+    }
+
     /// Thread name (default `lars-client`).
     pub fn name(mut self, name: &str) -> Self {
         self.name = name.to_owned();
@@ -171,6 +185,7 @@ impl ClientBuilder {
                 seq: 0,
                 pending: VecDeque::new(),
                 scratch: vec![0; READ_CHUNK],
+                tls: b.tls,
             };
             if c.dialer.is_some() {
                 c.retry_later(ctx);
@@ -225,6 +240,7 @@ impl TcpClient {
             max_backoff: Duration::from_secs(5),
             connect_timeout: Duration::from_secs(3),
             name: "lars-client".to_owned(),
+            tls: None,
         }
     }
 
@@ -356,6 +372,7 @@ struct ClientLoop {
     seq: u64,
     pending: VecDeque<Bytes>,
     scratch: Vec<u8>,
+    tls: Option<ClientTls>,
 }
 
 impl ClientLoop {
@@ -447,6 +464,34 @@ impl ClientLoop {
             0,
             Arc::clone(&self.stats),
         ));
+        if let Some(tls) = &self.tls {
+            match tls.connect(peer) {
+                Ok(session) => conn.tls = Some(Box::new(rustls::Connection::Client(session))),
+                Err(e) => {
+                    tracing::error!("tls to {peer}: {e}");
+                    let mut stream = conn.stream;
+                    let _ = ctx.registry().deregister(&mut stream);
+                    self.failed(ctx, &io::Error::other(e.to_string()));
+                    return;
+                }
+            }
+            // A server that never finishes the handshake is a failed
+            // connect too.
+            let seq = self.seq;
+            ctx.run_after(self.connect_timeout, move |c: &mut Self, ctx| {
+                if let State::Connected(conn) = &c.state {
+                    if c.seq == seq && conn.handshaking() {
+                        tracing::warn!(
+                            "tls to {}: handshake not done within {:?}",
+                            c.addr,
+                            c.connect_timeout
+                        );
+                        NetStats::inc(&c.stats.tls_refused_handshake);
+                        c.lost(ctx);
+                    }
+                }
+            });
+        }
         // Registered READABLE|WRITABLE for the connect; flush() below sets
         // the interest to what the write buffer needs.
         conn.write_interest = true;
@@ -574,13 +619,23 @@ impl LoopState for ClientLoop {
                         ReadOutcome::Closed
                     );
                     let ok = dispatch(conn, &self.router) && !closed;
+                    if let Some((why, detail)) = conn.tls_failure.take() {
+                        NetStats::inc(&self.stats.tls_refused_handshake);
+                        let hint = match why {
+                            TlsRefusal::BadClientCert => {
+                                " (the server's certificate does not verify against [tls] ca and server_name)"
+                            }
+                            TlsRefusal::NoClientCert | TlsRefusal::Handshake => "",
+                        };
+                        tracing::warn!("tls to {}: handshake failed: {detail}{hint}", self.addr);
+                    }
                     if !ok {
                         let _ = conn.flush(ctx.registry(), token);
                         self.lost(ctx);
                         return;
                     }
                 }
-                if conn.write_interest || !conn.wbuf.is_empty() {
+                if conn.wants_flush() {
                     self.flush(ctx, token);
                 }
             }

@@ -369,7 +369,6 @@ impl ClientTls {
 
     /// A client connection to `peer`: the server name is `server_name`
     /// when configured, else the peer's IP address.
-    #[allow(dead_code)] // used by the TLS TcpClient (next commit)
     pub(crate) fn connect(&self, peer: std::net::SocketAddr) -> Result<rustls::ClientConnection> {
         let name = match &self.inner.files.server_name {
             Some(n) => ServerName::try_from(n.clone()).map_err(tls_err)?,

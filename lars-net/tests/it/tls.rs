@@ -383,3 +383,108 @@ fn bad_certificate_files_fail_the_start_naming_the_file() {
     let e = builder().tls(tls).start().unwrap_err().to_string();
     assert!(e.contains("server.key"), "{e}");
 }
+
+fn client_tls(ca: &Path, cert: Option<(&Path, &Path)>) -> lars_net::ClientTls {
+    lars_net::ClientTls::load(&lars_core::config::ClientTlsConfig {
+        ca: ca.to_owned(),
+        cert: cert.map(|c| c.0.to_owned()),
+        key: cert.map(|c| c.1.to_owned()),
+        server_name: None,
+    })
+    .unwrap()
+}
+
+/// A TcpClient over TLS whose replies (msgid 2) go to the returned channel;
+/// it sends `hello` on every connect.
+fn tls_client(
+    addr: SocketAddr,
+    tls: lars_net::ClientTls,
+) -> (lars_net::TcpClient, std::sync::mpsc::Receiver<Vec<u8>>) {
+    let (tx, rx) = std::sync::mpsc::channel::<Vec<u8>>();
+    let tx = Mutex::new(tx);
+    let client = lars_net::TcpClient::builder(addr)
+        .backoff(Duration::from_millis(10), Duration::from_millis(100))
+        .tls(tls)
+        .on_connect(|c| c.send_raw(1, b"hello").unwrap())
+        .router(lars_net::Router::new().route(2, move |_, f| {
+            let _ = tx.lock().unwrap().send(f.body.to_vec());
+        }))
+        .start()
+        .unwrap();
+    (client, rx)
+}
+
+#[test]
+fn the_tcp_client_speaks_mutual_tls_and_frames_sent_before_the_handshake_wait_for_it() {
+    let pki = TestPki::new("net-client");
+    let mut server = builder()
+        .tls(listener(&pki, ClientAuth::Required))
+        .start()
+        .unwrap();
+    let addr = server.tls_local_addr().unwrap();
+    let tls = client_tls(&pki.ca, Some((&pki.client_cert, &pki.client_key)));
+    let (mut client, rx) = tls_client(addr, tls);
+    // Sent at once, before the handshake is over: 100 frames of 60 KB
+    // (more than rustls buffers before the handshake).
+    let sender = client.sender();
+    for i in 0..100u8 {
+        sender.send_frames(frame_bytes(1, &vec![i; 60_000]));
+    }
+    assert_eq!(rx.recv_timeout(WAIT).unwrap(), b"hello");
+    for i in 0..100u8 {
+        let got = rx.recv_timeout(WAIT).unwrap();
+        assert!(
+            got.len() == 60_000 && got.iter().all(|&b| b == i),
+            "frame {i}"
+        );
+    }
+    let s = server.stats().snapshot();
+    assert_eq!((s.tls_handshakes, s.frames_in), (1, 101));
+    assert_eq!(client.stats().snapshot().tls_handshakes, 1);
+    client.join();
+    server.join();
+}
+
+#[test]
+fn a_tcp_client_without_the_right_certificate_is_refused_again_and_again() {
+    let pki = TestPki::new("net-client-refused");
+    let mut server = builder()
+        .tls(listener(&pki, ClientAuth::Required))
+        .start()
+        .unwrap();
+    let addr = server.tls_local_addr().unwrap();
+    for (cert, counter) in [
+        (None, "no_cert"),
+        (
+            Some((&*pki.other_client_cert, &*pki.other_client_key)),
+            "bad_cert",
+        ),
+    ] {
+        let (mut client, rx) = tls_client(addr, client_tls(&pki.ca, cert));
+        assert!(
+            wait_until(|| {
+                let s = server.stats().snapshot();
+                let n = match counter {
+                    "no_cert" => s.tls_refused_no_cert,
+                    _ => s.tls_refused_bad_cert,
+                };
+                n >= 2 && client.stats().snapshot().tls_refused_handshake >= 2
+            }),
+            "{counter}: {:?}",
+            server.stats().snapshot()
+        );
+        assert!(rx.try_recv().is_err(), "a refused client got a reply");
+        assert_eq!(server.stats().snapshot().frames_in, 0);
+        client.join();
+    }
+    // A client that does not trust the server's CA refuses it.
+    let (mut client, rx) = tls_client(addr, client_tls(&pki.other_ca, None));
+    assert!(wait_until(|| client
+        .stats()
+        .snapshot()
+        .tls_refused_handshake
+        >= 2));
+    assert!(rx.try_recv().is_err());
+    client.join();
+    server.join();
+}
