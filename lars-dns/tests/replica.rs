@@ -98,11 +98,12 @@ fn a_lagging_replica_delays_pushes_that_never_go_back() {
     assert_eq!(c.ask(KEY), vec![host("10.0.0.1:1")]);
 
     let edits: Vec<HostAddr> = (2..=4).map(|i| host(&format!("10.0.0.{i}:1"))).collect();
-    let mut last_version = 0;
+    let mut written = vec![(dns.stats().route_version, host("10.0.0.1:1"))];
     for h in &edits {
-        last_version = admin.set_hosts(KEY, &[*h]).unwrap();
+        written.push((admin.set_hosts(KEY, &[*h]).unwrap(), *h));
         thread::sleep(Duration::from_millis(300));
     }
+    let last_version = written[3].0;
 
     // Until the last edit is served: the dns never serves a version the
     // replica does not have (read the dns first: the replica only moves
@@ -119,6 +120,19 @@ fn a_lagging_replica_delays_pushes_that_never_go_back() {
             s.route_version
         );
         lag_seen |= s.route_version < last_version;
+        // The hosts served at a version are those written at it (read from
+        // the replica, not newer rows from the primary).
+        let hosts = Client::connect(dns.local_addr()).ask(KEY);
+        if dns.stats().route_version == s.route_version {
+            let at = written.iter().find(|(v, _)| *v == s.route_version);
+            assert_eq!(
+                at.map(|(_, h)| vec![*h]),
+                Some(hosts),
+                "version {} served with other hosts",
+                s.route_version
+            );
+        }
+
         behind_seen |= s.reads.version_behind > 0;
         pushed.extend(pushes_within(&mut c, Duration::from_millis(50)));
         if s.route_version == last_version && pushed.last() == Some(&vec![edits[2]]) {
