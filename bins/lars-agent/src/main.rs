@@ -8,7 +8,7 @@ use clap::Parser;
 use lars_agent::Agent;
 use lars_agent::AgentConfig;
 use lars_core::config::load_with;
-use signal_hook::consts::{SIGINT, SIGTERM};
+use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
 use signal_hook::iterator::Signals;
 
 /// The lars load-balance agent: answers applications on UDP, pulls routes
@@ -51,10 +51,26 @@ fn run(args: Args) -> anyhow::Result<ExitCode> {
         })?,
         None => AgentConfig::default(),
     };
-    let mut signals = Signals::new([SIGINT, SIGTERM]).context("installing signal handlers")?;
+    let mut signals =
+        Signals::new([SIGINT, SIGTERM, SIGHUP]).context("installing signal handlers")?;
     let mut agent = Agent::start(config).context("starting the agent")?;
     // Blocks without waking up until a signal arrives (an idle agent sleeps).
-    let signal = signals.forever().next();
+    // SIGHUP reloads the [tls] CA and client certificate (the next
+    // handshake uses them); SIGINT and SIGTERM stop.
+    let mut signal = None;
+    for sig in signals.forever() {
+        if sig == SIGHUP {
+            let r = lars_net::reload_tls();
+            tracing::info!(
+                reloaded = r.reloaded,
+                failed = r.failed,
+                "SIGHUP: TLS files reloaded"
+            );
+            continue;
+        }
+        signal = Some(sig);
+        break;
+    }
     tracing::info!(?signal, "signal received; stopping");
     agent.stop();
     Ok(ExitCode::SUCCESS)

@@ -12,7 +12,7 @@ use anyhow::Context as _;
 use clap::Parser;
 use lars_core::config::load_with;
 use lars_dns::DnsConfig;
-use signal_hook::consts::{SIGINT, SIGTERM};
+use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
 
 /// The lars dns: answers agents' route lookups and pushes route changes.
 #[derive(Debug, Parser)]
@@ -63,6 +63,11 @@ fn run(args: Args) -> anyhow::Result<ExitCode> {
         signal_hook::flag::register(sig, Arc::clone(&stop))
             .context("cannot install the signal handlers")?;
     }
+    // SIGHUP: reload the [tls] certificate, key and CA (new handshakes use
+    // them; open connections keep theirs; a bad file keeps the old ones).
+    let hup = Arc::new(AtomicBool::new(false));
+    signal_hook::flag::register(SIGHUP, Arc::clone(&hup))
+        .context("cannot install the signal handlers")?;
     let store = lars_store::open(&config.store_url).context("cannot open the route store")?;
     tracing::info!("store: {store:?}");
     let mut dns = lars_dns::Dns::start(config, store)?;
@@ -70,6 +75,14 @@ fn run(args: Args) -> anyhow::Result<ExitCode> {
         tracing::info!("status on http://{addr}/status and http://{addr}/metrics");
     }
     while !stop.load(Ordering::Relaxed) {
+        if hup.swap(false, Ordering::Relaxed) {
+            let r = lars_net::reload_tls();
+            tracing::info!(
+                reloaded = r.reloaded,
+                failed = r.failed,
+                "SIGHUP: TLS files reloaded"
+            );
+        }
         std::thread::sleep(Duration::from_millis(100));
     }
     tracing::info!("signal received, stopping");

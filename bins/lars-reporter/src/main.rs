@@ -64,8 +64,21 @@ fn run(args: Args) -> anyhow::Result<ExitCode> {
     for sig in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
         signal_hook::flag::register(sig, Arc::clone(&stop)).context("installing signal handler")?;
     }
+    // SIGHUP: reload the [tls] certificate, key and CA (new handshakes use
+    // them; open connections keep theirs; a bad file keeps the old ones).
+    let hup = Arc::new(AtomicBool::new(false));
+    signal_hook::flag::register(signal_hook::consts::SIGHUP, Arc::clone(&hup))
+        .context("installing signal handler")?;
     let mut reporter = Reporter::start(config, store).context("starting the reporter")?;
     while !stop.load(Ordering::Relaxed) {
+        if hup.swap(false, Ordering::Relaxed) {
+            let r = lars_net::reload_tls();
+            tracing::info!(
+                reloaded = r.reloaded,
+                failed = r.failed,
+                "SIGHUP: TLS files reloaded"
+            );
+        }
         std::thread::sleep(Duration::from_millis(100));
     }
     tracing::info!("stopping: flushing everything to the store");
