@@ -13,7 +13,13 @@
 //!   `read_fallback_after` (at least [`MIN_PROBE_EVERY`]); the reads return
 //!   to it once it answers with at least the version served.
 
+use std::collections::VecDeque;
 use std::time::{Duration, Instant};
+
+/// The most primary versions kept while the replica has not reached them
+/// (beyond, newer ones are not recorded: the lag is still measured from the
+/// oldest).
+const MAX_UNREACHED: usize = 64;
 
 /// Stale reads are logged at most this often (each line gives the count).
 pub(crate) const STALE_LOG_EVERY: Duration = Duration::from_secs(10);
@@ -49,8 +55,10 @@ pub(crate) struct ReadState {
     /// The primary's `RouteVersion` at its last check.
     pub(crate) primary_version: Option<u64>,
     primary_checked: Option<Instant>,
-    /// Since when the replica's version is below the primary's.
-    pub(crate) behind_since: Option<Instant>,
+    /// The primary's versions the replica has not shown yet, with when the
+    /// primary was seen at each (oldest first, at most [`MAX_UNREACHED`]):
+    /// the replica is behind since the first one.
+    unreached: VecDeque<(Instant, u64)>,
     pub(crate) stale_reads: u64,
     pub(crate) fallbacks: u64,
     stale_logged: Option<Instant>,
@@ -71,7 +79,7 @@ impl ReadState {
             replica_version: None,
             primary_version: None,
             primary_checked: None,
-            behind_since: None,
+            unreached: VecDeque::new(),
             stale_reads: 0,
             fallbacks: 0,
             stale_logged: None,
@@ -84,7 +92,7 @@ impl ReadState {
         self.failing_since = None;
         self.last_ok = Some(now);
         self.replica_version = Some(version);
-        self.update_behind(now);
+        self.update_behind();
     }
 
     /// A read of the replica failed. Returns whether the reads should fall
@@ -106,16 +114,38 @@ impl ReadState {
     pub(crate) fn primary_seen(&mut self, now: Instant, version: u64) {
         self.primary_version = Some(version);
         self.primary_checked = Some(now);
-        self.update_behind(now);
+        // Gone back (a restored primary): start over.
+        if self
+            .unreached
+            .back()
+            .is_some_and(|&(_, last)| version < last)
+        {
+            self.unreached.clear();
+        }
+        let newer = self
+            .unreached
+            .back()
+            .is_none_or(|&(_, last)| version > last);
+        if newer && self.unreached.len() < MAX_UNREACHED {
+            self.unreached.push_back((now, version));
+        }
+        self.update_behind();
     }
 
-    fn update_behind(&mut self, now: Instant) {
-        match (self.replica_version, self.primary_version) {
-            (Some(r), Some(p)) if r < p => {
-                self.behind_since.get_or_insert(now);
-            }
-            _ => self.behind_since = None,
+    /// Drops the primary's versions the replica has reached.
+    fn update_behind(&mut self) {
+        let reached = self.replica_version.unwrap_or(0);
+        while self.unreached.front().is_some_and(|&(_, p)| p <= reached) {
+            self.unreached.pop_front();
         }
+    }
+
+    /// Since when the replica has been behind: when the primary was first
+    /// seen at a version the replica has not shown yet. A replica that
+    /// follows with a steady lag `d` is behind for about `d` at a time,
+    /// however often the primary changes.
+    pub(crate) fn behind_since(&self) -> Option<Instant> {
+        self.unreached.front().map(|&(t, _)| t)
     }
 
     /// Whether the replica has stayed behind the primary longer than
@@ -123,7 +153,7 @@ impl ReadState {
     pub(crate) fn too_far_behind(&self, now: Instant) -> bool {
         !self.max_lag.is_zero()
             && self
-                .behind_since
+                .behind_since()
                 .is_some_and(|s| now.saturating_duration_since(s) >= self.max_lag)
     }
 
@@ -245,12 +275,27 @@ mod tests {
         r.primary_seen(t0, 7);
         assert!(!r.primary_check_due(t0 + s(5), s(10)));
         r.replica_ok(t0 + s(1), 5);
-        assert_eq!(r.behind_since, Some(t0 + s(1)));
-        assert!(!r.too_far_behind(t0 + s(60)));
-        assert!(r.too_far_behind(t0 + s(61)));
+        assert_eq!(r.behind_since(), Some(t0), "behind since the primary had 7");
+        assert!(!r.too_far_behind(t0 + s(59)));
+        assert!(r.too_far_behind(t0 + s(60)));
         r.replica_ok(t0 + s(62), 7);
-        assert_eq!(r.behind_since, None);
+        assert_eq!(r.behind_since(), None);
         assert!(!r.too_far_behind(t0 + s(200)));
+        // A steady lag of 2 s under edits every second, checked every
+        // second: behind for about 2 s at a time, never for read_max_lag.
+        let t1 = t0 + s(300);
+        for i in 0..200u64 {
+            let now = t1 + s(i);
+            r.primary_seen(now, 100 + i);
+            r.replica_ok(now, (100 + i).saturating_sub(2));
+            assert!(!r.too_far_behind(now), "at {i}");
+            let since = if i == 0 { now } else { now - s(1) };
+            assert_eq!(r.behind_since(), Some(since), "at {i}");
+        }
+        // A primary gone back starts over.
+        r.primary_seen(t1 + s(500), 50);
+        r.replica_ok(t1 + s(500), 50);
+        assert_eq!(r.behind_since(), None);
         // 0: never.
         let mut never = ReadState::new("r".into(), s(10), s(0));
         never.primary_seen(t0, 9);

@@ -114,7 +114,7 @@ impl ReadStats {
                 (Some(p), Some(v)) => p.saturating_sub(v),
                 _ => 0,
             },
-            behind_secs: r.behind_since.map_or(0, age),
+            behind_secs: r.behind_since().map_or(0, age),
             replica_last_ok_age_secs: r.last_ok.map(age),
             stale_reads: r.stale_reads,
             fallbacks: r.fallbacks,
