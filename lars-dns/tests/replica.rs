@@ -450,3 +450,80 @@ fn fallback_rules_with_a_failing_replica() {
         s.reads.reading == "replica"
     });
 }
+
+/// A replica that answers but stays behind (replication stopped) is left
+/// for the primary after `read_max_lag`, and read again once it has caught
+/// up; `read_max_lag = 0` never leaves it.
+#[test]
+fn a_replica_stuck_behind_is_left_after_read_max_lag() {
+    let fx = StandInFx::new();
+    let v1 = fx.primary.set_hosts(KEY, &[host("10.0.0.1:1")]).unwrap();
+    fx.replicate(&[host("10.0.0.1:1")], v1);
+    let mut cfg = config(&fx.primary_url, None);
+    cfg.read_max_lag = Duration::from_millis(500);
+    cfg.read_fallback_after = Duration::from_millis(200);
+    let dns = Dns::start_with_replica(
+        cfg,
+        lars_store::open(&fx.primary_url).unwrap(),
+        fx.replica.clone(),
+    )
+    .unwrap();
+    let mut c = Client::connect(dns.local_addr());
+    assert_eq!(c.ask(KEY), vec![host("10.0.0.1:1")]);
+
+    // The primary moves on, the replica does not.
+    let v2 = fx.primary.set_hosts(KEY, &[host("10.0.0.2:1")]).unwrap();
+    wait_for(&dns, 10, "the replica seen behind", |s| {
+        s.reads.version_behind > 0
+    });
+    assert_eq!(
+        dns.stats().route_version,
+        v1,
+        "nothing newer than the replica"
+    );
+    wait_for(&dns, 10, "the fallback for lag", |s| {
+        s.reads.reading == "primary" && s.route_version == v2
+    });
+    assert_eq!(
+        next_push(&mut c, 5, "v2 from the primary"),
+        vec![host("10.0.0.2:1")]
+    );
+    let s = dns.stats();
+    assert_eq!(s.reads.fallbacks, 1);
+    assert!(
+        s.reads
+            .fallback_reason
+            .as_deref()
+            .unwrap()
+            .contains("read_max_lag"),
+        "{s:#?}"
+    );
+    // Caught up: read again, nothing pushed twice.
+    fx.replicate(&[host("10.0.0.2:1")], v2);
+    wait_for(&dns, 10, "the return to the replica", |s| {
+        s.reads.reading == "replica" && s.reads.behind_secs == 0
+    });
+    assert!(pushes_within(&mut c, Duration::from_millis(300)).is_empty());
+    drop(dns);
+
+    // 0: stays on the replica, serving what it has.
+    let mut cfg = config(&fx.primary_url, None);
+    cfg.read_max_lag = Duration::ZERO;
+    let dns = Dns::start_with_replica(
+        cfg,
+        lars_store::open(&fx.primary_url).unwrap(),
+        fx.replica.clone(),
+    )
+    .unwrap();
+    let v3 = fx.primary.set_hosts(KEY, &[host("10.0.0.3:1")]).unwrap();
+    wait_for(&dns, 10, "the replica seen behind", |s| {
+        s.reads.behind_secs >= 2
+    });
+    let s = dns.stats();
+    assert_eq!(
+        (s.reads.reading, s.route_version),
+        ("replica", v2),
+        "{s:#?}"
+    );
+    assert!(v3 > v2);
+}
