@@ -7,6 +7,8 @@ use std::process::Output;
 
 const BIN: &str = env!("CARGO_BIN_EXE_lars-reporter");
 
+mod handoff;
+
 fn conf(name: &str, text: &str) -> PathBuf {
     lars_testkit::temp_conf("lars-reporter-bin", name, text)
 }
