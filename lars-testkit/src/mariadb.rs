@@ -104,6 +104,7 @@ impl MariadbPair {
         let mariadbd = find_binary("mariadbd")
             .or_else(|| find_binary("mysqld"))
             .ok_or("mariadbd is not installed")?;
+        reap_orphans();
         let n = PAIRS.fetch_add(1, Ordering::Relaxed);
         let dir = std::env::temp_dir().join(format!("lars-mariadb-{}-{n}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
@@ -302,6 +303,57 @@ fn query_one(s: &Server, sql: &str) -> Result<Option<String>, String> {
                 v => mysql::from_value_opt::<String>(v).ok(),
             })
     }))
+}
+
+/// Removes the pairs of test processes that died without dropping them
+/// (killed by a timeout, SIGKILL): directories `lars-mariadb-<pid>-<n>` of
+/// the temp directory whose `<pid>` no longer runs. Their servers are
+/// killed first, by the pid files, and only when that process is a
+/// `mariadbd` of that very directory.
+fn reap_orphans() {
+    let Ok(entries) = std::fs::read_dir(std::env::temp_dir()) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        let Some(owner) = name
+            .strip_prefix("lars-mariadb-")
+            .and_then(|rest| rest.split('-').next())
+            .and_then(|pid| pid.parse::<u32>().ok())
+        else {
+            continue;
+        };
+        if owner == std::process::id() || running(&owner.to_string()) {
+            continue;
+        }
+        let dir = entry.path();
+        for id in [1, 2] {
+            let Ok(pid) = std::fs::read_to_string(dir.join(format!("p{id}.pid"))) else {
+                continue;
+            };
+            let pid = pid.trim();
+            let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+            let cmdline = String::from_utf8_lossy(&cmdline);
+            if cmdline.contains("mariadbd") && cmdline.contains(&*dir.to_string_lossy()) {
+                let _ = Command::new("kill").args(["-9", pid]).status();
+                // Gone before its files are removed (bounded).
+                let deadline = Instant::now() + Duration::from_secs(5);
+                while running(pid) && Instant::now() < deadline {
+                    thread::sleep(Duration::from_millis(20));
+                }
+            }
+        }
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+}
+
+/// Whether process `pid` runs (a zombie does not).
+fn running(pid: &str) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/status")).is_ok_and(|s| {
+        s.lines()
+            .find(|l| l.starts_with("State:"))
+            .is_some_and(|l| !l.contains('Z'))
+    })
 }
 
 /// `name` on the `PATH` or in the usual sbin directories.
