@@ -137,7 +137,8 @@ impl<S: RouteRead> Reloader<S> {
                     reads.fall_back(
                         now,
                         format!(
-                            "the replica stayed behind the primary longer than read_max_lag                              ({behind} versions)"
+                            "the replica stayed behind the primary longer than read_max_lag \
+                             ({behind} versions)"
                         ),
                     );
                 }
