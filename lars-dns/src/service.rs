@@ -287,9 +287,10 @@ impl Drop for DnsHandle {
     }
 }
 
-/// The start-up load with a replica: from the replica; when it cannot be
-/// read and `[store] read_fallback_after` is not 0, from the primary
-/// (counted as a fallback; the reloader tries the replica again later).
+/// The start-up load with a replica: from the replica, or from the primary
+/// when the replica is behind it; when the replica cannot be read and
+/// `[store] read_fallback_after` is not 0, from the primary (counted as a
+/// fallback; the reloader tries the replica again later).
 fn first_load<S: RouteRead>(
     config: &DnsConfig,
     store: &S,
@@ -306,6 +307,30 @@ fn first_load<S: RouteRead>(
             state.replica_ok(now, v);
             if let Ok(p) = store.version() {
                 state.primary_seen(now, p);
+            }
+            // Behind the primary at start-up: a restarted dns must not
+            // answer its agents with routes older than they may have had
+            // from it (or another dns) before. Start from the primary's
+            // table; the replica is read once it has that version (until
+            // then its answers are stale).
+            if let Some(p) = state.primary_version.filter(|&p| p > v) {
+                match store.load_routes() {
+                    Ok(newer) => {
+                        tracing::info!(
+                            replica = %state.shown_url,
+                            replica_version = v,
+                            primary_version = p,
+                            "the replica is behind the primary at start-up: starting from the \
+                             primary's table; the replica is read once it has caught up"
+                        );
+                        return Ok((p, newer, state));
+                    }
+                    Err(e) => tracing::warn!(
+                        "the primary's routes cannot be read at start-up, starting from the \
+                         replica's (version {v}, the primary has {p}): {}",
+                        lars_store::Chain(&e)
+                    ),
+                }
             }
             tracing::info!(
                 replica = %state.shown_url,

@@ -247,6 +247,59 @@ fn fallback_to_the_primary_and_back_never_pushes_an_older_version() {
     assert_eq!(dns.stats().reads.fallbacks, 1);
 }
 
+/// A dns (re)started while its replica lags (replication stopped) starts
+/// from the primary's newer table: its agents never get routes older than
+/// the primary had at start. The replica's older version is ignored
+/// (stale) until it catches up, which pushes nothing; the next edit comes
+/// through the replica.
+#[test]
+fn a_dns_started_on_a_lagging_replica_serves_the_primarys_version() {
+    let Some(pair) = MariadbPair::start_or_skip("a_dns_started_on_a_lagging_replica", 0) else {
+        return;
+    };
+    let primary_url = format!("{}/lars", pair.primary_url());
+    let admin = lars_store::open(&primary_url).unwrap();
+    admin.set_hosts(KEY, &[host("10.0.0.1:1")]).unwrap();
+    pair.wait_caught_up(Duration::from_secs(30)).unwrap();
+    pair.stop_replication().unwrap();
+    let v2 = admin.set_hosts(KEY, &[host("10.0.0.2:1")]).unwrap();
+    assert!(replica_version(&pair) < v2);
+
+    let replica_url = format!("{}/lars?prefer_socket=false", pair.replica_url());
+    let dns = Dns::start(
+        config(&primary_url, Some(replica_url)),
+        lars_store::open(&primary_url).unwrap(),
+    )
+    .unwrap();
+    let s = dns.stats();
+    assert_eq!(
+        (s.route_version, s.reads.reading),
+        (v2, "replica"),
+        "{s:#?}"
+    );
+    let mut c = Client::connect(dns.local_addr());
+    assert_eq!(c.ask(KEY), vec![host("10.0.0.2:1")]);
+    wait_for(&dns, 10, "stale reads of the lagging replica", |s| {
+        s.reads.stale_reads >= 2
+    });
+    assert!(pushes_within(&mut c, Duration::from_millis(300)).is_empty());
+    assert_eq!(dns.stats().route_version, v2);
+
+    pair.start_replication().unwrap();
+    pair.wait_caught_up(Duration::from_secs(30)).unwrap();
+    wait_for(&dns, 10, "the replica caught up", |s| {
+        s.reads.replica_version == Some(v2)
+    });
+    assert!(pushes_within(&mut c, Duration::from_millis(300)).is_empty());
+    let v3 = admin.set_hosts(KEY, &[host("10.0.0.3:1")]).unwrap();
+    assert_eq!(
+        next_push(&mut c, 10, "v3 via the replica"),
+        vec![host("10.0.0.3:1")]
+    );
+    let s = dns.stats();
+    assert_eq!((s.route_version, s.reads.fallbacks), (v3, 0), "{s:#?}");
+}
+
 /// A stand-in replica: an SQLite store the test edits as replication
 /// would, which can be made to fail.
 #[derive(Clone)]
