@@ -18,7 +18,7 @@ use lars_core::{Chain, MessageId, ModKey};
 use lars_net::{NetError, StatusServer, UdpHandle, UdpIo, UdpServer, UdpServerBuilder, UdpService};
 
 use crate::core::{AgentCore, CoreConfig, Event, Reply, Shard, Transmit};
-use crate::links::{LinkEvent, Links, Senders};
+use crate::links::{self, DnsLink, LinkEvent, Links, Senders};
 use crate::snapshot::{self, ShardRoutes};
 use crate::stats::AgentStats;
 use crate::{shard_of, status};
@@ -94,8 +94,11 @@ impl Agent {
                 SocketAddr::V6(_) => None,
             })
             .collect();
+        let base_port = udp_addrs
+            .first()
+            .map_or(config.base_port, SocketAddrV4::port);
         let mut links = Links::start(
-            SocketAddr::V4(config.dns),
+            links::dns_failover(&config, base_port),
             SocketAddr::V4(config.reporter),
             deliver_to(handles.clone()),
         )?;
@@ -149,7 +152,7 @@ impl Agent {
         }
         let shared = Arc::new(Shared {
             handles,
-            dns_addr: config.dns,
+            dns_link: Arc::clone(&links.dns_link),
             reporter_addr: config.reporter,
             dns_stats: links.dns.stats(),
             reporter_stats: links.reporter.stats(),
@@ -172,7 +175,7 @@ impl Agent {
                 }
             }
         }
-        tracing::info!(udp = ?handle.udp_addrs, dns = %config.dns, reporter = %config.reporter, "lars agent started");
+        tracing::info!(udp = ?handle.udp_addrs, dns = ?config.dns_list(), reporter = %config.reporter, "lars agent started");
         Ok(handle)
     }
 }
@@ -365,7 +368,7 @@ fn send_reply(io: &mut UdpIo<'_>, to: SocketAddr, reply: &Reply) {
 #[derive(Debug)]
 pub(crate) struct Shared {
     pub handles: Vec<UdpHandle<ShardShell>>,
-    pub dns_addr: SocketAddrV4,
+    pub dns_link: Arc<DnsLink>,
     pub reporter_addr: SocketAddrV4,
     pub dns_stats: Arc<lars_net::NetStats>,
     pub reporter_stats: Arc<lars_net::NetStats>,
@@ -378,6 +381,7 @@ impl Shared {
         let mut s = AgentStats::sum(&self.ask_all_shells(|s| s.core.counters()));
         s.dns_connected = self.dns_stats.snapshot().open > 0;
         s.dns_connects = self.dns_stats.snapshot().accepted;
+        s.dns_failovers = self.dns_link.status().failovers;
         s.reporter_connected = self.reporter_stats.snapshot().open > 0;
         s.reporter_connects = self.reporter_stats.snapshot().accepted;
         s
@@ -460,7 +464,7 @@ impl status::Shards for Shared {
         status::Addrs {
             udp: self.udp_addrs.clone(),
             shards: self.handles.len(),
-            dns: self.dns_addr,
+            dns: self.dns_link.status(),
             reporter: self.reporter_addr,
         }
     }

@@ -9,13 +9,40 @@ use std::time::Duration;
 use lars_core::config::{ConfigError, HttpConfig, Ini, load_with};
 use lars_lb::{KeyLimits, LoadBalanceConfig};
 
+use crate::core::FailoverConfig;
+
 /// `lars_lb_agent.conf`.
 #[derive(Debug, Clone, PartialEq)]
 pub struct AgentConfig {
-    /// `[reporter] ip, port` (127.0.0.1:7779).
+    /// `[reporter] ip, port` (127.0.0.1:7779): the reporter when
+    /// `reporter_addrs` is empty.
     pub reporter: SocketAddrV4,
-    /// `[dnsserver] ip, port` (127.0.0.1:7778).
+    /// Ours: `[reporter] addrs = ip:port, ip:port, ...`: several reporters,
+    /// each key's statistics to one of them by consistent hashing (empty:
+    /// `reporter` alone). See [`reporters`](Self::reporters).
+    pub reporter_addrs: Vec<SocketAddrV4>,
+    /// Ours: `[reporter] failover_grace` (s, default 10): a lost reporter
+    /// keeps its keys this long (they wait) before they move to the next
+    /// reporter on the ring.
+    pub reporter_failover_grace: Duration,
+    /// Ours: `[reporter] handoff_hold` (s, default 5, more than the
+    /// reporters' `flush_interval`): a key that moved to another reporter
+    /// sends nothing for this long, then all its counters to the new owner.
+    pub reporter_handoff_hold: Duration,
+    /// `[dnsserver] ip, port` (127.0.0.1:7778): the dns when `dns_addrs` is
+    /// empty.
     pub dns: SocketAddrV4,
+    /// Ours: `[dnsserver] addrs = ip:port, ip:port, ...`: several dns, one
+    /// in use at a time (empty: `dns` alone). See [`dns_list`](Self::dns_list).
+    pub dns_addrs: Vec<SocketAddrV4>,
+    /// Ours: `[dnsserver] silence_timeout` (s, default 3), `keepalive` (s,
+    /// default 1) and `failover_jitter` (s, default 0.2): when the dns in
+    /// use is declared dead and how reconnects are spread
+    /// ([`FailoverConfig`]).
+    pub dns_failover: FailoverConfig,
+    /// Ours: `[agent] id`: this agent's identity for the dns choice (absent:
+    /// the host name and the UDP base port).
+    pub id: Option<String>,
     /// `[loadbalance]`.
     pub lb: LoadBalanceConfig,
     /// Ours: `[agent] ip` (127.0.0.1): the UDP listen address.
@@ -46,6 +73,61 @@ pub struct AgentConfig {
     pub unknown_key_expiry: Option<Duration>,
     /// `[http]`.
     pub http: HttpConfig,
+}
+
+/// `[reporter] failover_grace` when absent.
+pub const DEFAULT_FAILOVER_GRACE: Duration = Duration::from_secs(10);
+/// `[reporter] handoff_hold` when absent.
+pub const DEFAULT_HANDOFF_HOLD: Duration = Duration::from_secs(5);
+
+/// `[section] key = ip:port, ip:port, ...` (empty when absent or blank);
+/// a bad entry or a duplicate is an error naming the file, section and key.
+fn addr_list(ini: &Ini, section: &str, key: &str) -> Result<Vec<SocketAddrV4>, ConfigError> {
+    let Some(v) = ini.raw(section, key) else {
+        return Ok(Vec::new());
+    };
+    let mut out: Vec<SocketAddrV4> = Vec::new();
+    for entry in v.split(',').map(str::trim).filter(|e| !e.is_empty()) {
+        let Ok(addr) = entry.parse::<SocketAddrV4>() else {
+            return Err(ini.bad(
+                section,
+                key,
+                v,
+                format!(
+                    "{entry:?} is not ip:port (expected ip:port, ip:port, ... with IPv4 addresses)"
+                ),
+            ));
+        };
+        if out.contains(&addr) {
+            return Err(ini.bad(section, key, v, format!("{addr} is listed twice")));
+        }
+        out.push(addr);
+    }
+    Ok(out)
+}
+
+/// A duration in seconds that must not be 0.
+fn positive_seconds(
+    ini: &Ini,
+    section: &str,
+    key: &str,
+    default: Duration,
+) -> Result<Duration, ConfigError> {
+    let d = ini.seconds_or(section, key, default)?;
+    if d.is_zero() {
+        return Err(ini.bad(section, key, "0", "expected more than 0 seconds"));
+    }
+    Ok(d)
+}
+
+/// This machine's host name (`localhost` when the kernel does not say).
+fn hostname() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .ok()
+        .map(|h| h.trim().to_owned())
+        .filter(|h| !h.is_empty())
+        .or_else(|| std::env::var("HOSTNAME").ok())
+        .unwrap_or_else(|| "localhost".to_owned())
 }
 
 /// `[agent] max_unknown_keys` when absent.
@@ -90,9 +172,45 @@ impl AgentConfig {
         let snapshot = ini
             .raw("agent", "snapshot_path")
             .unwrap_or("./lars_agent_routes.snapshot");
+        let failover = FailoverConfig::default();
+        let dns_failover = FailoverConfig {
+            silence_timeout: positive_seconds(
+                ini,
+                "dnsserver",
+                "silence_timeout",
+                failover.silence_timeout,
+            )?,
+            keepalive: positive_seconds(ini, "dnsserver", "keepalive", failover.keepalive)?,
+            failover_jitter: ini.seconds_or(
+                "dnsserver",
+                "failover_jitter",
+                failover.failover_jitter,
+            )?,
+            ..failover
+        };
+        let id = ini
+            .raw("agent", "id")
+            .map(str::trim)
+            .filter(|v| !v.is_empty())
+            .map(str::to_owned);
         Ok(Self {
             reporter: ini.endpoint("reporter", Ipv4Addr::LOCALHOST, 7779)?,
+            reporter_addrs: addr_list(ini, "reporter", "addrs")?,
+            reporter_failover_grace: ini.seconds_or(
+                "reporter",
+                "failover_grace",
+                DEFAULT_FAILOVER_GRACE,
+            )?,
+            reporter_handoff_hold: positive_seconds(
+                ini,
+                "reporter",
+                "handoff_hold",
+                DEFAULT_HANDOFF_HOLD,
+            )?,
             dns: ini.endpoint("dnsserver", Ipv4Addr::LOCALHOST, 7778)?,
+            dns_addrs: addr_list(ini, "dnsserver", "addrs")?,
+            dns_failover,
+            id,
             lb: LoadBalanceConfig::from_ini(ini)?,
             udp_ip: ini.ipv4_or("agent", "ip", Ipv4Addr::LOCALHOST)?,
             base_port: ini.get_or("agent", "base_port", 8888)?,
@@ -104,6 +222,33 @@ impl AgentConfig {
             unknown_key_expiry: (!expiry.is_zero()).then_some(expiry),
             http: HttpConfig::from_ini(ini)?,
         })
+    }
+
+    /// The dns addresses: `[dnsserver] addrs`, or `ip:port` alone.
+    pub fn dns_list(&self) -> Vec<SocketAddrV4> {
+        if self.dns_addrs.is_empty() {
+            vec![self.dns]
+        } else {
+            self.dns_addrs.clone()
+        }
+    }
+
+    /// The reporter addresses: `[reporter] addrs`, or `ip:port` alone.
+    pub fn reporters(&self) -> Vec<SocketAddrV4> {
+        if self.reporter_addrs.is_empty() {
+            vec![self.reporter]
+        } else {
+            self.reporter_addrs.clone()
+        }
+    }
+
+    /// This agent's identity for the dns choice when its UDP base port is
+    /// `base_port`: `[agent] id`, or `hostname:base_port`.
+    pub fn identity(&self, base_port: u16) -> String {
+        match &self.id {
+            Some(id) => id.clone(),
+            None => format!("{}:{base_port}", hostname()),
+        }
     }
 
     /// The key limits of one of `shards` cores: `max_unknown_keys` split
@@ -183,6 +328,48 @@ mod tests {
                 .to_string()
                 .contains("err_rate")
         );
+    }
+
+    #[test]
+    fn address_lists_parse_default_to_ip_port_and_bad_entries_name_the_key() {
+        let c = AgentConfig::default();
+        assert_eq!(c.dns_list(), vec![c.dns]);
+        assert_eq!(c.reporters(), vec![c.reporter]);
+        assert_eq!(c.dns_failover, FailoverConfig::default());
+        assert_eq!(c.reporter_failover_grace, DEFAULT_FAILOVER_GRACE);
+        let text = "[dnsserver]\naddrs = 10.0.0.1:7778, 10.0.0.2:7778 ,\nsilence_timeout = 1.5\n\
+            keepalive = 0.5\nfailover_jitter = 0\n[reporter]\naddrs = 10.0.0.3:7779\n\
+            failover_grace = 4\nhandoff_hold = 2\n[agent]\nid = rack1-a\n";
+        let c = AgentConfig::from_ini(&Ini::parse("a.conf", text).unwrap()).unwrap();
+        let a = |s: &str| s.parse::<SocketAddrV4>().unwrap();
+        assert_eq!(c.dns_list(), vec![a("10.0.0.1:7778"), a("10.0.0.2:7778")]);
+        assert_eq!(c.reporters(), vec![a("10.0.0.3:7779")]);
+        assert_eq!(c.dns_failover.silence_timeout, Duration::from_millis(1500));
+        assert_eq!(c.dns_failover.keepalive, Duration::from_millis(500));
+        assert_eq!(c.dns_failover.failover_jitter, Duration::ZERO);
+        assert_eq!(c.reporter_failover_grace, Duration::from_secs(4));
+        assert_eq!(c.reporter_handoff_hold, Duration::from_secs(2));
+        assert_eq!(c.identity(8888), "rack1-a");
+        assert!(AgentConfig::default().identity(8890).ends_with(":8890"));
+        for (section, bad) in [
+            ("dnsserver", "addrs = 10.0.0.1"),
+            ("dnsserver", "addrs = 10.0.0.1:7778, x:1"),
+            ("dnsserver", "addrs = 10.0.0.1:7778, 10.0.0.1:7778"),
+            ("dnsserver", "silence_timeout = 0"),
+            ("dnsserver", "keepalive = -1"),
+            ("reporter", "addrs = ::1:7779"),
+            ("reporter", "handoff_hold = 0"),
+        ] {
+            let text = format!("[{section}]\n{bad}\n");
+            let e = AgentConfig::from_ini(&Ini::parse("a.conf", &text).unwrap())
+                .unwrap_err()
+                .to_string();
+            let key = bad.split(' ').next().unwrap();
+            assert!(
+                e.contains("a.conf") && e.contains(&format!("[{section}] {key}")),
+                "{bad}: {e}"
+            );
+        }
     }
 
     #[test]

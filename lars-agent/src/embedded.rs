@@ -98,8 +98,9 @@ impl EmbeddedAgent {
         });
         let (inputs, rx) = crossbeam_channel::unbounded();
         let to_driver = inputs.clone();
+        // No UDP port: the identity is `[agent] id` or `hostname:0`.
         let mut links = Links::start(
-            SocketAddr::V4(config.dns),
+            crate::links::dns_failover(&config, 0),
             SocketAddr::V4(config.reporter),
             move |ev| {
                 let _ = to_driver.send(Input::Link(ev));
@@ -237,6 +238,7 @@ impl EmbeddedAgent {
         if let Some(l) = &self.links {
             s.dns_connected = l.dns.is_connected();
             s.dns_connects = l.dns.stats().snapshot().accepted;
+            s.dns_failovers = l.dns_link.status().failovers;
             s.reporter_connected = l.reporter.is_connected();
             s.reporter_connects = l.reporter.stats().snapshot().accepted;
         }

@@ -1,22 +1,31 @@
-//! The agent's two TCP connections (lars-net `TcpClient`s, reconnecting
-//! forever): to the dns (pulls out; answers and pushes in) and to the
-//! reporter (statistics out). What they see is turned into [`LinkEvent`]s
-//! for the cores; what the cores send goes through [`Senders`].
+//! The agent's TCP connections (lars-net `TcpClient`s, reconnecting
+//! forever): to one dns at a time (pulls out; answers and pushes in), chosen
+//! and failed over by a [`DnsFailover`], and to the reporter (statistics
+//! out). What they see is turned into [`LinkEvent`]s for the cores; what the
+//! cores send goes through [`Senders`].
+//!
+//! The dns failover runs on the dns client's thread (its dialer and hooks)
+//! and on a small watchdog thread that closes a silent connection and sends
+//! keepalive pulls; the failover state is shared behind one mutex (touched
+//! once per pull, frame and connection event).
 // An I/O shell: clock, threads and locks are its business (see clippy.toml).
 #![allow(clippy::disallowed_methods, clippy::disallowed_types)]
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::Duration;
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
 
+use crossbeam_channel::{RecvTimeoutError, Sender};
 use lars_core::MessageId;
 use lars_core::frame::Frame;
+use lars_core::proto::GetRouteRequest;
 use lars_net::{ClientSender, DisconnectedPolicy, Router, TcpClient};
 
-use crate::core::Transmit;
+use crate::core::{DnsFailover, Transmit};
 
-/// Reconnect backoff of both clients.
+/// Reconnect backoff of the reporter client.
 const MIN_BACKOFF: Duration = Duration::from_millis(50);
 const MAX_BACKOFF: Duration = Duration::from_secs(2);
 
@@ -36,10 +45,61 @@ pub(crate) enum LinkEvent {
     ReporterDisconnected,
 }
 
+/// The dns failover and what the watchdog needs, shared by the dns
+/// client's thread, the watchdog and the senders.
+#[derive(Debug)]
+struct DnsState {
+    failover: DnsFailover,
+    /// The key of the last pull: what a keepalive pulls again.
+    keepalive_key: Option<GetRouteRequest>,
+    keepalives: u64,
+}
+
+/// The dns side of the links, shared.
+#[derive(Debug)]
+pub(crate) struct DnsLink {
+    state: Mutex<DnsState>,
+}
+
+impl DnsLink {
+    fn lock(&self) -> MutexGuard<'_, DnsState> {
+        // The state is consistent between calls (no method unwinds half-way).
+        self.state.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// What `/status` shows of the dns side.
+    pub(crate) fn status(&self) -> DnsStatus {
+        let s = self.lock();
+        DnsStatus {
+            order: s.failover.order().to_vec(),
+            current: s.failover.current(),
+            failovers: s.failover.failovers(),
+            silences: s.failover.silences(),
+            keepalives: s.keepalives,
+        }
+    }
+}
+
+/// The dns side of the agent, for status pages.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct DnsStatus {
+    /// The dns addresses in this agent's preference order.
+    pub order: Vec<SocketAddr>,
+    /// The one in use.
+    pub current: Option<SocketAddr>,
+    /// Connections established to another dns than the one before.
+    pub failovers: u64,
+    /// Connections closed for silence.
+    pub silences: u64,
+    /// Keepalive pulls sent.
+    pub keepalives: u64,
+}
+
 /// Where the cores' dns and reporter transmits go (any thread).
 #[derive(Debug, Clone)]
 pub(crate) struct Senders {
     dns: ClientSender,
+    dns_link: Arc<DnsLink>,
     reporter: ClientSender,
 }
 
@@ -49,8 +109,22 @@ impl Senders {
     /// forwarded requests are not theirs and are ignored.
     pub(crate) fn send(&self, t: &Transmit) {
         let sent = match t {
-            Transmit::Dns(req) => self.dns.send(MessageId::GetRouteRequest, req),
-            Transmit::DnsUnsubscribe(req) => self.dns.send(MessageId::UnsubscribeRoute, req),
+            // Sent under the failover's lock, as the watchdog's keepalives
+            // are: a keepalive never re-subscribes a key after its
+            // unsubscribe.
+            Transmit::Dns(req) => {
+                let mut s = self.dns_link.lock();
+                s.failover.on_pull_sent(Instant::now());
+                s.keepalive_key = Some(*req);
+                self.dns.send(MessageId::GetRouteRequest, req)
+            }
+            Transmit::DnsUnsubscribe(req) => {
+                let mut s = self.dns_link.lock();
+                if s.keepalive_key.as_ref() == Some(req) {
+                    s.keepalive_key = None;
+                }
+                self.dns.send(MessageId::UnsubscribeRoute, req)
+            }
             Transmit::Reporter(msg) => self.reporter.send(MessageId::ReportStatusRequest, msg),
             Transmit::App { .. } | Transmit::Shard { .. } => return,
         };
@@ -63,11 +137,33 @@ impl Senders {
     }
 }
 
-/// Both running clients.
+/// The dns failover of an agent with `config` whose UDP base port is
+/// `base_port` (its identity when `[agent] id` is absent).
+pub(crate) fn dns_failover(config: &crate::AgentConfig, base_port: u16) -> DnsFailover {
+    let identity = config.identity(base_port);
+    DnsFailover::new(
+        config.dns_list().into_iter().map(SocketAddr::V4).collect(),
+        crate::core::identity_hash(&identity),
+        config.dns_failover,
+    )
+}
+
+/// The running clients and the dns watchdog.
 #[derive(Debug)]
 pub(crate) struct Links {
     pub dns: TcpClient,
+    pub dns_link: Arc<DnsLink>,
     pub reporter: TcpClient,
+    watchdog: Option<(Sender<Wake>, JoinHandle<()>)>,
+}
+
+/// What wakes the watchdog before its deadline.
+#[derive(Debug)]
+enum Wake {
+    /// Connected: a keepalive deadline now exists.
+    Connected,
+    /// Return.
+    Stop,
 }
 
 impl Links {
@@ -75,7 +171,7 @@ impl Links {
     /// thread. Frames sent while a connection is down are dropped: the cores
     /// re-pull on connect and keep statistics themselves.
     pub(crate) fn start(
-        dns: SocketAddr,
+        failover: DnsFailover,
         reporter: SocketAddr,
         deliver: impl Fn(LinkEvent) + Send + Sync + 'static,
     ) -> lars_net::Result<Self> {
@@ -85,23 +181,64 @@ impl Links {
             Arc::clone(&deliver),
             Arc::clone(&deliver),
         );
+        let connect_timeout = failover.config().silence_timeout;
+        let first = failover.order().first().copied();
+        let dns_link = Arc::new(DnsLink {
+            state: Mutex::new(DnsState {
+                failover,
+                keepalive_key: None,
+                keepalives: 0,
+            }),
+        });
+        let (wake_tx, wake_rx) = crossbeam_channel::unbounded::<Wake>();
+        let (l1, l2, l3, l4, l5) = (
+            Arc::clone(&dns_link),
+            Arc::clone(&dns_link),
+            Arc::clone(&dns_link),
+            Arc::clone(&dns_link),
+            Arc::clone(&dns_link),
+        );
+        let woken = wake_tx.clone();
         let router = Router::new().route(MessageId::GetRouteResponse, move |_, frame| {
+            l1.lock().failover.on_frame(Instant::now());
             d1(LinkEvent::DnsFrame(frame));
         });
-        let dns = TcpClient::builder(dns)
+        let dns = TcpClient::builder(first.unwrap_or(SocketAddr::from(([127, 0, 0, 1], 7778))))
             .name("lars-agent-dns")
             .router(router)
             .disconnected_policy(DisconnectedPolicy::Drop)
-            .backoff(MIN_BACKOFF, MAX_BACKOFF)
+            .connect_timeout(connect_timeout)
+            .dialer(move |now| l2.lock().failover.next_attempt(now))
+            .on_connect_failed(move |addr| {
+                tracing::debug!(dns = %addr, "cannot connect to the dns");
+                l3.lock().failover.on_lost(Instant::now());
+            })
             .on_connect(move |conn| {
+                l4.lock().failover.on_connected(Instant::now());
+                let _ = woken.send(Wake::Connected);
                 tracing::info!(dns = %conn.peer_addr(), "dns connected; pulling every key in use");
                 d2(LinkEvent::DnsConnected);
             })
             .on_close(move |conn| {
-                tracing::warn!(dns = %conn.peer_addr(), "dns connection lost");
+                l5.lock().failover.on_lost(Instant::now());
+                tracing::warn!(dns = %conn.peer_addr(), "dns connection lost; failing over");
                 d3(LinkEvent::DnsDisconnected);
             })
             .start()?;
+        let watchdog = {
+            let (link, sender) = (Arc::clone(&dns_link), dns.sender());
+            std::thread::Builder::new()
+                .name("lars-agent-dns-watch".into())
+                .spawn(move || watch_dns(&link, &sender, &wake_rx))
+        };
+        let watchdog = match watchdog {
+            Ok(w) => w,
+            Err(e) => {
+                let mut dns = dns;
+                dns.join();
+                return Err(lars_net::NetError::from(e));
+            }
+        };
         let (r1, r2) = (Arc::clone(&deliver), deliver);
         let epochs = AtomicU64::new(0);
         let reporter = match TcpClient::builder(reporter)
@@ -130,16 +267,24 @@ impl Links {
             Err(e) => {
                 let mut dns = dns;
                 dns.join();
+                let _ = wake_tx.send(Wake::Stop);
+                let _ = watchdog.join();
                 return Err(e);
             }
         };
-        Ok(Self { dns, reporter })
+        Ok(Self {
+            dns,
+            dns_link,
+            reporter,
+            watchdog: Some((wake_tx, watchdog)),
+        })
     }
 
     /// The senders of both clients.
     pub(crate) fn senders(&self) -> Senders {
         Senders {
             dns: self.dns.sender(),
+            dns_link: Arc::clone(&self.dns_link),
             reporter: self.reporter.sender(),
         }
     }
@@ -147,7 +292,51 @@ impl Links {
     /// Stops and joins both clients (their hooks, and what they hold, are
     /// dropped).
     pub(crate) fn join(&mut self) {
+        if let Some((wake, thread)) = self.watchdog.take() {
+            let _ = wake.send(Wake::Stop);
+            if thread.join().is_err() {
+                tracing::error!("the dns watchdog thread panicked");
+            }
+        }
         self.dns.join();
         self.reporter.join();
+    }
+}
+
+/// The watchdog: closes the dns connection when it falls silent (a pull
+/// outstanding, no frame for `silence_timeout`) and sends a keepalive pull
+/// of a key in use when nothing is outstanding for `keepalive`. Returns
+/// on [`Wake::Stop`].
+fn watch_dns(link: &DnsLink, dns: &ClientSender, wake: &crossbeam_channel::Receiver<Wake>) {
+    loop {
+        let deadline = link.lock().failover.poll_timeout();
+        let woke = match deadline {
+            Some(at) => wake.recv_deadline(at),
+            None => wake.recv().map_err(|_| RecvTimeoutError::Disconnected),
+        };
+        if let Ok(Wake::Stop) | Err(RecvTimeoutError::Disconnected) = woke {
+            return;
+        }
+        let now = Instant::now();
+        let mut s = link.lock();
+        if s.failover.check_silence(now) {
+            let silent = s.failover.config().silence_timeout;
+            drop(s);
+            tracing::warn!(
+                "the dns did not answer a pull for {silent:?} ([dnsserver] silence_timeout); \
+                 closing the connection and failing over"
+            );
+            dns.close_connection();
+            continue;
+        }
+        if s.failover.keepalive_due(now) {
+            if let Some(req) = s.keepalive_key {
+                s.failover.on_pull_sent(now);
+                s.keepalives += 1;
+                if let Err(e) = dns.send(MessageId::GetRouteRequest, &req) {
+                    tracing::warn!("cannot encode a keepalive pull: {}", lars_core::Chain(&e));
+                }
+            }
+        }
     }
 }

@@ -54,6 +54,9 @@ pub struct AgentStats {
     pub dns_connected: bool,
     /// Successful connects to the dns.
     pub dns_connects: u64,
+    /// Connections established to another dns than the one before
+    /// (`[dnsserver] addrs`).
+    pub dns_failovers: u64,
     /// Whether the reporter is connected.
     pub reporter_connected: bool,
     /// Successful connects to the reporter.

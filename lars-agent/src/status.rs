@@ -46,7 +46,7 @@ pub(crate) trait Shards: Send + Sync + 'static {
 pub(crate) struct Addrs {
     pub(crate) udp: Vec<std::net::SocketAddrV4>,
     pub(crate) shards: usize,
-    pub(crate) dns: std::net::SocketAddrV4,
+    pub(crate) dns: crate::links::DnsStatus,
     pub(crate) reporter: std::net::SocketAddrV4,
 }
 
@@ -134,7 +134,12 @@ fn status(shared: &impl Shards) -> HttpResponse {
         "reports": s.reports,
         "transitions": s.transitions,
         "dns": {
-            "addr": addrs.dns.to_string(),
+            "addr": addrs.dns.current.or(addrs.dns.order.first().copied()).map(|a| a.to_string()),
+            "addrs": addrs.dns.order.iter().map(ToString::to_string).collect::<Vec<_>>(),
+            "in_use": addrs.dns.current.map(|a| a.to_string()),
+            "failovers": addrs.dns.failovers,
+            "silences": addrs.dns.silences,
+            "keepalives": addrs.dns.keepalives,
             "connected": s.dns_connected,
             "connects": s.dns_connects,
             "pulls": s.pulls,
@@ -352,6 +357,12 @@ fn metrics(shared: &impl Shards) -> HttpResponse {
         "gauge",
         "1 when the dns is connected",
         u64::from(s.dns_connected),
+    );
+    m(
+        "lars_agent_dns_failovers_total",
+        "counter",
+        "Connections established to another dns than the one before ([dnsserver] addrs)",
+        s.dns_failovers,
     );
     m(
         "lars_agent_reporter_messages_total",

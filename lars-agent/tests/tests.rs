@@ -4,6 +4,7 @@
 // Real sockets, threads and time: these tests run the services.
 #![allow(clippy::disallowed_methods, clippy::disallowed_types)]
 
+mod failover;
 mod util;
 
 use std::collections::BTreeSet;

@@ -48,8 +48,11 @@
 //! assert!(core.poll_transmit().is_none());
 //! ```
 
+mod failover;
 #[cfg(test)]
 mod tests;
+
+pub use failover::{DnsFailover, FailoverConfig, STABLE_AFTER, identity_hash};
 
 use std::collections::VecDeque;
 use std::net::{Ipv4Addr, SocketAddr};

@@ -146,6 +146,11 @@ impl Env {
         AgentConfig::from_ini(&Ini::parse("test.conf", &text).unwrap()).unwrap()
     }
 
+    /// Another dns over this env's store, on an ephemeral port.
+    pub fn extra_dns(&self) -> DnsHandle {
+        start_dns(&self.store, 0)
+    }
+
     pub fn stop_dns(&mut self) {
         if let Some(mut d) = self.dns.take() {
             d.stop();
@@ -208,7 +213,7 @@ impl Drop for Env {
     }
 }
 
-fn as_v4(a: SocketAddr) -> SocketAddrV4 {
+pub fn as_v4(a: SocketAddr) -> SocketAddrV4 {
     match a {
         SocketAddr::V4(a) => a,
         SocketAddr::V6(_) => panic!("ipv6"),
