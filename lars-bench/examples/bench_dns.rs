@@ -50,6 +50,7 @@ fn main() -> anyhow::Result<()> {
         key: ModKey::new(m.parse()?, c.parse()?),
         dns: args.addr,
         threads: args.threads,
+        tls: false,
     })?;
     println!("{report}");
     Ok(())

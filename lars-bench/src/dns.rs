@@ -4,6 +4,10 @@
 //! connection, answering every request with the very same response bytes)
 //! and reports both rates and their ratio.
 //!
+//! With `tls`, the in-process dns also gets a TLS listener (mutual TLS, a
+//! throwaway CA: [`BenchTls`]) and the same load runs over it, right after
+//! the plain one.
+//!
 //! Used by `lars bench dns` and `examples/bench_dns.rs`.
 
 use std::fmt;
@@ -15,6 +19,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
 
+use lars_core::config::{Allowlist, ClientAuth, TlsListenerConfig};
 use lars_core::frame::HEADER_LEN;
 use lars_core::proto::GetRouteRequest;
 use lars_core::{MessageId, ModKey, frame};
@@ -37,6 +42,8 @@ pub struct BenchOptions {
     pub dns: Option<SocketAddr>,
     /// Worker loops of the in-process dns (`threadNum`).
     pub threads: usize,
+    /// Also measure the in-process dns over TLS (mutual TLS).
+    pub tls: bool,
 }
 
 impl Default for BenchOptions {
@@ -48,6 +55,7 @@ impl Default for BenchOptions {
             key: ModKey::new(1, 1),
             dns: None,
             threads: 2,
+            tls: false,
         }
     }
 }
@@ -81,11 +89,25 @@ pub struct BenchReport {
     pub reply_bytes: usize,
     /// The dns.
     pub dns: Measurement,
+    /// The dns over TLS (with `tls`), same run.
+    pub tls: Option<Measurement>,
     /// The raw-socket reference, same run, same reply bytes.
     pub raw: Measurement,
 }
 
 impl BenchReport {
+    /// `tls / dns` (plain), with `tls`.
+    pub fn tls_ratio(&self) -> Option<f64> {
+        let plain = self.dns.per_sec();
+        self.tls.map(|t| {
+            if plain > 0.0 {
+                t.per_sec() / plain
+            } else {
+                0.0
+            }
+        })
+    }
+
     /// `dns / raw`.
     pub fn ratio(&self) -> f64 {
         let raw = self.raw.per_sec();
@@ -112,6 +134,15 @@ impl fmt::Display for BenchReport {
             self.dns.replies,
             self.dns.secs
         )?;
+        if let Some(t) = &self.tls {
+            writeln!(
+                f,
+                "tls: {:>12.0} replies/s ({} replies in {:.2} s, mutual TLS)",
+                t.per_sec(),
+                t.replies,
+                t.secs
+            )?;
+        }
         writeln!(
             f,
             "raw: {:>12.0} replies/s ({} replies in {:.2} s)",
@@ -119,6 +150,9 @@ impl fmt::Display for BenchReport {
             self.raw.replies,
             self.raw.secs
         )?;
+        if let Some(r) = self.tls_ratio() {
+            writeln!(f, "ratio tls/dns: {r:.3}")?;
+        }
         write!(f, "ratio dns/raw: {:.3}", self.ratio())
     }
 }
@@ -149,10 +183,15 @@ pub fn run(options: BenchOptions) -> Result<BenchReport, BenchError> {
         ));
     }
     let request = request_frame(options.key)?;
-    let (dns, reply) = match options.dns {
+    let (dns, tls, reply) = match options.dns {
+        Some(_) if options.tls => {
+            return Err(BenchError::Invalid(
+                "tls measures the in-process dns only (it makes its own certificates)".into(),
+            ));
+        }
         Some(addr) => {
             let reply = fetch_reply(addr, &request)?;
-            (load(addr, &options, &request, None)?, reply)
+            (load(addr, &options, &request, None, None)?, None, reply)
         }
         None => {
             let tmp = TempDb::new()?;
@@ -164,23 +203,116 @@ pub fn run(options: BenchOptions) -> Result<BenchReport, BenchError> {
             config.reactor.max_conn = options.conns.saturating_add(16);
             // Every load connection comes from 127.0.0.1.
             config.reactor.max_conn_per_peer = 0;
+            let tls = match options.tls {
+                true => Some(BenchTls::new()?),
+                false => None,
+            };
+            let tls_addr = match &tls {
+                Some(t) => {
+                    let port = free_port()?;
+                    config.reactor.tls = Some(t.listener(port));
+                    Some(SocketAddr::from((Ipv4Addr::LOCALHOST, port)))
+                }
+                None => None,
+            };
             let mut handle = Dns::start(config, store)?;
             let addr = handle.local_addr();
             let reply = fetch_reply(addr, &request)?;
-            let m = load(addr, &options, &request, None);
+            let m = load(addr, &options, &request, None, None);
+            let t = match (&tls, tls_addr, &m) {
+                (Some(t), Some(a), Ok(_)) => {
+                    Some(load(a, &options, &request, None, Some(&t.client())))
+                }
+                _ => None,
+            };
             handle.stop();
-            (m?, reply)
+            (m?, t.transpose()?, reply)
         }
     };
     let raw = RawServer::start(reply.clone())?;
-    let raw_m = load(raw.addr, &options, &request, None);
+    let raw_m = load(raw.addr, &options, &request, None, None);
     raw.stop();
     Ok(BenchReport {
         options,
         reply_bytes: reply.len(),
         dns,
+        tls,
         raw: raw_m?,
     })
+}
+
+/// Throwaway certificates for a benchmark's in-process services: a CA, a
+/// server certificate for 127.0.0.1 and a client certificate (mutual TLS,
+/// as lars agents use it), in a temp directory removed on drop.
+#[derive(Debug)]
+pub struct BenchTls {
+    pki: lars_testkit::tls::TestPki,
+}
+
+impl BenchTls {
+    /// Generates the certificates.
+    pub fn new() -> io::Result<Self> {
+        static NEXT: AtomicU64 = AtomicU64::new(0);
+        let name = format!("bench-{}", NEXT.fetch_add(1, Ordering::Relaxed));
+        // TestPki panics on a temp dir it cannot write: make that an error.
+        std::panic::catch_unwind(|| lars_testkit::tls::TestPki::new(&name))
+            .map(|pki| Self { pki })
+            .map_err(|_| io::Error::other("cannot write the benchmark certificates"))
+    }
+
+    /// A `[tls]` listener on 127.0.0.1:`port` requiring client
+    /// certificates from the bench CA.
+    pub fn listener(&self, port: u16) -> TlsListenerConfig {
+        TlsListenerConfig {
+            addr: SocketAddrV4::new(Ipv4Addr::LOCALHOST, port),
+            cert: self.pki.server_cert.clone(),
+            key: self.pki.server_key.clone(),
+            ca: Some(self.pki.ca.clone()),
+            client_auth: ClientAuth::Required,
+            allow: Allowlist::everyone(),
+        }
+    }
+
+    /// The client configuration (bench CA, client certificate).
+    pub fn client(&self) -> Arc<rustls::ClientConfig> {
+        self.pki.client_config(true)
+    }
+}
+
+/// A port free on 127.0.0.1 now (for a listener whose address the service
+/// does not report back).
+pub fn free_port() -> io::Result<u16> {
+    Ok(TcpListener::bind((Ipv4Addr::LOCALHOST, 0))?
+        .local_addr()?
+        .port())
+}
+
+/// A byte stream to a server, plain or TLS.
+pub(crate) trait Stream: Read + Write + Send {}
+impl<T: Read + Write + Send> Stream for T {}
+
+/// Connects to `addr`, over TLS with `tls` (handshake done before
+/// returning); reads time out after `read_timeout`.
+pub(crate) fn connect_stream(
+    addr: SocketAddr,
+    tls: Option<&Arc<rustls::ClientConfig>>,
+    read_timeout: Duration,
+) -> io::Result<Box<dyn Stream>> {
+    let mut s = TcpStream::connect(addr)?;
+    s.set_nodelay(true)?;
+    let Some(cfg) = tls else {
+        s.set_read_timeout(Some(read_timeout))?;
+        return Ok(Box::new(s));
+    };
+    s.set_read_timeout(Some(Duration::from_secs(5)))?;
+    let name = rustls::pki_types::ServerName::IpAddress(addr.ip().into());
+    let mut conn =
+        rustls::ClientConnection::new(Arc::clone(cfg), name).map_err(io::Error::other)?;
+    while conn.is_handshaking() {
+        conn.complete_io(&mut s)?;
+    }
+    s.set_read_timeout(Some(read_timeout))?;
+    Ok(Box::new(rustls::StreamOwned::new(conn, s)))
 }
 
 fn request_frame(key: ModKey) -> Result<Vec<u8>, BenchError> {
@@ -219,14 +351,12 @@ fn load(
     o: &BenchOptions,
     request: &[u8],
     stop: Option<Arc<AtomicBool>>,
+    tls: Option<&Arc<rustls::ClientConfig>>,
 ) -> Result<Measurement, BenchError> {
     let stop = stop.unwrap_or_default();
     let mut streams = Vec::with_capacity(o.conns);
     for _ in 0..o.conns {
-        let s = TcpStream::connect(addr)?;
-        s.set_nodelay(true)?;
-        s.set_read_timeout(Some(Duration::from_millis(200)))?;
-        streams.push(s);
+        streams.push(connect_stream(addr, tls, Duration::from_millis(200))?);
     }
     let burst: Arc<Vec<u8>> = Arc::new(request.repeat(o.window));
     let req_len = request.len();
@@ -265,7 +395,12 @@ fn load(
 
 /// One client connection: keeps `burst.len() / req_len` requests in flight
 /// and counts whole reply frames until `stop`.
-fn client(mut s: TcpStream, burst: &[u8], req_len: usize, stop: &AtomicBool) -> io::Result<u64> {
+fn client(
+    mut s: Box<dyn Stream>,
+    burst: &[u8],
+    req_len: usize,
+    stop: &AtomicBool,
+) -> io::Result<u64> {
     s.write_all(burst)?;
     let mut buf = vec![0u8; 256 * 1024];
     let mut filled = 0;
@@ -459,6 +594,27 @@ mod tests {
         // The demo key 1/1 has three hosts: 8-byte header + 3 HostInfo.
         assert!(report.reply_bytes > HEADER_LEN + 3 * 4, "{report}");
         assert!(report.to_string().contains("ratio dns/raw"));
+        assert!(report.tls.is_none());
+    }
+
+    #[test]
+    fn measures_the_dns_over_tls_in_the_same_run() {
+        let report = run(BenchOptions {
+            conns: 2,
+            window: 4,
+            duration: Duration::from_millis(200),
+            tls: true,
+            ..BenchOptions::default()
+        })
+        .unwrap();
+        assert!(report.tls.is_some_and(|t| t.replies > 0), "{report}");
+        assert!(report.to_string().contains("ratio tls/dns"), "{report}");
+        let external = BenchOptions {
+            dns: Some(SocketAddr::from((Ipv4Addr::LOCALHOST, 1))),
+            tls: true,
+            ..BenchOptions::default()
+        };
+        assert!(matches!(run(external), Err(BenchError::Invalid(_))));
     }
 
     #[test]

@@ -7,9 +7,11 @@
 //!
 //! Each connection is one caller and sends cumulative counters per
 //! `(key, host)`, like an agent does.
+//!
+//! With `tls`, the same load then runs again over the reporter's TLS port
+//! (another fresh modid), and the report holds both.
 
-use std::io::Write;
-use std::net::{SocketAddr, TcpStream};
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread;
@@ -46,6 +48,18 @@ pub struct BenchOptions {
     /// The process whose RSS is sampled every second (`None`: this one, which
     /// is the reporter's when it runs in-process).
     pub rss_pid: Option<u32>,
+    /// Also run the load over TLS, to this TLS port.
+    pub tls: Option<TlsTarget>,
+}
+
+/// The reporter's TLS port and how to connect to it.
+#[derive(Debug, Clone)]
+pub struct TlsTarget {
+    /// The TLS listener (`[tls] port`).
+    pub addr: SocketAddr,
+    /// The client configuration (CA, client certificate); the server name
+    /// is the address' IP.
+    pub client: Arc<rustls::ClientConfig>,
 }
 
 impl Default for BenchOptions {
@@ -61,6 +75,7 @@ impl Default for BenchOptions {
             modid: None,
             verify_timeout: Duration::from_secs(60),
             rss_pid: None,
+            tls: None,
         }
     }
 }
@@ -99,6 +114,8 @@ pub struct BenchReport {
     pub ingested_per_sec: f64,
     /// RSS in KiB sampled about every second while sending.
     pub rss_kib: Vec<u64>,
+    /// The same load over TLS (with `tls`), after this one.
+    pub tls: Option<Box<BenchReport>>,
 }
 
 /// Why the bench could not run.
@@ -148,8 +165,23 @@ pub fn rss_kib(pid: Option<u32>) -> Option<u64> {
     line.split_whitespace().nth(1)?.parse().ok()
 }
 
-/// Runs the load and the verification.
+/// Runs the load and the verification (then again over TLS, with `tls`).
 pub fn run(opts: &BenchOptions) -> Result<BenchReport, BenchError> {
+    let mut report = run_one(opts, opts.addr, None, opts.modid)?;
+    if let Some(t) = &opts.tls {
+        let modid = report.modid.wrapping_add(1);
+        let tls = run_one(opts, t.addr, Some(&t.client), Some(modid))?;
+        report.tls = Some(Box::new(tls));
+    }
+    Ok(report)
+}
+
+fn run_one(
+    opts: &BenchOptions,
+    addr: SocketAddr,
+    tls: Option<&Arc<rustls::ClientConfig>>,
+    modid: Option<u32>,
+) -> Result<BenchReport, BenchError> {
     if opts.conns == 0 || opts.keys == 0 || opts.hosts == 0 {
         return Err(BenchError::Invalid(
             "conns, keys and hosts must be at least 1".into(),
@@ -164,9 +196,7 @@ pub fn run(opts: &BenchOptions) -> Result<BenchReport, BenchError> {
         )));
     }
     let store = lars_store::open(&opts.store_url)?;
-    let modid = opts
-        .modid
-        .unwrap_or(0x2000_0000 | (unix_now() & 0x0fff_ffff));
+    let modid = modid.unwrap_or(0x2000_0000 | (unix_now() & 0x0fff_ffff));
     let since = i64::from(unix_now()) - 120;
     let stop = Arc::new(AtomicBool::new(false));
     let per_conn_rate = if opts.rate == 0 {
@@ -177,8 +207,7 @@ pub fn run(opts: &BenchOptions) -> Result<BenchReport, BenchError> {
     let start = Instant::now();
     let mut joins = Vec::with_capacity(opts.conns);
     for c in 0..opts.conns {
-        let stream = TcpStream::connect(opts.addr)?;
-        stream.set_nodelay(true)?;
+        let stream = crate::dns::connect_stream(addr, tls, Duration::from_secs(5))?;
         let stop = Arc::clone(&stop);
         let (keys, hosts) = (opts.keys, opts.hosts);
         let caller = c as u32 + 1;
@@ -300,7 +329,7 @@ fn history_totals(
 
 #[allow(clippy::too_many_arguments)]
 fn send_loop(
-    mut stream: TcpStream,
+    mut stream: Box<dyn crate::dns::Stream>,
     modid: u32,
     keys: u32,
     hosts: u32,

@@ -85,7 +85,7 @@ fn server_config(files: &TlsListenerConfig) -> Result<ServerConfig> {
         }
         (_, ClientAuth::None) => builder.with_no_client_auth(),
     };
-    let cfg = builder
+    let mut cfg = builder
         .with_single_cert(certs(&files.cert)?, key(&files.key)?)
         .map_err(|e| {
             tls_err(format_args!(
@@ -94,6 +94,12 @@ fn server_config(files: &TlsListenerConfig) -> Result<ServerConfig> {
                 files.key.display()
             ))
         })?;
+    // No TLS 1.3 session tickets: agents keep one long connection, so
+    // resumption buys nothing, and tickets are data the server sends
+    // unasked. A client of a one-way link (reports) that never reads and
+    // then closes would leave them unread, and Linux answers such a close
+    // with a reset that discards the reports the server has not read yet.
+    cfg.send_tls13_tickets = 0;
     Ok(cfg)
 }
 

@@ -131,12 +131,7 @@ impl TestPki {
     /// `cn`, signed by the same CA) over the server files: what rolling a
     /// certificate does before SIGHUP.
     pub fn reissue_server(&self, cn: &str) {
-        let (c, k) = leaf(
-            &self.main_ca,
-            cn,
-            &["localhost", "127.0.0.1", "::1"],
-            true,
-        );
+        let (c, k) = leaf(&self.main_ca, cn, &["localhost", "127.0.0.1", "::1"], true);
         write(&self.server_cert, &c);
         write(&self.server_key, &k);
     }
@@ -150,6 +145,36 @@ impl TestPki {
         write(&cert, &c);
         write(&key, &k);
         (cert, key)
+    }
+}
+
+impl TestPki {
+    /// A rustls client configuration trusting [`ca`](Self::ca), with the
+    /// client certificate when `with_cert` (for a blocking
+    /// `rustls::StreamOwned` in tests and benchmarks).
+    pub fn client_config(&self, with_cert: bool) -> std::sync::Arc<rustls::ClientConfig> {
+        use rustls::pki_types::pem::PemObject;
+        use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+        let mut roots = rustls::RootCertStore::empty();
+        for c in CertificateDer::pem_file_iter(&self.ca).expect("ca file") {
+            roots.add(c.expect("ca pem")).expect("ca cert");
+        }
+        let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
+        let b = rustls::ClientConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .expect("tls versions")
+            .with_root_certificates(roots);
+        let cfg = if with_cert {
+            let chain = CertificateDer::pem_file_iter(&self.client_cert)
+                .expect("client cert file")
+                .map(|c| c.expect("client cert pem"))
+                .collect();
+            let key = PrivateKeyDer::from_pem_file(&self.client_key).expect("client key");
+            b.with_client_auth_cert(chain, key).expect("client auth")
+        } else {
+            b.with_no_client_auth()
+        };
+        std::sync::Arc::new(cfg)
     }
 }
 

@@ -10,6 +10,7 @@ use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
 use lars_core::config::{Allowlist, ClientAuth, TlsListenerConfig};
+use lars_net::TcpServer;
 use lars_testkit::tls::TestPki;
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
@@ -486,5 +487,36 @@ fn a_tcp_client_without_the_right_certificate_is_refused_again_and_again() {
         >= 2));
     assert!(rx.try_recv().is_err());
     client.join();
+    server.join();
+}
+
+#[test]
+fn a_one_way_stream_closed_without_reading_arrives_whole() {
+    let pki = TestPki::new("net-bulk");
+    let mut server = TcpServer::builder("127.0.0.1:0".parse().unwrap())
+        .router(lars_net::Router::new().route(7, |_, _| {}))
+        .tls(listener(&pki, ClientAuth::Required))
+        .start()
+        .unwrap();
+    let addr = server.tls_local_addr().unwrap();
+    let cfg = client_config(&pki.ca, Some((&pki.client_cert, &pki.client_key)));
+    let mut c = tls_connect(addr, cfg).unwrap();
+    let one = frame_bytes(7, &[5u8; 60]);
+    let batch: Vec<u8> = one.repeat(256);
+    for _ in 0..800 {
+        c.write_all(&batch).unwrap();
+    }
+    c.flush().unwrap();
+    // Closed at once without reading anything, like a reporting agent that
+    // stops: data the server sent unasked (TLS 1.3 session tickets) would
+    // sit unread and turn the close into a reset that discards what the
+    // server has not read yet.
+    drop(c);
+    let want = 800 * 256;
+    assert!(
+        wait_until(|| server.stats().snapshot().frames_in == want),
+        "{:?}",
+        server.stats().snapshot()
+    );
     server.join();
 }

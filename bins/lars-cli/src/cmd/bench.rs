@@ -80,6 +80,10 @@ struct DnsBenchArgs {
     /// Command id asked for.
     #[arg(long, default_value_t = 1)]
     cmdid: u32,
+    /// Also measure the in-process dns over its TLS port (mutual TLS,
+    /// throwaway certificates), printed next to plain from the same run.
+    #[arg(long, conflicts_with = "addr")]
+    tls: bool,
 }
 
 #[derive(Debug, Args)]
@@ -110,6 +114,10 @@ struct ReporterBenchArgs {
     /// Writer threads of the in-process reporter.
     #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u32).range(1..=64))]
     db_threads: u32,
+    /// Then send the same load over the in-process reporter's TLS port
+    /// (mutual TLS, throwaway certificates), printed next to plain.
+    #[arg(long, conflicts_with = "addr")]
+    tls: bool,
     /// Print the full report as JSON too.
     #[arg(long)]
     json: bool,
@@ -150,6 +158,7 @@ fn dns(a: &DnsBenchArgs) -> anyhow::Result<()> {
         key: ModKey::new(a.modid, a.cmdid),
         dns: a.addr,
         threads: a.threads as usize,
+        tls: a.tls,
     })
     .context("dns benchmark")?;
     println!("{report}");
@@ -166,6 +175,11 @@ fn reporter(a: &ReporterBenchArgs) -> anyhow::Result<()> {
         }
     };
     let mut in_process = None;
+    let bench_tls = match a.tls {
+        true => Some(lars_bench::dns::BenchTls::new()?),
+        false => None,
+    };
+    let mut tls = None;
     let addr = match a.addr {
         Some(addr) => addr,
         None => {
@@ -178,6 +192,14 @@ fn reporter(a: &ReporterBenchArgs) -> anyhow::Result<()> {
             cfg.db_thread_cnt = std::num::NonZeroUsize::new(a.db_threads as usize)
                 .unwrap_or(std::num::NonZeroUsize::MIN);
             cfg.store_url = store_url.clone();
+            if let Some(t) = &bench_tls {
+                let port = lars_bench::dns::free_port()?;
+                cfg.reactor.tls = Some(t.listener(port));
+                tls = Some(lars_bench::reporter::TlsTarget {
+                    addr: SocketAddr::from((std::net::Ipv4Addr::LOCALHOST, port)),
+                    client: t.client(),
+                });
+            }
             let store = lars_store::open(&store_url)
                 .with_context(|| format!("cannot open the store {}", super::redact(&store_url)))?;
             let r =
@@ -203,6 +225,7 @@ fn reporter(a: &ReporterBenchArgs) -> anyhow::Result<()> {
         hosts: a.hosts,
         rate: a.rate,
         duration: Duration::from_secs(a.duration),
+        tls,
         ..lars_bench::reporter::BenchOptions::default()
     });
     if let Some(mut r) = in_process {
@@ -212,6 +235,30 @@ fn reporter(a: &ReporterBenchArgs) -> anyhow::Result<()> {
     if a.json {
         println!("{}", serde_json::to_string_pretty(&report)?);
     }
+    print_reporter("plain", &report);
+    if let Some(t) = &report.tls {
+        print_reporter("tls", t);
+        let ratio = t.sent_per_sec / report.sent_per_sec.max(1e-9);
+        println!("ratio tls/plain (reports/s sent): {ratio:.3}");
+    }
+    let complete = report.complete && report.tls.as_ref().is_none_or(|t| t.complete);
+    if !complete {
+        anyhow::bail!("not every count reached the store");
+    }
+    println!("every count arrived");
+    if a.store.is_none() {
+        if let Some(path) = store_url.strip_prefix("sqlite://") {
+            for suffix in ["", "-wal", "-shm"] {
+                let _ = std::fs::remove_file(format!("{path}{suffix}"));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// One reporter measurement's lines, headed `what` (plain or tls).
+fn print_reporter(what: &str, report: &lars_bench::reporter::BenchReport) {
+    println!("{what}:");
     println!(
         "sent {} reports ({} host results) in {:.1} s = {:.0} reports/s",
         report.reports, report.results, report.send_secs, report.sent_per_sec
@@ -230,16 +277,4 @@ fn reporter(a: &ReporterBenchArgs) -> anyhow::Result<()> {
     if let (Some(min), Some(max)) = (report.rss_kib.iter().min(), report.rss_kib.iter().max()) {
         println!("RSS while sending: {min}..{max} KiB");
     }
-    if !report.complete {
-        anyhow::bail!("not every count reached the store");
-    }
-    println!("every count arrived");
-    if a.store.is_none() {
-        if let Some(path) = store_url.strip_prefix("sqlite://") {
-            for suffix in ["", "-wal", "-shm"] {
-                let _ = std::fs::remove_file(format!("{path}{suffix}"));
-            }
-        }
-    }
-    Ok(())
 }
