@@ -46,6 +46,13 @@ pub struct ReporterConfig {
     /// Must stay below the agents' `handoff_hold` (5 s) and above their
     /// report interval (docs/stats.md, "Several reporters").
     pub stream_reload_after: Duration,
+    /// Ours: the trust limits on reported statistics (docs/stats.md, "Trust
+    /// limits"; docs/security.md): `[reporter] max_calls_per_second`
+    /// (default 1,000,000 per stream and per caller and key; 0: no limits),
+    /// `trust_floor` (s, default 1: the agents' report interval, the
+    /// shortest time a report is measured over) and `max_calls_per_message`
+    /// (default 1,000,000,000). `None`: off.
+    pub trust_limits: Option<lars_stats::TrustLimits>,
 }
 
 impl ReporterConfig {
@@ -93,6 +100,7 @@ impl ReporterConfig {
                 "stream_reload_after",
                 Duration::from_secs(3),
             )?,
+            trust_limits: trust_limits(ini, sec)?,
         })
     }
 
@@ -101,6 +109,29 @@ impl ReporterConfig {
     pub fn load(path: impl AsRef<Path>) -> Result<Self, ConfigError> {
         load_with(path, false, Self::from_ini, |u| tracing::warn!("{u}"))
     }
+}
+
+fn trust_limits(ini: &Ini, sec: &str) -> Result<Option<lars_stats::TrustLimits>, ConfigError> {
+    let d = lars_stats::TrustLimits::default();
+    let max_calls_per_second: u64 =
+        ini.get_or(sec, "max_calls_per_second", d.max_calls_per_second)?;
+    let floor = ini.seconds_or(sec, "trust_floor", Duration::from_secs(1))?;
+    let max_calls_per_message: u64 =
+        ini.get_or(sec, "max_calls_per_message", d.max_calls_per_message)?;
+    if max_calls_per_second == 0 {
+        return Ok(None);
+    }
+    // Whole seconds, rounded up, at least one (reports are stamped in
+    // seconds).
+    let floor_secs = i64::try_from(floor.as_secs())
+        .unwrap_or(i64::MAX)
+        .saturating_add(i64::from(floor.subsec_nanos() > 0))
+        .max(1);
+    Ok(Some(lars_stats::TrustLimits {
+        max_calls_per_second,
+        floor_secs,
+        max_calls_per_message,
+    }))
 }
 
 impl Default for ReporterConfig {
@@ -137,6 +168,15 @@ mod tests {
                 "[reporter]\nstream_reload_after = x\n",
                 "stream_reload_after",
             ),
+            (
+                "[reporter]\nmax_calls_per_second = -1\n",
+                "max_calls_per_second",
+            ),
+            (
+                "[reporter]\nmax_calls_per_message = x\n",
+                "max_calls_per_message",
+            ),
+            ("[reporter]\ntrust_floor = -1\n", "trust_floor"),
         ] {
             let e = ReporterConfig::from_ini(&Ini::parse("r.conf", text).unwrap())
                 .unwrap_err()

@@ -24,8 +24,8 @@ use lars_core::ring::HashRing;
 use lars_core::{MessageId, ModKey};
 use lars_net::{HttpRequest, HttpResponse, NetStats, Router, StatusServer, TcpServer};
 use lars_stats::{
-    Action, BoundOutcome, EXPIRE_AFTER, Flusher, GiveUp, HostView, Progress, Prune, Receiver,
-    ReportTime, Windows, WriteError,
+    Action, BoundOutcome, EXPIRE_AFTER, Flusher, GiveUp, HostView, Progress, Prune, Received,
+    Receiver, Rejection, ReportTime, TrustLimits, Windows, WriteError,
 };
 use lars_store::{Chain, StatsStore, Store, StoreError};
 
@@ -76,6 +76,8 @@ struct Shared {
     stall_after: Duration,
     /// `[reporter] stream_reload_after` in whole seconds; `None`: off.
     reload_after: Option<i64>,
+    /// `[reporter] max_calls_per_second` and co; `None`: off.
+    trust_limits: Option<TrustLimits>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -239,6 +241,7 @@ impl Reporter {
             started: Instant::now(),
             stall_after: config.db_stall_timeout,
             reload_after: reload_secs(config.stream_reload_after),
+            trust_limits: config.trust_limits,
         });
         shared.stats.db_healthy.store(true, Ordering::Relaxed);
 
@@ -397,7 +400,7 @@ fn json<T: serde::Serialize>(v: &T) -> HttpResponse {
 /// (`resume_failures`): what was read is kept, the rest starts empty.
 fn resume_receivers(shared: &Shared, store: &Store, now: i64, max_rows: u64) -> Vec<Receiver> {
     let mut receivers: Vec<Receiver> = (0..shared.workers.len())
-        .map(|_| new_receiver(shared.reload_after))
+        .map(|_| new_receiver(shared))
         .collect();
     let started = Instant::now();
     let mut resumed = 0;
@@ -447,14 +450,19 @@ fn reload_secs(after: Duration) -> Option<i64> {
     Some(i64::try_from(after.as_secs()).unwrap_or(i64::MAX) + i64::from(after.subsec_nanos() > 0))
 }
 
-fn new_receiver(reload_after: Option<i64>) -> Receiver {
-    match reload_after {
-        Some(secs) => Receiver::new().with_reload_after(secs),
-        None => Receiver::new(),
+fn new_receiver(shared: &Shared) -> Receiver {
+    let mut r = Receiver::new();
+    if let Some(secs) = shared.reload_after {
+        r = r.with_reload_after(secs);
     }
+    if let Some(limits) = shared.trust_limits {
+        r = r.with_trust_limits(limits);
+    }
+    r
 }
 
-/// At most one log line per this long about failed re-reads.
+/// At most one log line per this long about failed re-reads, and one about
+/// rejected reports.
 const RELOAD_LOG_EVERY: Duration = Duration::from_secs(10);
 
 /// What one worker owns outright.
@@ -468,6 +476,9 @@ struct Worker {
     /// When a failed re-read was last logged, and the failures since.
     reload_log: Option<Instant>,
     reload_unlogged: u64,
+    /// When a rejected report was last logged, and the rejections since.
+    reject_log: Option<Instant>,
+    reject_unlogged: u64,
 }
 
 fn worker_main(
@@ -497,9 +508,7 @@ fn worker_main(
         }
     };
     // Reports wait in the queue until the resumed counters are here.
-    let receiver = seed
-        .recv()
-        .unwrap_or_else(|_| new_receiver(shared.reload_after));
+    let receiver = seed.recv().unwrap_or_else(|_| new_receiver(&shared));
     let mut w = Worker {
         index,
         shared,
@@ -509,6 +518,8 @@ fn worker_main(
         last_expire: unix_now(),
         reload_log: None,
         reload_unlogged: 0,
+        reject_log: None,
+        reject_unlogged: 0,
     };
     let mut next_flush = Instant::now() + flush;
     let mut drained = Vec::with_capacity(1025);
@@ -612,8 +623,11 @@ impl Worker {
     }
 
     fn handle(&mut self, windows: &mut Windows, req: ReportStatusRequest, now: i64) {
-        let stats = &self.shared.stats;
         let got = self.receiver.receive(&req, now, windows);
+        if let Some(why) = got.rejected {
+            self.rejected(&req, why, got, now);
+        }
+        let stats = &self.shared.stats;
         match got.time {
             ReportTime::AsSent(_) => {}
             ReportTime::Zero(_) => add(&stats.zero_ts, 1),
@@ -624,6 +638,43 @@ impl Worker {
         add(&stats.resets, got.resets);
         add(&stats.succ_in, got.succ);
         add(&stats.err_in, got.err);
+    }
+
+    /// Counts a report the trust limits rejected and logs it (rate-limited).
+    fn rejected(&mut self, req: &ReportStatusRequest, why: Rejection, got: Received, now: i64) {
+        let stats = &self.shared.stats;
+        add(
+            match why {
+                Rejection::StreamRate => &stats.rejected_stream_rate,
+                Rejection::KeyRate => &stats.rejected_key_rate,
+                Rejection::MessageTotal => &stats.rejected_message_total,
+            },
+            1,
+        );
+        add(&stats.rejected_calls, got.rejected_calls);
+        if got.rejection_unrecorded {
+            add(&stats.rejections_unrecorded, 1);
+        }
+        self.reject_unlogged += 1;
+        if self
+            .reject_log
+            .is_none_or(|t| t.elapsed() >= RELOAD_LOG_EVERY)
+        {
+            tracing::warn!(
+                worker = self.index,
+                key = %ModKey::from_wire(req.modid, req.cmdid),
+                caller = %std::net::Ipv4Addr::from_bits(req.caller as u32),
+                reason = why.as_str(),
+                calls = got.rejected_calls,
+                rejected = self.reject_unlogged,
+                now,
+                "REJECTED a report claiming more calls than could have happened \
+                 (trust limits: max_calls_per_second, max_calls_per_message); \
+                 nothing of it is counted"
+            );
+            self.reject_log = Some(Instant::now());
+            self.reject_unlogged = 0;
+        }
     }
 
     fn flush_tick(&mut self) {
@@ -764,8 +815,9 @@ fn perform(index: usize, shared: &Shared, ws: &WorkerShared, store: &Store, acti
             id,
             history,
             status,
+            rejected,
         } => {
-            let result = store.write_flush_once(id, unix_now(), &history, &status);
+            let result = store.write_flush_once(id, unix_now(), &history, &status, &rejected);
             if let Ok(applied) = result {
                 if !applied {
                     add(&stats.chunks_already_applied, 1);

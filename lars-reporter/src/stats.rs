@@ -45,6 +45,25 @@ pub struct Stats {
     pub(crate) streams_reloaded: AtomicU64,
     pub(crate) reload_reads: AtomicU64,
     pub(crate) reload_failures: AtomicU64,
+    pub(crate) rejected_stream_rate: AtomicU64,
+    pub(crate) rejected_key_rate: AtomicU64,
+    pub(crate) rejected_message_total: AtomicU64,
+    pub(crate) rejected_calls: AtomicU64,
+    pub(crate) rejections_unrecorded: AtomicU64,
+}
+
+/// Reports rejected by the trust limits, by reason (`[reporter]
+/// max_calls_per_second`, `max_calls_per_message`; docs/stats.md).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub struct RejectedReports {
+    /// One host's calls beyond `max_calls_per_second` times the time since
+    /// that stream's last report.
+    pub stream_rate: u64,
+    /// A caller's report of one key beyond `max_calls_per_second` times the
+    /// time since its last accepted report of that key.
+    pub key_rate: u64,
+    /// One report beyond `max_calls_per_message`.
+    pub message_total: u64,
 }
 
 pub(crate) fn add(a: &AtomicU64, n: u64) {
@@ -139,6 +158,14 @@ pub struct StatsSnapshot {
     pub reload_reads: u64,
     /// Such reads that failed (the report was applied from memory).
     pub reload_failures: u64,
+    /// Reports rejected whole by the trust limits (nothing of them counted
+    /// or written but a `lars_rejected_reports` row of the key), by reason.
+    pub rejected_reports: RejectedReports,
+    /// Calls (succ + err) the rejected reports claimed.
+    pub rejected_calls: u64,
+    /// Rejections not recorded in `lars_rejected_reports` (too many keys
+    /// rejected within one flush).
+    pub rejections_unrecorded: u64,
     /// History chunks retried after a failed write that the store had in
     /// fact committed (skipped, not added twice).
     pub chunks_already_applied: u64,
@@ -173,6 +200,13 @@ impl Stats {
             streams_reloaded: r(&self.streams_reloaded),
             reload_reads: r(&self.reload_reads),
             reload_failures: r(&self.reload_failures),
+            rejected_reports: RejectedReports {
+                stream_rate: r(&self.rejected_stream_rate),
+                key_rate: r(&self.rejected_key_rate),
+                message_total: r(&self.rejected_message_total),
+            },
+            rejected_calls: r(&self.rejected_calls),
+            rejections_unrecorded: r(&self.rejections_unrecorded),
             db_stalls: r(&self.db_stalls),
             chunks_already_applied: r(&self.chunks_already_applied),
             succ_in: r(&self.succ_in),
@@ -422,6 +456,18 @@ impl StatsSnapshot {
             self.expired_hosts,
         );
         m(
+            "rejected_calls_total",
+            "counter",
+            "Calls claimed by reports rejected by the trust limits.",
+            self.rejected_calls,
+        );
+        m(
+            "rejections_unrecorded_total",
+            "counter",
+            "Rejected reports not recorded in lars_rejected_reports.",
+            self.rejections_unrecorded,
+        );
+        m(
             "pending_rows",
             "gauge",
             "Rows waiting for the database.",
@@ -441,6 +487,18 @@ impl StatsSnapshot {
                 .iter()
                 .enumerate()
                 .map(|(i, d)| (format!("worker=\"{i}\""), *d as u64)),
+        );
+        let r = self.rejected_reports;
+        out.labelled(
+            "lars_reporter_rejected_reports_total",
+            "counter",
+            "Reports rejected by the trust limits, by reason.",
+            [
+                ("stream_rate", r.stream_rate),
+                ("key_rate", r.key_rate),
+                ("message_total", r.message_total),
+            ]
+            .map(|(why, n)| (format!("reason=\"{why}\""), n)),
         );
         self.tcp_limits.prometheus("lars_reporter", &mut out);
         out.into_string()
@@ -463,5 +521,7 @@ mod tests {
         assert!(text.contains("lars_reporter_late_ignored_total 1\n"));
         assert!(text.contains("lars_reporter_queue_depth{worker=\"1\"} 2\n"));
         assert!(text.contains("# TYPE lars_reporter_pending_rows gauge"));
+        assert!(text.contains("lars_reporter_rejected_reports_total{reason=\"key_rate\"} 0\n"));
+        assert!(text.contains("lars_reporter_streams_reloaded_total 0\n"));
     }
 }

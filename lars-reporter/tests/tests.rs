@@ -5,3 +5,4 @@
 mod e2e;
 mod hardening;
 mod support;
+mod trust;

@@ -48,6 +48,31 @@ pub struct HistoryRow {
     pub err: u64,
 }
 
+/// Reports of one key rejected by the reporter's trust limits in one minute
+/// (the calls they claimed were not counted anywhere); a row of
+/// `lars_rejected_reports`, which the console reads to say that a key's
+/// numbers were clipped. Appending the same key and minute again adds up.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RejectedRow {
+    /// The key the reports were about.
+    pub key: ModKey,
+    /// Start of the minute, unix seconds (a multiple of 60).
+    pub minute: i64,
+    /// Reports (messages) rejected.
+    pub reports: u64,
+    /// Calls (succ + err) those reports claimed.
+    pub calls: u64,
+}
+
+/// Most rejected `(key, minute)` rows a batch holds (reports for random keys
+/// cannot grow it without bound); beyond it a rejection is still counted by
+/// the reporter but not recorded in the store.
+pub const MAX_REJECTED_ROWS: usize = 10_000;
+
+/// The most calls a [`RejectedRow`] holds (2^62: the store adds two of them
+/// without overflowing a signed 64-bit column).
+pub const MAX_REJECTED_CALLS: u64 = 1 << 62;
+
 /// History deltas of one minute, per `(key, host)`: `(succ, err)`.
 type MinuteRows = HashMap<(ModKey, HostAddr), (u64, u64)>;
 
@@ -58,6 +83,8 @@ pub struct Batch {
     status: HashMap<StreamKey, CallStatusRow>,
     history: BTreeMap<i64, MinuteRows>,
     history_rows: usize,
+    /// Rejected reports per `(key, minute)`: `(reports, calls)`.
+    rejected: HashMap<(ModKey, i64), (u64, u64)>,
 }
 
 impl Batch {
@@ -89,20 +116,68 @@ impl Batch {
         e.1 += err;
     }
 
+    /// Records `reports` rejected reports of `key` claiming `calls` calls, in
+    /// the minute holding unix second `ts`; `false` (nothing recorded) when
+    /// the batch already holds [`MAX_REJECTED_ROWS`] other rows.
+    pub fn add_rejected(&mut self, key: ModKey, ts: i64, reports: u64, calls: u64) -> bool {
+        let minute = ts - ts.rem_euclid(60);
+        let full = self.rejected.len() >= MAX_REJECTED_ROWS;
+        match self.rejected.get_mut(&(key, minute)) {
+            Some(e) => {
+                e.0 = e.0.saturating_add(reports);
+                e.1 = e.1.saturating_add(calls).min(MAX_REJECTED_CALLS);
+                true
+            }
+            None if full => false,
+            None => {
+                self.rejected
+                    .insert((key, minute), (reports, calls.min(MAX_REJECTED_CALLS)));
+                true
+            }
+        }
+    }
+
+    /// Takes the rejected-report rows out (the rest of the batch stays).
+    pub fn take_rejected(&mut self) -> Vec<RejectedRow> {
+        self.rejected
+            .drain()
+            .map(|((key, minute), (reports, calls))| RejectedRow {
+                key,
+                minute,
+                reports,
+                calls,
+            })
+            .collect()
+    }
+
+    /// Rejected-report rows held.
+    pub fn rejected_len(&self) -> usize {
+        self.rejected.len()
+    }
+
     /// Merges a batch that is newer than this one: its status rows win, its
-    /// history adds up.
+    /// history and rejected reports add up.
     pub fn merge_newer(&mut self, newer: Batch) {
         self.status.extend(newer.status);
         self.merge_history(newer.history);
+        self.merge_rejected(newer.rejected);
     }
 
     /// Merges a batch that is older than this one (a failed write put back):
-    /// its status rows only fill gaps, its history adds up.
+    /// its status rows only fill gaps, its history and rejected reports add
+    /// up.
     pub fn merge_older(&mut self, older: Batch) {
         for (k, row) in older.status {
             self.status.entry(k).or_insert(row);
         }
         self.merge_history(older.history);
+        self.merge_rejected(older.rejected);
+    }
+
+    fn merge_rejected(&mut self, other: HashMap<(ModKey, i64), (u64, u64)>) {
+        for ((key, minute), (reports, calls)) in other {
+            self.add_rejected(key, minute, reports, calls);
+        }
     }
 
     fn merge_history(&mut self, other: BTreeMap<i64, MinuteRows>) {
@@ -123,9 +198,9 @@ impl Batch {
         self.history_rows
     }
 
-    /// All rows held.
+    /// All rows held (status, history and rejected reports).
     pub fn len(&self) -> usize {
-        self.status.len() + self.history_rows
+        self.status.len() + self.history_rows + self.rejected.len()
     }
 
     /// Whether nothing is held.
@@ -141,7 +216,8 @@ impl Batch {
             .fold((0, 0), |(s, e), (a, b)| (s + a, e + b))
     }
 
-    /// Splits the batch into the rows to write.
+    /// Splits the batch into the rows to write (rejected reports: take them
+    /// first with [`take_rejected`](Self::take_rejected)).
     pub fn into_rows(self) -> (Vec<CallStatusRow>, Vec<HistoryRow>) {
         let status = self.status.into_values().collect();
         let history = self
@@ -230,6 +306,7 @@ impl DoubleBuffer {
         side.status.clear();
         side.history.clear();
         side.history_rows = 0;
+        side.rejected.clear();
         self.spare = side;
     }
 }

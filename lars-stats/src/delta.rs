@@ -32,7 +32,25 @@ struct Last {
     /// The receiver batch (see [`Receiver`](crate::Receiver)) that holds the
     /// stream's last rows; 0: none.
     batch: u64,
+    /// Reports of this stream rejected in a row for growth beyond the trust
+    /// limits (see [`DeltaTracker::reject`]).
+    rejected: u32,
 }
+
+/// What a report would add to a stream, without recording it
+/// ([`DeltaTracker::peek`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Peek {
+    /// The delta [`observe`](DeltaTracker::observe) would yield.
+    pub delta: Delta,
+    /// When the stream's counters were last set (a report, or the store's
+    /// `ts` for counters read from it); `None`: unknown stream.
+    pub since: Option<i64>,
+}
+
+/// Reports of a stream rejected in a row for growth before its counters are
+/// taken as they are (see [`DeltaTracker::reject`]).
+pub const RESYNC_AFTER: u32 = 3;
 
 /// The last counters of every stream.
 ///
@@ -56,6 +74,49 @@ impl DeltaTracker {
         self.observe_in(stream, succ, err, now, 0)
     }
 
+    /// What the counters `(succ, err)` would add to `stream`, recording
+    /// nothing.
+    pub fn peek(&self, stream: StreamKey, succ: u32, err: u32) -> Peek {
+        let old = self.last.get(&stream);
+        Peek {
+            delta: delta_of(old, succ, err),
+            since: old.map(|l| l.seen),
+        }
+    }
+
+    /// A report of `stream` with counters `(succ, err)` at `now` was rejected
+    /// (it claimed more calls than could have happened). Nothing is counted.
+    /// When it was growth over known counters, they stay, so the next honest
+    /// report continues from them (nothing counted twice, nothing lost);
+    /// after [`RESYNC_AFTER`] such rejections in a row, and at once when the
+    /// report was a reset or the first of the stream (its values were the
+    /// delta), the reported counters are taken as the stream's counters:
+    /// only growth beyond them counts from now on (a stream cannot stay
+    /// rejected for ever). Returns whether the counters were taken.
+    pub fn reject(&mut self, stream: StreamKey, succ: u32, err: u32, now: i64) -> bool {
+        let old = self.last.get(&stream).copied();
+        let growth = old.is_some_and(|o| succ >= o.succ && err >= o.err);
+        let rejected = old.map_or(0, |o| o.rejected) + 1;
+        if growth && rejected < RESYNC_AFTER {
+            if let Some(l) = self.last.get_mut(&stream) {
+                l.rejected = rejected;
+            }
+            return false;
+        }
+        self.last.insert(
+            stream,
+            Last {
+                succ,
+                err,
+                seen: now,
+                live: Some(now),
+                batch: old.map_or(0, |o| o.batch),
+                rejected: 0,
+            },
+        );
+        true
+    }
+
     /// [`observe`](Self::observe), noting that the stream's rows go into
     /// receiver batch `batch` (see [`needs_reload`](Self::needs_reload)).
     pub fn observe_in(
@@ -72,24 +133,9 @@ impl DeltaTracker {
             seen: now,
             live: Some(now),
             batch,
+            rejected: 0,
         };
-        match self.last.insert(stream, new) {
-            None => Delta {
-                succ: u64::from(succ),
-                err: u64::from(err),
-                reset: false,
-            },
-            Some(old) if succ < old.succ || err < old.err => Delta {
-                succ: u64::from(succ),
-                err: u64::from(err),
-                reset: true,
-            },
-            Some(old) => Delta {
-                succ: u64::from(succ - old.succ),
-                err: u64::from(err - old.err),
-                reset: false,
-            },
-        }
+        delta_of(self.last.insert(stream, new).as_ref(), succ, err)
     }
 
     /// Sets the last counters of `stream` without yielding a delta: used at
@@ -103,6 +149,7 @@ impl DeltaTracker {
             seen,
             live: None,
             batch: 0,
+            rejected: 0,
         });
     }
 
@@ -142,6 +189,7 @@ impl DeltaTracker {
                         seen,
                         live: None,
                         batch: 0,
+                        rejected: 0,
                     },
                 );
             }
@@ -166,6 +214,28 @@ impl DeltaTracker {
     /// Whether no stream is tracked.
     pub fn is_empty(&self) -> bool {
         self.last.is_empty()
+    }
+}
+
+/// The rule: growth is the difference, a counter going down is a reset (the
+/// new values count), a first report counts whole.
+fn delta_of(old: Option<&Last>, succ: u32, err: u32) -> Delta {
+    match old {
+        None => Delta {
+            succ: u64::from(succ),
+            err: u64::from(err),
+            reset: false,
+        },
+        Some(old) if succ < old.succ || err < old.err => Delta {
+            succ: u64::from(succ),
+            err: u64::from(err),
+            reset: true,
+        },
+        Some(old) => Delta {
+            succ: u64::from(succ - old.succ),
+            err: u64::from(err - old.err),
+            reset: false,
+        },
     }
 }
 
@@ -217,6 +287,34 @@ mod tests {
         // The store has no row: the stream is forgotten, counted in full.
         t.reload(S, None);
         assert_eq!(t.observe(S, 57, 2, 160), d(57, 2, false));
+    }
+
+    #[test]
+    fn a_rejected_report_keeps_known_counters_and_takes_a_first_or_reset_one() {
+        let mut t = DeltaTracker::new();
+        t.observe(S, 100, 1, 10);
+        assert_eq!(
+            t.peek(S, u32::MAX, u32::MAX,),
+            Peek {
+                delta: d(u64::from(u32::MAX) - 100, u64::from(u32::MAX) - 1, false),
+                since: Some(10)
+            }
+        );
+        // Growth: the counters stay; the honest report continues from them.
+        assert!(!t.reject(S, u32::MAX, u32::MAX, 11));
+        assert_eq!(t.observe(S, 105, 1, 12), d(5, 0, false));
+        // RESYNC_AFTER rejections in a row: the reported counters are taken.
+        assert!(!t.reject(S, 1 << 30, 1, 13));
+        assert!(!t.reject(S, 1 << 30, 1, 14));
+        assert!(t.reject(S, 1 << 30, 1, 15));
+        assert_eq!(t.observe(S, (1 << 30) + 2, 1, 16), d(2, 0, false));
+        // A reset or a first report over the limits: taken at once.
+        assert!(t.reject(S, 7, 7, 17));
+        assert_eq!(t.observe(S, 8, 7, 18), d(1, 0, false));
+        let other = (S.0, S.1, 77);
+        assert_eq!(t.peek(other, 5, 0).since, None);
+        assert!(t.reject(other, 5_000_000, 0, 19));
+        assert_eq!(t.observe(other, 5_000_001, 0, 20), d(1, 0, false));
     }
 
     #[test]

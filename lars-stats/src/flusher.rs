@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use lars_core::ModKey;
 
-use crate::aggregate::{Batch, BoundOutcome, CallStatusRow, HistoryRow, Pending};
+use crate::aggregate::{Batch, BoundOutcome, CallStatusRow, HistoryRow, Pending, RejectedRow};
 
 /// Rows per store call (each call is one transaction; a `(key, host)` whose
 /// rows are more goes alone, whole).
@@ -66,6 +66,9 @@ pub enum Action {
         history: Vec<HistoryRow>,
         /// Latest counters to upsert into `ServerCallStatus`.
         status: Vec<CallStatusRow>,
+        /// Reports rejected by the trust limits, per key and minute, to add
+        /// to `lars_rejected_reports` (all in the flush's first chunk).
+        rejected: Vec<RejectedRow>,
     },
     /// Prune old history and old chunk marks.
     Prune(Prune),
@@ -76,8 +79,11 @@ impl Action {
     pub fn rows(&self) -> usize {
         match self {
             Self::Write {
-                history, status, ..
-            } => history.len() + status.len(),
+                history,
+                status,
+                rejected,
+                ..
+            } => history.len() + status.len() + rejected.len(),
             Self::Prune(_) => 0,
         }
     }
@@ -183,11 +189,12 @@ struct Chunk {
     id: u64,
     history: Vec<HistoryRow>,
     status: Vec<CallStatusRow>,
+    rejected: Vec<RejectedRow>,
 }
 
 impl Chunk {
     fn rows(&self) -> usize {
-        self.history.len() + self.status.len()
+        self.history.len() + self.status.len() + self.rejected.len()
     }
 
     fn action(&self) -> Action {
@@ -195,6 +202,7 @@ impl Chunk {
             id: self.id,
             history: self.history.clone(),
             status: self.status.clone(),
+            rejected: self.rejected.clone(),
         }
     }
 }
@@ -205,13 +213,16 @@ impl Chunk {
 struct Flush {
     started: Instant,
     groups: VecDeque<Group>,
+    /// Rejected reports, written with the first chunk.
+    rejected: Vec<RejectedRow>,
     rows: usize,
 }
 
 impl Flush {
-    fn new(started: Instant, batch: Batch) -> Self {
+    fn new(started: Instant, mut batch: Batch) -> Self {
+        let rejected = batch.take_rejected();
         let (status, history) = batch.into_rows();
-        let rows = status.len() + history.len();
+        let rows = status.len() + history.len() + rejected.len();
         let mut groups: BTreeMap<(ModKey, u32, u16), Group> = BTreeMap::new();
         for r in history {
             let g = groups.entry((r.key, r.host.ip, r.host.port)).or_default();
@@ -224,16 +235,23 @@ impl Flush {
         Self {
             started,
             groups: groups.into_values().collect(),
+            rejected,
             rows,
         }
     }
 
     fn is_empty(&self) -> bool {
-        self.groups.is_empty()
+        self.groups.is_empty() && self.rejected.is_empty()
     }
 
-    /// Whole groups, up to `max` rows (at least one group).
-    fn take_chunk(&mut self, max: usize) -> (Vec<HistoryRow>, Vec<CallStatusRow>) {
+    /// Whole groups, up to `max` rows (at least one group), and the
+    /// rejected reports if not yet taken.
+    fn take_chunk(
+        &mut self,
+        max: usize,
+    ) -> (Vec<HistoryRow>, Vec<CallStatusRow>, Vec<RejectedRow>) {
+        let rejected = std::mem::take(&mut self.rejected);
+        self.rows -= rejected.len();
         let (mut history, mut status) = (Vec::new(), Vec::new());
         while let Some(g) = self.groups.front() {
             let n = history.len() + status.len();
@@ -247,7 +265,7 @@ impl Flush {
             history.extend(g.history);
             status.extend(g.status);
         }
-        (history, status)
+        (history, status, rejected)
     }
 
     fn into_batch(self) -> Batch {
@@ -256,7 +274,11 @@ impl Flush {
             history.extend(g.history);
             status.extend(g.status);
         }
-        Batch::from_rows(status, history)
+        let mut batch = Batch::from_rows(status, history);
+        for r in self.rejected {
+            batch.add_rejected(r.key, r.minute, r.reports, r.calls);
+        }
+        batch
     }
 }
 
@@ -288,8 +310,10 @@ enum InFlight {
 /// let mut batch = Batch::new();
 /// batch.add_history(ModKey::new(1, 1), HostAddr::new(0x0a00_0001, 80), 120, 5, 1);
 /// f.push(batch);
-/// let Some(Action::Write { id, history, status }) = f.poll_action(t0) else { panic!() };
-/// assert_eq!((id, history.len(), status.len()), (42, 1, 0));
+/// let Some(Action::Write { id, history, status, rejected }) = f.poll_action(t0) else {
+///     panic!()
+/// };
+/// assert_eq!((id, history.len(), status.len(), rejected.len()), (42, 1, 0, 0));
 /// // The commit's acknowledgement is lost: the same chunk, same id, later.
 /// let Progress::Retry { retry_at, .. } = f.on_written(t0, Err(WriteError::Unavailable)) else {
 ///     panic!()
@@ -297,7 +321,7 @@ enum InFlight {
 /// assert_eq!(f.poll_action(t0), None);
 /// assert_eq!(f.next_deadline(), Some(retry_at));
 /// let again = f.poll_action(retry_at);
-/// assert_eq!(again, Some(Action::Write { id: 42, history, status }));
+/// assert_eq!(again, Some(Action::Write { id: 42, history, status, rejected }));
 /// assert!(matches!(f.on_written(retry_at, Ok(())), Progress::Flushed { .. }));
 /// f.stop(retry_at);
 /// assert!(f.is_done());
@@ -445,12 +469,13 @@ impl Flusher {
         }
         let flush = self.flush.as_mut()?;
         if !flush.is_empty() {
-            let (history, status) = flush.take_chunk(self.write_chunk);
+            let (history, status, rejected) = flush.take_chunk(self.write_chunk);
             self.last_id = self.last_id.wrapping_add(1);
             let chunk = Chunk {
                 id: self.last_id,
                 history,
                 status,
+                rejected,
             };
             let action = chunk.action();
             self.in_flight = Some(InFlight::Write(chunk));
@@ -656,6 +681,7 @@ mod tests {
                 id,
                 history,
                 status,
+                ..
             }) => (id, history.len(), status.len()),
             other => panic!("expected a write, got {other:?}"),
         }
@@ -769,6 +795,45 @@ mod tests {
         assert_eq!(f.poll_action(retry_at), first);
         f.on_written(retry_at, Ok(()));
         assert_eq!(status_of(f.poll_action(retry_at))[0].succ_cnt, 4);
+    }
+
+    #[test]
+    fn rejected_reports_go_with_the_first_chunk_and_back_on_failure() {
+        let t = t0();
+        let mut f = Flusher::new(1000, 0).with_write_chunk(1);
+        let mut b = batch(2, 1);
+        assert!(b.add_rejected(ModKey::new(1, 1), 61, 1, 500));
+        assert!(b.add_rejected(ModKey::new(1, 1), 62, 2, 7));
+        f.push(b);
+        assert_eq!(f.pending_rows(), 4);
+        let rejected = |a: Option<Action>| match a {
+            Some(Action::Write { rejected, .. }) => rejected,
+            other => panic!("{other:?}"),
+        };
+        let first = f.poll_action(t);
+        let want = vec![RejectedRow {
+            key: ModKey::new(1, 1),
+            minute: 60,
+            reports: 3,
+            calls: 507,
+        }];
+        assert_eq!(rejected(first.clone()), want);
+        let Progress::Retry { retry_at, .. } = f.on_written(t, Err(WriteError::Unavailable)) else {
+            panic!()
+        };
+        assert_eq!(f.poll_action(retry_at), first, "in doubt, whole");
+        f.on_written(retry_at, Ok(()));
+        assert_eq!(rejected(f.poll_action(retry_at)), vec![]);
+        // Rejected reports alone make a flush too.
+        let mut f = Flusher::new(1000, 0);
+        let mut b = Batch::new();
+        b.add_rejected(ModKey::new(2, 2), 0, 1, 1);
+        f.push(b);
+        f.stop(t);
+        assert!(!f.is_done());
+        assert_eq!(rejected(f.poll_action(t)).len(), 1);
+        f.on_written(t, Ok(()));
+        assert!(f.is_done());
     }
 
     #[test]

@@ -63,14 +63,17 @@ mod receiver;
 mod sender;
 pub mod windows;
 
-pub use aggregate::{Batch, BoundOutcome, CallStatusRow, DoubleBuffer, HistoryRow, Pending};
-pub use delta::{Delta, DeltaTracker, StreamKey};
+pub use aggregate::{
+    Batch, BoundOutcome, CallStatusRow, DoubleBuffer, HistoryRow, MAX_REJECTED_ROWS, Pending,
+    RejectedRow,
+};
+pub use delta::{Delta, DeltaTracker, Peek, RESYNC_AFTER, StreamKey};
 pub use flusher::{
     Action, BATCH_MARKS_KEPT, Flusher, FlusherState, GiveUp, MAX_QUERY_FAILURES, PRUNE_EVERY,
     PRUNE_RETRY, Progress, Prune, RETRY_MAX, RETRY_MIN, STOP_FLUSH_TIMEOUT, WRITE_CHUNK,
     WriteError,
 };
-pub use receiver::{LATE_AFTER, Received, Receiver, ReportTime};
+pub use receiver::{LATE_AFTER, Received, Receiver, Rejection, ReportTime, TrustLimits};
 pub use sender::{
     COUNTER_LIMIT, CumulativeSender, DEFAULT_MAX_PENDING_KEYS, IDLE_RESTART, RESEND_WITHIN,
     SenderCounters,

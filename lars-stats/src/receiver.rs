@@ -3,6 +3,8 @@
 //! rules for late, future and missing timestamps; resuming from the
 //! counters persisted before a restart.
 
+use std::collections::HashMap;
+
 use lars_core::proto::ReportStatusRequest;
 use lars_core::{HostAddr, ModKey};
 
@@ -52,6 +54,58 @@ impl ReportTime {
     }
 }
 
+/// Sanity bounds on what one report may claim (docs/stats.md, "Trust
+/// limits"): calls that could not have happened in the time since the
+/// stream's last report are not believed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TrustLimits {
+    /// Calls per second one stream `(caller, key, host)` may add, and one
+    /// message (a caller's report of one key, all hosts) in all.
+    pub max_calls_per_second: u64,
+    /// The shortest time a report is measured over, seconds (one report
+    /// interval): also the time taken for a stream or key seen for the
+    /// first time.
+    pub floor_secs: i64,
+    /// The most calls one message may add, however long since the last.
+    pub max_calls_per_message: u64,
+}
+
+impl Default for TrustLimits {
+    /// 1,000,000 calls/s over at least 1 s, at most 1,000,000,000 per
+    /// message.
+    fn default() -> Self {
+        Self {
+            max_calls_per_second: 1_000_000,
+            floor_secs: 1,
+            max_calls_per_message: 1_000_000_000,
+        }
+    }
+}
+
+/// Why a report was rejected by the [`TrustLimits`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Rejection {
+    /// One host's calls exceed `max_calls_per_second` times the time since
+    /// that stream's last report (at least `floor_secs`).
+    StreamRate,
+    /// The message's calls (all hosts) exceed `max_calls_per_second` times
+    /// the time since the caller's last accepted report of the key.
+    KeyRate,
+    /// The message's calls exceed `max_calls_per_message`.
+    MessageTotal,
+}
+
+impl Rejection {
+    /// The name used in counters and logs.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::StreamRate => "stream_rate",
+            Self::KeyRate => "key_rate",
+            Self::MessageTotal => "message_total",
+        }
+    }
+}
+
 /// What one report added.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Received {
@@ -66,6 +120,13 @@ pub struct Received {
     pub succ: u64,
     /// Failed calls added.
     pub err: u64,
+    /// Why the whole report was rejected (then nothing was added).
+    pub rejected: Option<Rejection>,
+    /// Calls (succ + err) a rejected report claimed.
+    pub rejected_calls: u64,
+    /// The rejection could not be recorded for the store (the batch holds
+    /// [`MAX_REJECTED_ROWS`](crate::MAX_REJECTED_ROWS) other rows).
+    pub rejection_unrecorded: bool,
 }
 
 /// The reporter side of one worker: the [`DeltaTracker`] of its streams and
@@ -99,6 +160,10 @@ pub struct Receiver {
     flushed_through: u64,
     /// `Some(secs)`: streams not updated live for that long are re-read.
     reload_after: Option<i64>,
+    /// The trust limits, when on.
+    limits: Option<TrustLimits>,
+    /// When each `(key, caller)` last had a report accepted (unix seconds).
+    key_seen: HashMap<(ModKey, u32), i64>,
 }
 
 impl Receiver {
@@ -113,6 +178,17 @@ impl Receiver {
     /// Without it (the default) memory is trusted.
     pub fn with_reload_after(mut self, secs: i64) -> Self {
         self.reload_after = Some(secs.max(0));
+        self
+    }
+
+    /// Reports claiming more calls than `limits` allow are rejected whole:
+    /// nothing counted, nothing written but a [`RejectedRow`] of the key
+    /// (see [`DeltaTracker::reject`] for what becomes of the counters).
+    /// Without it (the default) every report is believed.
+    ///
+    /// [`RejectedRow`]: crate::RejectedRow
+    pub fn with_trust_limits(mut self, limits: TrustLimits) -> Self {
+        self.limits = Some(limits);
         self
     }
 
@@ -238,12 +314,31 @@ impl Receiver {
             resets: 0,
             succ: 0,
             err: 0,
+            rejected: None,
+            rejected_calls: 0,
+            rejection_unrecorded: false,
         };
         let Some(ts) = time.at() else {
             return out;
         };
         let key = ModKey::from_wire(req.modid, req.cmdid);
         let caller = req.caller as u32; // the same 32 bits
+        if let Some(limits) = self.limits {
+            if let Some((why, calls)) = self.untrusted(req, key, caller, now, limits) {
+                for r in &req.results {
+                    if let Some(host) = HostAddr::from_wire(r.ip, r.port) {
+                        self.tracker.reject((key, host, caller), r.succ, r.err, now);
+                    } else {
+                        out.bad_results += 1;
+                    }
+                }
+                out.rejected = Some(why);
+                out.rejected_calls = calls;
+                out.rejection_unrecorded = !self.buffer.active().add_rejected(key, ts, 1, calls);
+                return out;
+            }
+            self.key_seen.insert((key, caller), now);
+        }
         let side = self.buffer.active();
         for r in &req.results {
             let Some(host) = HostAddr::from_wire(r.ip, r.port) else {
@@ -273,6 +368,51 @@ impl Receiver {
         out
     }
 
+    /// Whether `req` claims more calls than `limits` allow at `now`: the
+    /// reason and the calls claimed.
+    fn untrusted(
+        &self,
+        req: &ReportStatusRequest,
+        key: ModKey,
+        caller: u32,
+        now: i64,
+        limits: TrustLimits,
+    ) -> Option<(Rejection, u64)> {
+        let floor = limits.floor_secs.max(1);
+        let allowed = |since: Option<i64>| {
+            let secs = since.map_or(floor, |t| now.saturating_sub(t).max(floor));
+            limits
+                .max_calls_per_second
+                .saturating_mul(u64::try_from(secs).unwrap_or(u64::MAX))
+        };
+        let mut total: u64 = 0;
+        let mut oldest: Option<i64> = None;
+        let mut stream_over = false;
+        for r in &req.results {
+            let Some(host) = HostAddr::from_wire(r.ip, r.port) else {
+                continue;
+            };
+            let p = self.tracker.peek((key, host, caller), r.succ, r.err);
+            let calls = p.delta.succ + p.delta.err;
+            total = total.saturating_add(calls);
+            stream_over |= calls > allowed(p.since);
+            oldest = match (oldest, p.since) {
+                (Some(a), Some(b)) => Some(a.min(b)),
+                (a, b) => a.or(b),
+            };
+        }
+        let key_since = self.key_seen.get(&(key, caller)).copied().or(oldest);
+        if total > limits.max_calls_per_message {
+            Some((Rejection::MessageTotal, total))
+        } else if stream_over {
+            Some((Rejection::StreamRate, total))
+        } else if total > allowed(key_since) {
+            Some((Rejection::KeyRate, total))
+        } else {
+            None
+        }
+    }
+
     /// Hands out what was gathered since the last call, to be written.
     /// It becomes batch number [`batches_taken`](Self::batches_taken).
     pub fn take_batch(&mut self) -> Batch {
@@ -288,6 +428,7 @@ impl Receiver {
     /// Forgets the streams without a report for [`EXPIRE_AFTER`] seconds at
     /// `now`; returns how many.
     pub fn expire(&mut self, now: i64) -> usize {
+        self.key_seen.retain(|_, t| *t >= now - EXPIRE_AFTER);
         self.tracker.expire(now - EXPIRE_AFTER)
     }
 
@@ -410,5 +551,81 @@ mod tests {
         assert_eq!(r.succ, 5 + 3 + 2);
         assert_eq!(rx.streams(), 3);
         assert_eq!(rx.expire(NOW + EXPIRE_AFTER + 1), 3);
+    }
+
+    fn trusting() -> Receiver {
+        Receiver::new().with_trust_limits(TrustLimits::default())
+    }
+
+    #[test]
+    fn the_absurd_report_is_rejected_and_honest_traffic_after_it_counts_exactly() {
+        let mut rx = trusting();
+        let mut w = Windows::new();
+        assert_eq!(rx.receive(&req(0, &[(80, 10, 0)]), NOW, &mut w).succ, 10);
+        // succ = err = 2^32-1: 8.6 billion calls in a second.
+        let r = rx.receive(&req(0, &[(80, u32::MAX, u32::MAX)]), NOW + 1, &mut w);
+        assert_eq!(r.rejected, Some(Rejection::MessageTotal));
+        assert_eq!((r.succ, r.err), (0, 0));
+        assert_eq!(r.rejected_calls, 2 * u64::from(u32::MAX) - 10);
+        // The honest sender goes on from its own counters.
+        let r = rx.receive(&req(0, &[(80, 15, 1)]), NOW + 2, &mut w);
+        assert_eq!((r.rejected, r.succ, r.err, r.resets), (None, 5, 1, 0));
+        let mut b = rx.take_batch();
+        let rejected = b.take_rejected();
+        assert_eq!(rejected.len(), 1);
+        assert_eq!(
+            (rejected[0].reports, rejected[0].key),
+            (1, ModKey::new(1, 1))
+        );
+        assert_eq!(b.history_totals(), (15, 1), "nothing of it written");
+        let (status, _) = b.into_rows();
+        assert_eq!((status[0].succ_cnt, status[0].err_cnt), (15, 1));
+        // The live windows never saw the absurd report either.
+        let h1 = w.view(ModKey::new(1, 1), NOW + 2)[0].windows.h1;
+        assert_eq!((h1.succ, h1.err), (15, 1));
+    }
+
+    #[test]
+    fn growth_beyond_the_rate_is_rejected_then_counts_once_the_time_allows_it() {
+        let mut rx = trusting();
+        let mut w = Windows::new();
+        rx.receive(&req(0, &[(80, 100, 0)]), NOW, &mut w);
+        // 1.5 million calls in one second: not believed (yet).
+        let r = rx.receive(&req(0, &[(80, 1_500_100, 0)]), NOW + 1, &mut w);
+        assert_eq!(r.rejected, Some(Rejection::StreamRate));
+        // Two seconds after the last accepted report it could have happened.
+        let r = rx.receive(&req(0, &[(80, 1_500_200, 0)]), NOW + 2, &mut w);
+        assert_eq!((r.rejected, r.succ), (None, 1_500_100));
+        assert_eq!(rx.take_batch().history_totals(), (1_500_200, 0));
+    }
+
+    #[test]
+    fn many_hosts_under_the_stream_rate_are_bounded_per_caller_and_key() {
+        let mut rx = trusting();
+        let mut w = Windows::new();
+        let hosts = [(80, 600_000, 0), (81, 600_000, 0), (82, 600_000, 0)];
+        let r = rx.receive(&req(0, &hosts), NOW, &mut w);
+        assert_eq!(
+            (r.rejected, r.rejected_calls),
+            (Some(Rejection::KeyRate), 1_800_000)
+        );
+        // First reports over the limits: their counters are taken as they
+        // are, only growth beyond them counts.
+        let r = rx.receive(
+            &req(0, &[(80, 600_001, 0), (81, 600_001, 0), (82, 600_002, 0)]),
+            NOW + 1,
+            &mut w,
+        );
+        assert_eq!((r.rejected, r.succ), (None, 4));
+        let mut b = rx.take_batch();
+        assert_eq!((b.take_rejected().len(), b.history_totals()), (1, (4, 0)));
+    }
+
+    #[test]
+    fn without_limits_every_report_is_believed() {
+        let mut rx = Receiver::new();
+        let mut w = Windows::new();
+        let r = rx.receive(&req(0, &[(80, u32::MAX, u32::MAX)]), NOW, &mut w);
+        assert_eq!((r.rejected, r.succ), (None, u64::from(u32::MAX)));
     }
 }

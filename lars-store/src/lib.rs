@@ -52,8 +52,9 @@ use lars_core::{HostAddr, ModKey};
 
 pub use error::{Chain, DriverError, StoreError};
 pub use model::{
-    CallStatusRow, DescKind, Description, Descriptions, HistoryRow, Result, RouteAdmin,
-    RouteChange, RouteFilter, RouteRead, RouteRow, RouteSnapshot, StatsStore, User, UserStore,
+    CallStatusRow, DescKind, Description, Descriptions, HistoryRow, RejectedRow, Result,
+    RouteAdmin, RouteChange, RouteFilter, RouteRead, RouteRow, RouteSnapshot, StatsStore, User,
+    UserStore,
 };
 pub use mysql_backend::{DEFAULT_IO_TIMEOUT, IO_TIMEOUT_PARAM};
 pub use sqlite_backend::{BUSY_TIMEOUT_PARAM, DEFAULT_BUSY_TIMEOUT};
@@ -288,8 +289,12 @@ impl StatsStore for Store {
         at: i64,
         history: &[HistoryRow],
         status: &[CallStatusRow],
+        rejected: &[RejectedRow],
     ) -> Result<bool> {
-        dispatch!(self, s => s.write_flush(history, status, (batch, at)))
+        dispatch!(self, s => s.write_flush(history, status, rejected, (batch, at)))
+    }
+    fn rejected_reports(&self, key: Option<ModKey>, since: i64) -> Result<Vec<RejectedRow>> {
+        dispatch!(self, s => s.rejected_reports(key, since))
     }
     fn call_status_of(&self, key: ModKey, caller: u32) -> Result<Vec<CallStatusRow>> {
         dispatch!(self, s => s.call_status_of(key, caller))

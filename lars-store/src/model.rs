@@ -85,7 +85,7 @@ pub struct User {
 
 // The statistics rows are lars-stats' types: the store persists what the
 // statistics contract defines (`ServerCallStatus`, `lars_call_history`).
-pub use lars_stats::{CallStatusRow, HistoryRow};
+pub use lars_stats::{CallStatusRow, HistoryRow, RejectedRow};
 
 /// Route reading, as the dns service needs it.
 pub trait RouteRead {
@@ -179,13 +179,21 @@ pub trait StatsStore {
     /// persisted counters of a stream and its persisted history therefore
     /// never disagree, whenever the writer dies: whoever resumes from the
     /// counters counts each call once.
+    ///
+    /// `rejected`: reports the reporter's trust limits rejected, added to
+    /// `lars_rejected_reports` per key and minute in the same transaction
+    /// (the console reads them to say a key's numbers were clipped).
     fn write_flush_once(
         &self,
         batch: u64,
         at: i64,
         history: &[HistoryRow],
         status: &[CallStatusRow],
+        rejected: &[RejectedRow],
     ) -> Result<bool>;
+    /// Rejected-report rows of `key` (all for `None`) with `minute >=
+    /// since`, ordered by minute, key.
+    fn rejected_reports(&self, key: Option<ModKey>, since: i64) -> Result<Vec<RejectedRow>>;
     /// The `ServerCallStatus` rows of `key` reported by `caller` (all its
     /// hosts), in no particular order: a reporter re-reads a stream's
     /// persisted counters with it when another reporter may have counted the
@@ -195,7 +203,8 @@ pub trait StatsStore {
     /// returns how many.
     fn prune_batches(&self, older_than: i64) -> Result<u64>;
     /// Deletes history rows with `minute < older_than` (unix seconds);
-    /// returns the number deleted.
+    /// returns the number deleted. The rejected-report rows of those minutes
+    /// go too (not counted).
     fn prune_history(&self, older_than: i64) -> Result<u64>;
     /// `ServerCallStatus` rows of `key` (all for `None`), ordered by key,
     /// host, caller. Rows with an invalid host are skipped.

@@ -13,9 +13,9 @@ use mysql::{
 };
 
 use crate::{
-    CallStatusRow, DEFAULT_MYSQL_DB, DescKind, Description, HistoryRow, Result, RouteChange,
-    RouteFilter, RouteOp, RouteRow, RouteSnapshot, StoreError, User, floor_minute, next_version,
-    now_secs, plan_replace, redact, shown_with_db, valid_route,
+    CallStatusRow, DEFAULT_MYSQL_DB, DescKind, Description, HistoryRow, RejectedRow, Result,
+    RouteChange, RouteFilter, RouteOp, RouteRow, RouteSnapshot, StoreError, User, floor_minute,
+    next_version, now_secs, plan_replace, redact, shown_with_db, valid_route,
 };
 
 /// Rows per multi-row statement: 2,000 rows x 9 columns stays far below the
@@ -136,6 +136,15 @@ const SCHEMA: &[&str] = &[
         PRIMARY KEY (`id`),
         KEY `idx_at` (`at`)
     ) ENGINE=InnoDB",
+    "CREATE TABLE IF NOT EXISTS `lars_rejected_reports` (
+        `modid` int(10) unsigned NOT NULL,
+        `cmdid` int(10) unsigned NOT NULL,
+        `minute` bigint(20) NOT NULL,
+        `reports` bigint(20) unsigned NOT NULL,
+        `calls` bigint(20) unsigned NOT NULL,
+        PRIMARY KEY (`modid`, `cmdid`, `minute`),
+        KEY `idx_minute` (`minute`)
+    ) ENGINE=InnoDB",
     "CREATE TABLE IF NOT EXISTS `lars_users` (
         `id` bigint(20) unsigned NOT NULL AUTO_INCREMENT,
         `username` varchar(190) NOT NULL,
@@ -189,6 +198,34 @@ const HISTORY_APPEND: Batch = Batch {
     tail: "ON DUPLICATE KEY UPDATE succ = succ + VALUES(succ), err = err + VALUES(err)",
     cols: 7,
 };
+
+/// The `lars_rejected_reports` append (the same key and minute add up,
+/// capped at 2^62).
+const REJECTED_APPEND: Batch = Batch {
+    purpose: "add lars_rejected_reports",
+    head: "INSERT INTO lars_rejected_reports(modid, cmdid, minute, reports, calls) VALUES",
+    tail: "ON DUPLICATE KEY UPDATE \
+           reports = LEAST(reports + VALUES(reports), 4611686018427387904), \
+           calls = LEAST(calls + VALUES(calls), 4611686018427387904)",
+    cols: 5,
+};
+
+/// `rows` as the parameter rows of [`REJECTED_APPEND`], in primary-key order.
+fn rejected_vals(rows: &[RejectedRow]) -> Vec<Value> {
+    let mut sorted: Vec<&RejectedRow> = rows.iter().collect();
+    sorted.sort_by_key(|r| (r.key, floor_minute(r.minute)));
+    let mut vals = Vec::with_capacity(rows.len() * 5);
+    for r in sorted {
+        vals.extend([
+            Value::UInt(u64::from(r.key.modid)),
+            Value::UInt(u64::from(r.key.cmdid)),
+            Value::Int(floor_minute(r.minute)),
+            Value::UInt(r.reports.min(1 << 62)),
+            Value::UInt(r.calls.min(1 << 62)),
+        ]);
+    }
+    vals
+}
 
 /// `rows` as the parameter rows of [`HISTORY_APPEND`], in primary-key order
 /// (as for the status upsert).
@@ -877,14 +914,47 @@ impl MysqlStore {
         &self,
         history: &[HistoryRow],
         status: &[CallStatusRow],
+        rejected: &[RejectedRow],
         mark: (u64, i64),
     ) -> Result<bool> {
         let history = history_vals(history);
         let status = self.status_vals(status);
+        let rejected = rejected_vals(rejected);
         self.write_batches(
-            &[(HISTORY_APPEND, &history), (STATUS_UPSERT, &status)],
+            &[
+                (HISTORY_APPEND, &history),
+                (STATUS_UPSERT, &status),
+                (REJECTED_APPEND, &rejected),
+            ],
             Some(mark),
         )
+    }
+
+    pub(crate) fn rejected_reports(
+        &self,
+        key: Option<ModKey>,
+        since: i64,
+    ) -> Result<Vec<RejectedRow>> {
+        let (cond, mut vals) = key_filter(key);
+        vals.push(since.into());
+        let sql = format!(
+            "SELECT modid, cmdid, minute, reports, calls FROM lars_rejected_reports \
+             WHERE {cond} AND minute >= ? ORDER BY minute, modid, cmdid"
+        );
+        self.run(|c| {
+            let rows: Vec<(u32, u32, i64, u64, u64)> = c
+                .exec(&sql, params(vals.clone()))
+                .ctx("read lars_rejected_reports")?;
+            Ok(rows
+                .into_iter()
+                .map(|(modid, cmdid, minute, reports, calls)| RejectedRow {
+                    key: ModKey::new(modid, cmdid),
+                    minute,
+                    reports,
+                    calls,
+                })
+                .collect())
+        })
     }
 
     /// `ServerCallStatus` rows of `key` reported by `caller` (one indexed read).
@@ -965,6 +1035,11 @@ impl MysqlStore {
     }
 
     pub(crate) fn prune_history(&self, older_than: i64) -> Result<u64> {
+        self.delete_before(
+            "DELETE FROM lars_rejected_reports WHERE minute < ?",
+            "prune lars_rejected_reports",
+            older_than,
+        )?;
         self.delete_before(
             "DELETE FROM lars_call_history WHERE minute < ?",
             "prune lars_call_history",

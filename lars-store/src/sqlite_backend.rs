@@ -10,9 +10,9 @@ use lars_core::{HostAddr, ModKey};
 use rusqlite::{Connection, ErrorCode, OptionalExtension, TransactionBehavior, params};
 
 use crate::{
-    CallStatusRow, DescKind, Description, HistoryRow, Result, RouteChange, RouteFilter, RouteOp,
-    RouteRow, RouteSnapshot, StoreError, User, floor_minute, next_version, now_secs, plan_replace,
-    valid_route,
+    CallStatusRow, DescKind, Description, HistoryRow, RejectedRow, Result, RouteChange,
+    RouteFilter, RouteOp, RouteRow, RouteSnapshot, StoreError, User, floor_minute, next_version,
+    now_secs, plan_replace, valid_route,
 };
 
 const SCHEMA: &str = "
@@ -72,6 +72,15 @@ CREATE TABLE IF NOT EXISTS lars_history_batches (
     at INTEGER NOT NULL
 );
 CREATE INDEX IF NOT EXISTS lars_history_batches_at ON lars_history_batches(at);
+CREATE TABLE IF NOT EXISTS lars_rejected_reports (
+    modid INTEGER NOT NULL,
+    cmdid INTEGER NOT NULL,
+    minute INTEGER NOT NULL,
+    reports INTEGER NOT NULL,
+    calls INTEGER NOT NULL,
+    PRIMARY KEY (modid, cmdid, minute)
+);
+CREATE INDEX IF NOT EXISTS lars_rejected_reports_minute ON lars_rejected_reports(minute);
 CREATE TABLE IF NOT EXISTS lars_users (
     id INTEGER PRIMARY KEY AUTOINCREMENT,
     username TEXT NOT NULL UNIQUE,
@@ -656,6 +665,7 @@ impl SqliteStore {
         &self,
         history: &[HistoryRow],
         status: &[CallStatusRow],
+        rejected: &[RejectedRow],
         mark: (u64, i64),
     ) -> Result<bool> {
         let mut conn = self.conn();
@@ -667,6 +677,7 @@ impl SqliteStore {
         }
         append_history_in(&tx, history)?;
         upsert_status_in(&tx, status)?;
+        add_rejected_in(&tx, rejected)?;
         tx.commit().map_err(err("commit a flush"))?;
         Ok(true)
     }
@@ -689,6 +700,11 @@ impl SqliteStore {
     }
 
     pub(crate) fn prune_history(&self, older_than: i64) -> Result<u64> {
+        self.delete_before(
+            "DELETE FROM lars_rejected_reports WHERE minute < ?1",
+            "prune lars_rejected_reports",
+            older_than,
+        )?;
         self.delete_before(
             "DELETE FROM lars_call_history WHERE minute < ?1",
             "prune lars_call_history",
@@ -810,6 +826,39 @@ impl SqliteStore {
         Ok(out)
     }
 
+    pub(crate) fn rejected_reports(
+        &self,
+        key: Option<ModKey>,
+        since: i64,
+    ) -> Result<Vec<RejectedRow>> {
+        let conn = self.conn();
+        let purpose = "read lars_rejected_reports";
+        let mut stmt = conn
+            .prepare_cached(
+                "SELECT modid, cmdid, minute, reports, calls FROM lars_rejected_reports \
+                 WHERE minute >= ?3 AND (?1 IS NULL OR (modid = ?1 AND cmdid = ?2)) \
+                 ORDER BY minute, modid, cmdid",
+            )
+            .map_err(err(purpose))?;
+        let mut rows = stmt
+            .query(params![key.map(|k| k.modid), key.map(|k| k.cmdid), since])
+            .map_err(err(purpose))?;
+        let mut out = Vec::new();
+        while let Some(r) = rows.next().map_err(err(purpose))? {
+            let g = |i| r.get::<_, i64>(i).map_err(err(purpose));
+            let (Ok(modid), Ok(cmdid)) = (u32::try_from(g(0)?), u32::try_from(g(1)?)) else {
+                continue;
+            };
+            out.push(RejectedRow {
+                key: ModKey::new(modid, cmdid),
+                minute: g(2)?,
+                reports: to_u64(g(3)?),
+                calls: to_u64(g(4)?),
+            });
+        }
+        Ok(out)
+    }
+
     pub(crate) fn history_totals(&self, key: Option<ModKey>, since: i64) -> Result<(u64, u64)> {
         let (s, e): (i64, i64) = self
             .conn()
@@ -888,6 +937,31 @@ fn upsert_status_in(tx: &rusqlite::Transaction<'_>, rows: &[CallStatusRow]) -> R
             to_i64(r.err_cnt),
             r.ts,
             if r.overload { "1" } else { "0" },
+        ])
+        .map_err(err(purpose))?;
+    }
+    Ok(())
+}
+
+/// Adds `rows` to `lars_rejected_reports` inside `tx`.
+fn add_rejected_in(tx: &rusqlite::Transaction<'_>, rows: &[RejectedRow]) -> Result<()> {
+    let purpose = "add lars_rejected_reports";
+    let mut stmt = tx
+        .prepare_cached(
+            "INSERT INTO lars_rejected_reports(modid, cmdid, minute, reports, calls) \
+             VALUES (?1, ?2, ?3, ?4, ?5) \
+             ON CONFLICT(modid, cmdid, minute) DO UPDATE SET \
+             reports = min(reports + excluded.reports, 4611686018427387904), \
+             calls = min(calls + excluded.calls, 4611686018427387904)",
+        )
+        .map_err(err(purpose))?;
+    for r in rows {
+        stmt.execute(params![
+            r.key.modid,
+            r.key.cmdid,
+            floor_minute(r.minute),
+            to_i64(r.reports.min(1 << 62)),
+            to_i64(r.calls.min(1 << 62)),
         ])
         .map_err(err(purpose))?;
     }

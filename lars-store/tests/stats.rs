@@ -1,7 +1,7 @@
 //! Call statistics: batch upserts, history and retention.
 
 use lars_core::{HostAddr, ModKey};
-use lars_store::{CallStatusRow, HistoryRow, StatsStore};
+use lars_store::{CallStatusRow, HistoryRow, RejectedRow, StatsStore};
 
 use crate::both;
 
@@ -162,12 +162,12 @@ both!(
             overload: false,
         };
         assert!(
-            s.write_flush_once(5, 1_000, &[hist(5)], &[status(9, 5)])
+            s.write_flush_once(5, 1_000, &[hist(5)], &[status(9, 5)], &[])
                 .unwrap()
         );
         // The retry after a lost acknowledgement writes neither part again.
         assert!(
-            !s.write_flush_once(5, 1_001, &[hist(5)], &[status(9, 6)])
+            !s.write_flush_once(5, 1_001, &[hist(5)], &[status(9, 6)], &[])
                 .unwrap()
         );
         assert_eq!(s.history_totals(None, 0).unwrap(), (5, 1));
@@ -185,13 +185,14 @@ both!(
              BEGIN IF NEW.caller = 666 THEN SIGNAL SQLSTATE '45000'; END IF; END",
             ]),
         }
-        let refused = s.write_flush_once(6, 1_002, &[hist(3)], &[status(9, 8), status(666, 1)]);
+        let refused =
+            s.write_flush_once(6, 1_002, &[hist(3)], &[status(9, 8), status(666, 1)], &[]);
         assert!(refused.is_err());
         assert_eq!(s.history_totals(None, 0).unwrap(), (5, 1));
         assert_eq!(s.call_status_of(key, 9).unwrap(), vec![status(9, 5)]);
         db.exec(&["DROP TRIGGER refuse"]);
         assert!(
-            s.write_flush_once(6, 1_003, &[hist(3)], &[status(9, 8)])
+            s.write_flush_once(6, 1_003, &[hist(3)], &[status(9, 8)], &[])
                 .unwrap()
         );
         assert_eq!(s.history_totals(None, 0).unwrap(), (8, 2));
@@ -224,5 +225,61 @@ both!(
             s.call_status_of(key, 0xF000_0001).unwrap(),
             vec![status(0xF000_0001, 2)]
         );
+    }
+);
+
+both!(
+    rejected_reports_add_up_once_per_flush_and_are_pruned_with_the_history,
+    |db| {
+        let s = db.open();
+        let key = ModKey::new(3, 4);
+        let rej = |minute, reports, calls| RejectedRow {
+            key,
+            minute,
+            reports,
+            calls,
+        };
+        assert!(
+            s.write_flush_once(1, 1_000, &[], &[], &[rej(60, 1, 8_589_934_590)])
+                .unwrap()
+        );
+        // The retry of the same chunk adds nothing.
+        assert!(
+            !s.write_flush_once(1, 1_000, &[], &[], &[rej(60, 1, 8_589_934_590)])
+                .unwrap()
+        );
+        assert!(
+            s.write_flush_once(2, 1_000, &[], &[], &[rej(61, 2, 10), rej(120, 1, 1)])
+                .unwrap()
+        );
+        // Counts at the cap add up without overflowing.
+        assert!(
+            s.write_flush_once(3, 1_000, &[], &[], &[rej(180, 1, u64::MAX)])
+                .unwrap()
+        );
+        assert!(
+            s.write_flush_once(4, 1_000, &[], &[], &[rej(180, 1, u64::MAX)])
+                .unwrap()
+        );
+        assert_eq!(
+            s.rejected_reports(Some(key), 0).unwrap(),
+            vec![
+                rej(60, 3, 8_589_934_600),
+                rej(120, 1, 1),
+                rej(180, 2, 1 << 62)
+            ]
+        );
+        assert_eq!(s.rejected_reports(None, 120).unwrap().len(), 2);
+        assert_eq!(
+            s.rejected_reports(Some(ModKey::new(3, 5)), 0).unwrap(),
+            vec![]
+        );
+        assert_eq!(
+            s.history_totals(Some(key), 0).unwrap(),
+            (0, 0),
+            "never written as calls"
+        );
+        s.prune_history(120).unwrap();
+        assert_eq!(s.rejected_reports(None, 0).unwrap().len(), 2);
     }
 );

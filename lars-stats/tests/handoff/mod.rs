@@ -13,7 +13,9 @@ use std::time::{Duration, Instant};
 
 use lars_core::proto::{HostCallResult, ReportStatusRequest};
 use lars_core::{HostAddr, ModKey};
-use lars_stats::{Action, CallStatusRow, Flusher, Receiver, StreamKey, Windows, WriteError};
+use lars_stats::{
+    Action, CallStatusRow, Flusher, Receiver, StreamKey, TrustLimits, Windows, WriteError,
+};
 use proptest::prelude::*;
 
 const START: i64 = 1_700_000_000;
@@ -70,6 +72,7 @@ impl Store {
             id,
             history,
             status,
+            ..
         } = action
         {
             // One transaction: all of it or nothing.
@@ -107,7 +110,8 @@ struct Node {
 
 impl Node {
     fn start(store: &Store, now: i64, incarnation: u64, reload: bool) -> Self {
-        let mut receiver = Receiver::new();
+        // The trust limits on: honest traffic is never rejected.
+        let mut receiver = Receiver::new().with_trust_limits(TrustLimits::default());
         if reload {
             receiver = receiver.with_reload_after(RELOAD);
         }

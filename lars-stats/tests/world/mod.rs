@@ -72,6 +72,7 @@ impl FakeStore {
                 id,
                 history,
                 status,
+                ..
             } => {
                 if self.marks.contains_key(id) {
                     self.already_applied += 1;
