@@ -666,6 +666,35 @@ fn status_flow(c: &Console) {
         "one overloaded row"
     );
     assert!(t.contains("overloaded"));
+    // Clipped once the reporters' trust limits rejected a report of the key.
+    assert!(!t.contains("id=\"clipped\""));
+    assert_eq!(
+        c.req("GET", "/api/status/1/1", &h, "").json()["clipped"],
+        false
+    );
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64;
+    let rejected = lars_store::RejectedRow {
+        key: ModKey::new(1, 1),
+        minute: now - now % 60,
+        reports: 1,
+        calls: 8_589_934_590,
+    };
+    assert!(
+        c.store
+            .write_flush_once(7, now, &[], &[], &[rejected])
+            .unwrap()
+    );
+    let r = c.req("GET", "/api/status/1/1", &h, "").json();
+    assert_eq!(r["clipped"], true);
+    assert_eq!(r["rejected"][0]["calls"], 8_589_934_590u64);
+    let t = c
+        .req("GET", "/status/1/1", &[("Cookie", &cookie)], "")
+        .text();
+    assert!(t.contains("id=\"clipped\""), "{t}");
+    assert!(t.contains("8589934590 calls"), "{t}");
     let t = c.req("GET", "/status", &[("Cookie", &cookie)], "").text();
     assert!(t.contains("/status/1/1"));
     let t = c.req("GET", "/", &[("Cookie", &cookie)], "").text();

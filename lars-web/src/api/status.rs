@@ -34,8 +34,9 @@ pub(crate) async fn status(
     Ok(Json(json!({ "rows": rows })))
 }
 
-/// `GET /api/status/{modid}/{cmdid}?minutes=60`: the key's status rows and
-/// its successes and errors per minute.
+/// `GET /api/status/{modid}/{cmdid}?minutes=60`: the key's status rows, its
+/// successes and errors per minute, and the reports the reporters' trust
+/// limits rejected in those minutes (`clipped` when any).
 pub(crate) async fn key_status(
     State(state): State<AppState>,
     KeyPath(key): KeyPath,
@@ -49,7 +50,14 @@ pub(crate) async fn key_status(
         .map(|m| json!({ "minute": m.minute, "succ": m.succ, "err": m.err }))
         .collect();
     let rows: Vec<Value> = s.rows.iter().map(status_json).collect();
-    Ok(Json(
-        json!({ "modid": key.modid, "cmdid": key.cmdid, "rows": rows, "history": history }),
-    ))
+    // Reports the reporters' trust limits rejected (not in `history`).
+    let rejected: Vec<Value> = s
+        .rejected
+        .iter()
+        .map(|r| json!({ "minute": r.minute, "reports": r.reports, "calls": r.calls }))
+        .collect();
+    Ok(Json(json!({
+        "modid": key.modid, "cmdid": key.cmdid, "rows": rows, "history": history,
+        "clipped": !rejected.is_empty(), "rejected": rejected,
+    })))
 }

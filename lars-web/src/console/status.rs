@@ -4,7 +4,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use lars_core::{HostAddr, ModKey};
-use lars_store::{CallStatusRow, HistoryRow, RouteFilter, StatsStore};
+use lars_store::{CallStatusRow, HistoryRow, RejectedRow, RouteFilter, StatsStore};
 
 use super::Console;
 use crate::error::ConsoleError;
@@ -38,6 +38,9 @@ pub(crate) struct KeyStatus {
     pub rows: Vec<CallStatusRow>,
     /// One entry per minute, oldest first, zeros included.
     pub history: Vec<Minute>,
+    /// Reports of the key the reporters' trust limits rejected in the same
+    /// minutes (their calls are not in `history`: the numbers are clipped).
+    pub rejected: Vec<RejectedRow>,
 }
 
 /// How far back the call-status page sums, in seconds.
@@ -77,12 +80,19 @@ impl Console {
     ) -> Result<KeyStatus, ConsoleError> {
         let now = now_secs();
         let since = now - now.rem_euclid(60) - (minutes - 1) * 60;
-        let (rows, hist) = self
-            .run(move |st| Ok((st.call_status(Some(key))?, st.history(Some(key), since)?)))
+        let (rows, hist, rejected) = self
+            .run(move |st| {
+                Ok((
+                    st.call_status(Some(key))?,
+                    st.history(Some(key), since)?,
+                    st.rejected_reports(Some(key), since)?,
+                ))
+            })
             .await?;
         Ok(KeyStatus {
             rows,
             history: per_minute(&hist, now, minutes),
+            rejected,
         })
     }
 }

@@ -54,10 +54,19 @@ pub(crate) async fn key_status(
         .map(|m| (m.minute, m.succ, m.err))
         .collect();
     let over = ks.rows.iter().filter(|r| r.overload).count();
+    let (rejected, claimed) = ks.rejected.iter().fold((0u64, 0u64), |(n, c), r| {
+        (n + r.reports, c.saturating_add(r.calls))
+    });
     let body = html! {
         h1 { "Call status of " (key) }
         p.muted { a href=(key_path(key)) { "routes of " (key) } " · " a href="/status" { "all keys" } }
         @if over > 0 { div.alert { (over) " host report(s) say overloaded." } }
+        @if rejected > 0 {
+            div.alert #clipped {
+                "Clipped: the reporters rejected " (rejected) " report(s) of this key in the last hour, claiming "
+                (claimed) " calls that could not have happened (trust limits); they are not counted below."
+            }
+        }
         div.card { h2 style="margin-top:0" { "Last hour, per minute (UTC)" } (chart(&points)) }
         table #host-status {
             tr { th { "Host" } th { "Caller" } th.num { "Successes" } th.num { "Errors" } th { "State" } th { "Reported" } }
