@@ -18,7 +18,13 @@
 //!   are put back;
 //! - a restart never goes out while the counters before it are unsent or in
 //!   doubt: they go once more first, the restart one tick later (the reporter
-//!   could not tell whether it had them).
+//!   could not tell whether it had them);
+//! - with several reporters, one sender per reporter connection: a key moves
+//!   between them whole ([`CumulativeSender::take_key`],
+//!   [`CumulativeSender::adopt_key`]); the new owner holds it (sends nothing
+//!   of it) until [`CumulativeSender::release_key`], then sends every host's
+//!   cumulative counters, and a reconnect sends every key in full
+//!   ([`CumulativeSender::resend_all`]).
 
 use std::collections::{HashMap, HashSet, VecDeque};
 
@@ -105,6 +111,21 @@ struct Cum {
     confirmed_at: Option<u32>,
 }
 
+/// The statistics of one key, taken out of one [`CumulativeSender`] to be
+/// adopted by another (the key moved to another reporter): its hosts'
+/// cumulative counters and their announcement and restart state.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct KeyStats {
+    hosts: HashMap<HostAddr, Cum>,
+}
+
+impl KeyStats {
+    /// Cumulative `(successes, errors)` of `host`.
+    pub fn cumulative(&self, host: HostAddr) -> (u32, u32) {
+        self.hosts.get(&host).map_or((0, 0), |c| (c.succ, c.err))
+    }
+}
+
 /// What queueing a host's counters changed, to undo it if the message is
 /// never handed out.
 #[derive(Debug, Clone, Copy)]
@@ -177,6 +198,8 @@ pub struct CumulativeSender {
     sent_epoch: Option<u64>,
     /// The current connection, `None` while disconnected.
     connected: Option<u64>,
+    /// Keys adopted and not released: nothing of them is queued.
+    held: HashSet<ModKey>,
     counters: SenderCounters,
 }
 
@@ -195,6 +218,7 @@ impl CumulativeSender {
             in_doubt: Vec::new(),
             sent_epoch: None,
             connected: None,
+            held: HashSet::new(),
             counters: SenderCounters::default(),
         }
     }
@@ -289,6 +313,11 @@ impl CumulativeSender {
         let mut keys: Vec<ModKey> = self.dirty.drain().collect();
         keys.sort_unstable();
         for key in keys {
+            if self.held.contains(&key) {
+                // Held: stays pending until released.
+                self.dirty.insert(key);
+                continue;
+            }
             let Some(hosts) = self.cum.get_mut(&key) else {
                 continue;
             };
@@ -411,29 +440,112 @@ impl CumulativeSender {
         self.counters
     }
 
+    /// The keys this sender has statistics of.
+    pub fn keys(&self) -> impl Iterator<Item = ModKey> + '_ {
+        self.cum.keys().copied()
+    }
+
+    /// Whether `key` is held (adopted, not released).
+    pub fn is_held(&self, key: ModKey) -> bool {
+        self.held.contains(&key)
+    }
+
+    /// Takes `key` out of this sender (it moves to another reporter): its
+    /// messages queued and not handed out are undone first; what was handed
+    /// out of it is no longer this sender's concern (the new owner sends
+    /// everything). `None` when this sender has nothing of `key`.
+    pub fn take_key(&mut self, key: ModKey) -> Option<KeyStats> {
+        let mut queued = Vec::new();
+        self.outbox.retain(|q| {
+            if q.key == key {
+                queued.push(q.clone());
+                false
+            } else {
+                true
+            }
+        });
+        // Newest first, so each host ends as it was before the oldest.
+        for q in queued.into_iter().rev() {
+            self.undo(&q);
+        }
+        self.in_doubt.retain(|(k, _, _)| *k != key);
+        self.dirty.remove(&key);
+        self.held.remove(&key);
+        self.cum.remove(&key).map(|hosts| KeyStats { hosts })
+    }
+
+    /// Takes in `key` from another sender (see [`take_key`](Self::take_key)),
+    /// held: nothing of it is queued until [`release_key`](Self::release_key)
+    /// (the reporter that had it flushes what it applied meanwhile); then
+    /// every host's cumulative counters go, not only those that changed,
+    /// with the usual announcement and restart rules (a restart waits one
+    /// tick behind them).
+    pub fn adopt_key(&mut self, key: ModKey, stats: KeyStats) {
+        let mut hosts = stats.hosts;
+        for c in hosts.values_mut() {
+            (c.dirty, c.resend) = (true, true);
+        }
+        match self.cum.entry(key) {
+            std::collections::hash_map::Entry::Occupied(mut e) => e.get_mut().extend(hosts),
+            std::collections::hash_map::Entry::Vacant(e) => {
+                e.insert(hosts);
+            }
+        }
+        self.held.insert(key);
+        self.mark_dirty(key);
+    }
+
+    /// Ends the hold of an adopted `key`: its counters go at the next tick.
+    pub fn release_key(&mut self, key: ModKey) {
+        if self.held.remove(&key) && self.cum.contains_key(&key) {
+            self.mark_dirty(key);
+        }
+    }
+
+    /// Every host of every key goes again at the next tick, as it is (a new
+    /// connection to a reporter that may have restarted and lost rows it had
+    /// not written: cumulative counters make the resend exact). Counters too
+    /// old to resend ([`RESEND_WITHIN`]) restart instead, announced.
+    pub fn resend_all(&mut self) {
+        let keys: Vec<ModKey> = self.cum.keys().copied().collect();
+        for key in keys {
+            if let Some(hosts) = self.cum.get_mut(&key) {
+                for c in hosts.values_mut() {
+                    (c.dirty, c.resend) = (true, true);
+                }
+            }
+            self.mark_dirty(key);
+        }
+    }
+
     /// Queued messages were never sent: what queueing them changed is undone
     /// (announcements due again, counters changed again).
     fn put_back(&mut self) {
         // Newest first, so each host ends as it was before the oldest.
         while let Some(q) = self.outbox.pop_back() {
-            if let Some(hosts) = self.cum.get_mut(&q.key) {
-                for h in &q.announced {
-                    if let Some(c) = hosts.get_mut(h) {
-                        (c.announced, c.dirty) = (false, true);
-                    }
-                }
-                for u in &q.hosts {
-                    let Some(c) = hosts.get_mut(&u.host) else {
-                        continue;
-                    };
-                    c.unsent = add(c.unsent, u.unsent);
-                    // Never sent, but its restart (if it carried one) is
-                    // done: treat it as lost.
-                    (c.resend, c.dirty) = (true, true);
+            self.undo(&q);
+        }
+    }
+
+    /// Undoes what queueing `q` changed.
+    fn undo(&mut self, q: &Queued) {
+        if let Some(hosts) = self.cum.get_mut(&q.key) {
+            for h in &q.announced {
+                if let Some(c) = hosts.get_mut(h) {
+                    (c.announced, c.dirty) = (false, true);
                 }
             }
-            self.mark_dirty(q.key);
+            for u in &q.hosts {
+                let Some(c) = hosts.get_mut(&u.host) else {
+                    continue;
+                };
+                c.unsent = add(c.unsent, u.unsent);
+                // Never sent, but its restart (if it carried one) is
+                // done: treat it as lost.
+                (c.resend, c.dirty) = (true, true);
+            }
         }
+        self.mark_dirty(q.key);
     }
 
     /// Counters handed out in the last interval may be lost: those hosts go
@@ -688,5 +800,163 @@ mod tests {
         assert!(s.is_connected());
         s.report_tick(2);
         assert_eq!(drain(&mut s).len(), 1);
+    }
+
+    /// Three reporters over one shared store: keys move at random between
+    /// them (take, adopt held, release a few ticks later), links drop and
+    /// come back, the receiver a key moves to re-reads its streams from the
+    /// store (as a lars reporter does for streams it has not updated live):
+    /// the deltas add up to exactly the calls recorded.
+    #[test]
+    fn random_moves_between_three_reporters_keep_totals_exact() {
+        use crate::{CallStatusRow, Receiver, Windows};
+
+        /// xorshift64*, seeded per case.
+        struct Rng(u64);
+        impl Rng {
+            fn below(&mut self, n: u64) -> u64 {
+                self.0 ^= self.0 >> 12;
+                self.0 ^= self.0 << 25;
+                self.0 ^= self.0 >> 27;
+                self.0.wrapping_mul(0x2545_f491_4f6c_dd1d) % n
+            }
+        }
+
+        let keys = [ModKey::new(1, 1), ModKey::new(2, 1), ModKey::new(3, 1)];
+        for seed in 1..=300u64 {
+            let mut rng = Rng(seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1);
+            let mut senders: Vec<CumulativeSender> =
+                (0..3).map(|_| CumulativeSender::new(CALLER, 100)).collect();
+            let mut epochs = [1u64; 3];
+            for (i, s) in senders.iter_mut().enumerate() {
+                s.on_connected(epochs[i]);
+            }
+            let mut receivers: Vec<Receiver> = (0..3)
+                .map(|_| Receiver::new().with_reload_after(0))
+                .collect();
+            let mut windows = Windows::new();
+            // The store: the last counters applied of each stream.
+            let mut store: HashMap<(ModKey, HostAddr), (u32, u32, i64)> = HashMap::new();
+            let mut owner: HashMap<ModKey, usize> =
+                keys.iter().enumerate().map(|(i, k)| (*k, i)).collect();
+            let mut holds: Vec<(u32, ModKey)> = Vec::new();
+            let (mut recorded, mut counted) = ((0u64, 0u64), (0u64, 0u64));
+            let mut ts = 1_000u32;
+            for _ in 0..150 {
+                ts += 1;
+                let now = i64::from(ts);
+                match rng.below(10) {
+                    0 => {
+                        // A key moves to another reporter, held.
+                        let key = keys[rng.below(3) as usize];
+                        let from = owner[&key];
+                        let to = (from + 1 + rng.below(2) as usize) % 3;
+                        if let Some(st) = senders[from].take_key(key) {
+                            senders[to].adopt_key(key, st);
+                            holds.retain(|(_, k)| *k != key);
+                            holds.push((ts + 1 + rng.below(3) as u32, key));
+                        }
+                        owner.insert(key, to);
+                    }
+                    1 => {
+                        // A link drops (messages handed out may be lost)
+                        // and comes back as a new epoch.
+                        let l = rng.below(3) as usize;
+                        senders[l].on_disconnected();
+                        epochs[l] += 1;
+                        senders[l].on_connected(epochs[l]);
+                        senders[l].resend_all();
+                    }
+                    _ => {}
+                }
+                for (at, key) in holds.clone() {
+                    if at <= ts {
+                        senders[owner[&key]].release_key(key);
+                    }
+                }
+                holds.retain(|(at, _)| *at > ts);
+                let key = keys[rng.below(3) as usize];
+                let host = h(rng.below(2) as u16 + 1);
+                let (succ, err) = (rng.below(5) as u32, rng.below(2) as u32);
+                recorded = (recorded.0 + u64::from(succ), recorded.1 + u64::from(err));
+                senders[owner[&key]].record([calls(key, host, succ, err)]);
+                for l in 0..3 {
+                    senders[l].report_tick(ts);
+                    match rng.below(8) {
+                        // Left queued: a move may take them back.
+                        0 | 1 => {}
+                        // Handed out, and the connection breaks: lost.
+                        2 => {
+                            drain(&mut senders[l]);
+                            senders[l].on_disconnected();
+                            epochs[l] += 1;
+                            senders[l].on_connected(epochs[l]);
+                            senders[l].resend_all();
+                        }
+                        _ => {
+                            for msg in drain(&mut senders[l]) {
+                                let (rx, st) = (&mut receivers[l], &mut store);
+                                apply(rx, &mut windows, st, &msg, now, &mut counted);
+                            }
+                        }
+                    }
+                }
+            }
+            // Every hold ends, the links stay up: everything arrives.
+            for (_, key) in holds.drain(..) {
+                senders[owner[&key]].release_key(key);
+            }
+            for _ in 0..3 {
+                ts += 1;
+                for l in 0..3 {
+                    senders[l].report_tick(ts);
+                    for msg in drain(&mut senders[l]) {
+                        let (rx, st) = (&mut receivers[l], &mut store);
+                        apply(rx, &mut windows, st, &msg, i64::from(ts), &mut counted);
+                    }
+                }
+            }
+            assert_eq!(counted, recorded, "seed {seed}");
+        }
+
+        /// A reporter applies `msg`: it re-reads the streams it has not
+        /// updated live from the store first, then counts the deltas and
+        /// writes the counters to the store.
+        fn apply(
+            rx: &mut Receiver,
+            windows: &mut Windows,
+            store: &mut HashMap<(ModKey, HostAddr), (u32, u32, i64)>,
+            msg: &ReportStatusRequest,
+            now: i64,
+            counted: &mut (u64, u64),
+        ) {
+            let key = ModKey::from_wire(msg.modid, msg.cmdid);
+            if rx.reload_needed(msg, now).is_some() {
+                let rows: Vec<CallStatusRow> = store
+                    .iter()
+                    .filter(|((k, _), _)| *k == key)
+                    .map(|((k, host), (succ, err, ts))| CallStatusRow {
+                        key: *k,
+                        host: *host,
+                        caller: CALLER,
+                        succ_cnt: u64::from(*succ),
+                        err_cnt: u64::from(*err),
+                        ts: *ts,
+                        overload: false,
+                    })
+                    .collect();
+                rx.reload(msg, rows, now);
+            }
+            let r = rx.receive(msg, now, windows);
+            *counted = (counted.0 + r.succ, counted.1 + r.err);
+            for res in &msg.results {
+                if let Some(host) = HostAddr::from_wire(res.ip, res.port) {
+                    store.insert((key, host), (res.succ, res.err, now));
+                }
+            }
+            // Flushed at once: the store is never behind this reporter.
+            let _ = rx.take_batch();
+            rx.set_flushed_through(rx.batches_taken());
+        }
     }
 }
