@@ -100,6 +100,7 @@ impl Agent {
         let mut links = Links::start(
             links::dns_failover(&config, base_port),
             SocketAddr::V4(config.reporter),
+            links::LinkTls::load(&config)?,
             deliver_to(handles.clone()),
         )?;
         let writer = match &config.snapshot_path {

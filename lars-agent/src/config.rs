@@ -6,7 +6,7 @@ use std::num::NonZeroU16;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use lars_core::config::{ConfigError, HttpConfig, Ini, load_with};
+use lars_core::config::{ClientTlsConfig, ConfigError, HttpConfig, Ini, load_with};
 use lars_lb::{KeyLimits, LoadBalanceConfig};
 
 use crate::core::FailoverConfig;
@@ -73,6 +73,15 @@ pub struct AgentConfig {
     pub unknown_key_expiry: Option<Duration>,
     /// `[http]`.
     pub http: HttpConfig,
+    /// Ours: `[tls] ca, cert, key, server_name`: how to reach TLS ports
+    /// (see `dns_tls`, `reporter_tls`; docs/security.md).
+    pub tls: Option<ClientTlsConfig>,
+    /// Ours: `[dnsserver] tls` (default false): the dns addresses are TLS
+    /// ports (needs `[tls] ca`).
+    pub dns_tls: bool,
+    /// Ours: `[reporter] tls` (default false): the reporter address is a TLS
+    /// port (needs `[tls] ca`).
+    pub reporter_tls: bool,
 }
 
 /// `[reporter] failover_grace` when absent.
@@ -188,6 +197,19 @@ impl AgentConfig {
             )?,
             ..failover
         };
+        let tls = ClientTlsConfig::from_ini(ini, "tls")?;
+        let dns_tls = ini.bool_or("dnsserver", "tls", false)?;
+        let reporter_tls = ini.bool_or("reporter", "tls", false)?;
+        for (on, section) in [(dns_tls, "dnsserver"), (reporter_tls, "reporter")] {
+            if on && tls.is_none() {
+                return Err(ini.bad(
+                    section,
+                    "tls",
+                    "true",
+                    "needs [tls] ca (the CAs the server certificate must chain to)",
+                ));
+            }
+        }
         let id = ini
             .raw("agent", "id")
             .map(str::trim)
@@ -221,6 +243,9 @@ impl AgentConfig {
             max_unknown_keys,
             unknown_key_expiry: (!expiry.is_zero()).then_some(expiry),
             http: HttpConfig::from_ini(ini)?,
+            tls,
+            dns_tls,
+            reporter_tls,
         })
     }
 
@@ -282,6 +307,31 @@ mod tests {
         port = 7778\n\n[loadbalance]\n\n;comment\nprobe_num=10\n\n;c\ninit_succ_cnt=180\n\
         err_rate=0.1\n\nsucc_rate=0.5\n\ncontin_err_limit=15\n\ncontin_succ_limit=15\n\
         window_err_rate=0.7\nidle_timeout=15\noverload_timeout=15\nupdate_timeout=15\n";
+
+    #[test]
+    fn tls_links_need_a_ca_and_read_their_keys() {
+        let c = AgentConfig::default();
+        assert_eq!(
+            (c.tls.clone(), c.dns_tls, c.reporter_tls),
+            (None, false, false)
+        );
+        let ini = Ini::parse(
+            "a.conf",
+            "[dnsserver]\ntls = true\n[reporter]\ntls = yes\n[tls]\nca = ca.pem\n\
+             cert = agent.pem\nkey = agent.key\nserver_name = dns.lars\n",
+        )
+        .unwrap();
+        let c = AgentConfig::from_ini(&ini).unwrap();
+        assert!(c.dns_tls && c.reporter_tls);
+        let tls = c.tls.unwrap();
+        assert_eq!(tls.cert, Some(PathBuf::from("agent.pem")));
+        assert_eq!(tls.server_name.as_deref(), Some("dns.lars"));
+        assert!(ini.unread().is_empty(), "{:?}", ini.unread());
+        let e = AgentConfig::from_ini(&Ini::parse("a.conf", "[reporter]\ntls = true\n").unwrap())
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("a.conf") && e.contains("[reporter] tls"), "{e}");
+    }
 
     #[test]
     fn original_agent_conf() {

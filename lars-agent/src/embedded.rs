@@ -102,6 +102,7 @@ impl EmbeddedAgent {
         let mut links = Links::start(
             crate::links::dns_failover(&config, 0),
             SocketAddr::V4(config.reporter),
+            crate::links::LinkTls::load(&config)?,
             move |ev| {
                 let _ = to_driver.send(Input::Link(ev));
             },

@@ -166,6 +166,33 @@ enum Wake {
     Stop,
 }
 
+/// The TLS of the agent's two links (`[tls]`, `[dnsserver] tls`,
+/// `[reporter] tls`): `None` is plain.
+#[derive(Debug, Default)]
+pub(crate) struct LinkTls {
+    dns: Option<lars_net::ClientTls>,
+    reporter: Option<lars_net::ClientTls>,
+}
+
+impl LinkTls {
+    /// Loads the CA and client certificate once for both links (an
+    /// unreadable or bad file is an error naming it).
+    pub(crate) fn load(config: &crate::AgentConfig) -> lars_net::Result<Self> {
+        let Some(files) = config
+            .tls
+            .as_ref()
+            .filter(|_| config.dns_tls || config.reporter_tls)
+        else {
+            return Ok(Self::default());
+        };
+        let tls = lars_net::ClientTls::load(files)?;
+        Ok(Self {
+            dns: config.dns_tls.then(|| tls.clone()),
+            reporter: config.reporter_tls.then_some(tls),
+        })
+    }
+}
+
 impl Links {
     /// Starts both clients; `deliver` gets every event, on the client's
     /// thread. Frames sent while a connection is down are dropped: the cores
@@ -173,6 +200,7 @@ impl Links {
     pub(crate) fn start(
         failover: DnsFailover,
         reporter: SocketAddr,
+        tls: LinkTls,
         deliver: impl Fn(LinkEvent) + Send + Sync + 'static,
     ) -> lars_net::Result<Self> {
         let deliver = Arc::new(deliver);
@@ -203,7 +231,12 @@ impl Links {
             l1.lock().failover.on_frame(Instant::now());
             d1(LinkEvent::DnsFrame(frame));
         });
-        let dns = TcpClient::builder(first.unwrap_or(SocketAddr::from(([127, 0, 0, 1], 7778))))
+        let dns = TcpClient::builder(first.unwrap_or(SocketAddr::from(([127, 0, 0, 1], 7778))));
+        let dns = match tls.dns {
+            Some(t) => dns.tls(t),
+            None => dns,
+        };
+        let dns = dns
             .name("lars-agent-dns")
             .router(router)
             .disconnected_policy(DisconnectedPolicy::Drop)
@@ -241,7 +274,12 @@ impl Links {
         };
         let (r1, r2) = (Arc::clone(&deliver), deliver);
         let epochs = AtomicU64::new(0);
-        let reporter = match TcpClient::builder(reporter)
+        let reporter = TcpClient::builder(reporter);
+        let reporter = match tls.reporter {
+            Some(t) => reporter.tls(t),
+            None => reporter,
+        };
+        let reporter = match reporter
             .name("lars-agent-reporter")
             .disconnected_policy(DisconnectedPolicy::Drop)
             .backoff(MIN_BACKOFF, MAX_BACKOFF)
