@@ -30,7 +30,7 @@ pub const RETRY_MAX: Duration = Duration::from_secs(2);
 pub const PRUNE_EVERY: Duration = Duration::from_secs(3600);
 /// Time before a failed prune is tried again.
 pub const PRUNE_RETRY: Duration = Duration::from_secs(60);
-/// How long the store remembers which history chunks it applied, in seconds
+/// How long the store remembers which chunks it applied, in seconds
 /// (a chunk in doubt is retried within this time or not at all).
 pub const BATCH_MARKS_KEPT: i64 = 2 * 86_400;
 
@@ -129,7 +129,7 @@ pub enum Progress {
         /// When the flush took its first rows.
         started: Instant,
     },
-    /// Failed; the rows are kept (the history chunk in doubt, the rest back
+    /// Failed; the rows are kept (the chunk in doubt, the rest back
     /// in the buffer, `bound` says what that merged or dropped) and the next
     /// write waits until `retry_at`.
     Retry {
@@ -291,7 +291,7 @@ enum InFlight {
     Prune,
 }
 
-/// The writer's state machine: what to write next, the history chunk in
+/// The writer's state machine: what to write next, the chunk in
 /// doubt, retry with backoff and giving up, the prune schedule and the
 /// graceful stop (docs/stats.md). Pure: `now` is an argument, the store
 /// calls are the driver's. The driver asks [`poll_action`](Self::poll_action),
@@ -352,7 +352,7 @@ pub struct Flusher {
 
 impl Flusher {
     /// A flusher keeping at most `max_pending_rows` rows waiting (see
-    /// [`Pending`]), numbering its history chunks from `first_chunk_id + 1`
+    /// [`Pending`]), numbering its chunks from `first_chunk_id + 1`
     /// (the driver picks a random start, so chunk ids of two writers or two
     /// runs do not collide).
     pub fn new(max_pending_rows: usize, first_chunk_id: u64) -> Self {
@@ -612,7 +612,7 @@ impl Flusher {
             + in_flight
     }
 
-    /// The id of the history chunk in doubt, if any.
+    /// The id of the chunk in doubt, if any.
     pub fn in_doubt(&self) -> Option<u64> {
         self.in_doubt.as_ref().map(|c| c.id)
     }
