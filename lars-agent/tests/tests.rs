@@ -5,6 +5,7 @@
 #![allow(clippy::disallowed_methods, clippy::disallowed_types)]
 
 mod failover;
+mod tls;
 mod util;
 
 use std::collections::BTreeSet;
