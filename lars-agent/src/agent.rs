@@ -15,7 +15,9 @@ use crate::config::AgentConfig;
 use crossbeam_channel::Sender;
 use lars_core::proto::GetRouteResponse;
 use lars_core::{Chain, MessageId, ModKey};
-use lars_net::{NetError, StatusServer, UdpHandle, UdpIo, UdpServer, UdpServerBuilder, UdpService};
+use lars_net::{
+    NetError, StatusServer, TcpClient, UdpHandle, UdpIo, UdpServer, UdpServerBuilder, UdpService,
+};
 
 use crate::core::{AgentCore, CoreConfig, Event, Reply, Shard, Transmit};
 use crate::links::{self, DnsLink, LinkEvent, Links, Senders};
@@ -97,9 +99,11 @@ impl Agent {
         let base_port = udp_addrs
             .first()
             .map_or(config.base_port, SocketAddrV4::port);
+        let reporter_addrs: Vec<SocketAddr> =
+            config.reporters().into_iter().map(SocketAddr::V4).collect();
         let mut links = Links::start(
             links::dns_failover(&config, base_port),
-            SocketAddr::V4(config.reporter),
+            &reporter_addrs,
             links::LinkTls::load(&config)?,
             deliver_to(handles.clone()),
         )?;
@@ -125,7 +129,12 @@ impl Agent {
                     .shard(shard)
                     .report_interval(config.report_interval)
                     .snapshot_interval(SNAPSHOT_INTERVAL)
-                    .key_limits(config.key_limits(count)),
+                    .key_limits(config.key_limits(count))
+                    .reporters(
+                        reporter_addrs.len(),
+                        config.reporter_failover_grace,
+                        config.reporter_handoff_hold,
+                    ),
             );
             core.restore(&restored, now);
             let shell = ShardShell {
@@ -154,9 +163,9 @@ impl Agent {
         let shared = Arc::new(Shared {
             handles,
             dns_link: Arc::clone(&links.dns_link),
-            reporter_addr: config.reporter,
+            reporter_addrs: config.reporters(),
             dns_stats: links.dns.stats(),
-            reporter_stats: links.reporter.stats(),
+            reporter_stats: links.reporters.iter().map(TcpClient::stats).collect(),
             udp_addrs: udp_addrs.clone(),
         });
         let mut handle = AgentHandle {
@@ -176,7 +185,7 @@ impl Agent {
                 }
             }
         }
-        tracing::info!(udp = ?handle.udp_addrs, dns = ?config.dns_list(), reporter = %config.reporter, "lars agent started");
+        tracing::info!(udp = ?handle.udp_addrs, dns = ?config.dns_list(), reporters = ?config.reporters(), "lars agent started");
         Ok(handle)
     }
 }
@@ -266,10 +275,16 @@ fn deliver_to(shards: Vec<UdpHandle<ShardShell>>) -> impl Fn(LinkEvent) + Send +
                     match ev {
                         LinkEvent::DnsConnected => s.core.on_dns_connected(now),
                         LinkEvent::DnsDisconnected => s.core.on_dns_disconnected(),
-                        LinkEvent::ReporterConnected { epoch, caller } => {
-                            s.core.on_reporter_connected(epoch, caller, now);
+                        LinkEvent::ReporterConnected {
+                            link,
+                            epoch,
+                            caller,
+                        } => {
+                            s.core.on_reporter_connected(link, epoch, caller, now);
                         }
-                        LinkEvent::ReporterDisconnected => s.core.on_reporter_disconnected(),
+                        LinkEvent::ReporterDisconnected { link } => {
+                            s.core.on_reporter_disconnected(link, now);
+                        }
                         LinkEvent::DnsFrame(_) => {}
                     }
                     s.flush(io);
@@ -314,7 +329,7 @@ impl ShardShell {
     fn flush(&mut self, io: &mut UdpIo<'_>) {
         while let Some(t) = self.core.poll_transmit() {
             match t {
-                Transmit::Dns(_) | Transmit::DnsUnsubscribe(_) | Transmit::Reporter(_) => {
+                Transmit::Dns(_) | Transmit::DnsUnsubscribe(_) | Transmit::Reporter { .. } => {
                     self.senders.send(&t);
                 }
                 Transmit::App { via, to, reply } if via == self.index => {
@@ -370,9 +385,9 @@ fn send_reply(io: &mut UdpIo<'_>, to: SocketAddr, reply: &Reply) {
 pub(crate) struct Shared {
     pub handles: Vec<UdpHandle<ShardShell>>,
     pub dns_link: Arc<DnsLink>,
-    pub reporter_addr: SocketAddrV4,
+    pub reporter_addrs: Vec<SocketAddrV4>,
     pub dns_stats: Arc<lars_net::NetStats>,
-    pub reporter_stats: Arc<lars_net::NetStats>,
+    pub reporter_stats: Vec<Arc<lars_net::NetStats>>,
     pub udp_addrs: Vec<SocketAddrV4>,
 }
 
@@ -383,8 +398,9 @@ impl Shared {
         s.dns_connected = self.dns_stats.snapshot().open > 0;
         s.dns_connects = self.dns_stats.snapshot().accepted;
         s.dns_failovers = self.dns_link.status().failovers;
-        s.reporter_connected = self.reporter_stats.snapshot().open > 0;
-        s.reporter_connects = self.reporter_stats.snapshot().accepted;
+        let reporters: Vec<_> = self.reporter_stats.iter().map(|r| r.snapshot()).collect();
+        s.reporter_connected = reporters.iter().any(|r| r.open > 0);
+        s.reporter_connects = reporters.iter().map(|r| r.accepted).sum();
         s
     }
 
@@ -466,7 +482,12 @@ impl status::Shards for Shared {
             udp: self.udp_addrs.clone(),
             shards: self.handles.len(),
             dns: self.dns_link.status(),
-            reporter: self.reporter_addr,
+            reporters: self
+                .reporter_addrs
+                .iter()
+                .zip(&self.reporter_stats)
+                .map(|(a, st)| (*a, st.snapshot().open > 0))
+                .collect(),
         }
     }
 }

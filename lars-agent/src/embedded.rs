@@ -24,6 +24,7 @@ use crate::agent::{AgentError, unix_now};
 use crate::core::{AgentCore, CoreConfig};
 use crate::links::{LinkEvent, Links, Senders};
 use crate::stats::AgentStats;
+use lars_net::TcpClient;
 
 /// What the driver thread receives.
 enum Input {
@@ -83,14 +84,19 @@ impl std::fmt::Debug for EmbeddedAgent {
 }
 
 impl EmbeddedAgent {
-    /// Starts the embedded agent with the dns, reporter, `[loadbalance]`
+    /// Starts the embedded agent with the dns, reporters, `[loadbalance]`
     /// and `report_interval` of `config` (the UDP, snapshot and `[http]`
     /// settings do not apply).
     pub fn start(config: AgentConfig) -> Result<Self, AgentError> {
         let core = AgentCore::new(
             CoreConfig::new(config.lb.clone())
                 .report_interval(config.report_interval)
-                .key_limits(config.key_limits(1)),
+                .key_limits(config.key_limits(1))
+                .reporters(
+                    config.reporters().len(),
+                    config.reporter_failover_grace,
+                    config.reporter_handoff_hold,
+                ),
         );
         let inner = Arc::new(Inner {
             driven: Mutex::new(Driven { core, armed: None }),
@@ -101,7 +107,11 @@ impl EmbeddedAgent {
         // No UDP port: the identity is `[agent] id` or `hostname:0`.
         let mut links = Links::start(
             crate::links::dns_failover(&config, 0),
-            SocketAddr::V4(config.reporter),
+            &config
+                .reporters()
+                .into_iter()
+                .map(SocketAddr::V4)
+                .collect::<Vec<_>>(),
             crate::links::LinkTls::load(&config)?,
             move |ev| {
                 let _ = to_driver.send(Input::Link(ev));
@@ -240,8 +250,12 @@ impl EmbeddedAgent {
             s.dns_connected = l.dns.is_connected();
             s.dns_connects = l.dns.stats().snapshot().accepted;
             s.dns_failovers = l.dns_link.status().failovers;
-            s.reporter_connected = l.reporter.is_connected();
-            s.reporter_connects = l.reporter.stats().snapshot().accepted;
+            s.reporter_connected = l.reporters.iter().any(TcpClient::is_connected);
+            s.reporter_connects = l
+                .reporters
+                .iter()
+                .map(|r| r.stats().snapshot().accepted)
+                .sum();
         }
         s
     }
@@ -289,10 +303,16 @@ fn drive(inner: &Inner, inputs: &Receiver<Input>, senders: &Senders) {
                     d.core.handle_dns_frame(&frame, now);
                     routed = true;
                 }
-                LinkEvent::ReporterConnected { epoch, caller } => {
-                    d.core.on_reporter_connected(epoch, caller, now);
+                LinkEvent::ReporterConnected {
+                    link,
+                    epoch,
+                    caller,
+                } => {
+                    d.core.on_reporter_connected(link, epoch, caller, now);
                 }
-                LinkEvent::ReporterDisconnected => d.core.on_reporter_disconnected(),
+                LinkEvent::ReporterDisconnected { link } => {
+                    d.core.on_reporter_disconnected(link, now);
+                }
             },
             Ok(Input::Wake) | Err(RecvTimeoutError::Timeout) => {}
             Ok(Input::Stop) | Err(RecvTimeoutError::Disconnected) => return,

@@ -1,7 +1,7 @@
 //! The agent's TCP connections (lars-net `TcpClient`s, reconnecting
 //! forever): to one dns at a time (pulls out; answers and pushes in), chosen
-//! and failed over by a [`DnsFailover`], and to the reporter (statistics
-//! out). What they see is turned into [`LinkEvent`]s for the cores; what the
+//! and failed over by a [`DnsFailover`], and to every reporter (statistics
+//! out, each key to one of them). What they see is turned into [`LinkEvent`]s for the cores; what the
 //! cores send goes through [`Senders`].
 //!
 //! The dns failover runs on the dns client's thread (its dialer and hooks)
@@ -25,7 +25,7 @@ use lars_net::{ClientSender, DisconnectedPolicy, Router, TcpClient};
 
 use crate::core::{DnsFailover, Transmit};
 
-/// Reconnect backoff of the reporter client.
+/// Reconnect backoff of the reporter clients.
 const MIN_BACKOFF: Duration = Duration::from_millis(50);
 const MAX_BACKOFF: Duration = Duration::from_secs(2);
 
@@ -38,11 +38,16 @@ pub(crate) enum LinkEvent {
     DnsDisconnected,
     /// A frame from the dns.
     DnsFrame(Frame),
-    /// Connected to the reporter: the `epoch`-th connect, the agent's
-    /// address on it.
-    ReporterConnected { epoch: u64, caller: Ipv4Addr },
-    /// The reporter connection is lost.
-    ReporterDisconnected,
+    /// Connected to reporter `link`: its `epoch`-th connect; `caller` is
+    /// the agent's address on the first reporter connection of the process
+    /// (the same on every link, for good: the reporters' stream identity).
+    ReporterConnected {
+        link: usize,
+        epoch: u64,
+        caller: Ipv4Addr,
+    },
+    /// Reporter connection `link` is lost.
+    ReporterDisconnected { link: usize },
 }
 
 /// The dns failover and what the watchdog needs, shared by the dns
@@ -100,7 +105,7 @@ pub(crate) struct DnsStatus {
 pub(crate) struct Senders {
     dns: ClientSender,
     dns_link: Arc<DnsLink>,
-    reporter: ClientSender,
+    reporters: Vec<ClientSender>,
 }
 
 impl Senders {
@@ -125,7 +130,10 @@ impl Senders {
                 }
                 self.dns.send(MessageId::UnsubscribeRoute, req)
             }
-            Transmit::Reporter(msg) => self.reporter.send(MessageId::ReportStatusRequest, msg),
+            Transmit::Reporter { link, msg } => match self.reporters.get(*link) {
+                Some(r) => r.send(MessageId::ReportStatusRequest, msg),
+                None => return,
+            },
             Transmit::App { .. } | Transmit::Shard { .. } => return,
         };
         if let Err(e) = sent {
@@ -153,7 +161,9 @@ pub(crate) fn dns_failover(config: &crate::AgentConfig, base_port: u16) -> DnsFa
 pub(crate) struct Links {
     pub dns: TcpClient,
     pub dns_link: Arc<DnsLink>,
-    pub reporter: TcpClient,
+    /// One client per reporter address, in `[reporter] addrs` order (the
+    /// link index).
+    pub reporters: Vec<TcpClient>,
     watchdog: Option<(Sender<Wake>, JoinHandle<()>)>,
 }
 
@@ -199,7 +209,7 @@ impl Links {
     /// re-pull on connect and keep statistics themselves.
     pub(crate) fn start(
         failover: DnsFailover,
-        reporter: SocketAddr,
+        reporters: &[SocketAddr],
         tls: LinkTls,
         deliver: impl Fn(LinkEvent) + Send + Sync + 'static,
     ) -> lars_net::Result<Self> {
@@ -272,48 +282,34 @@ impl Links {
                 return Err(lars_net::NetError::from(e));
             }
         };
-        let (r1, r2) = (Arc::clone(&deliver), deliver);
-        let epochs = AtomicU64::new(0);
-        let reporter = TcpClient::builder(reporter);
-        let reporter = match tls.reporter {
-            Some(t) => reporter.tls(t),
-            None => reporter,
-        };
-        let reporter = match reporter
-            .name("lars-agent-reporter")
-            .disconnected_policy(DisconnectedPolicy::Drop)
-            .backoff(MIN_BACKOFF, MAX_BACKOFF)
-            .on_connect(move |conn| {
-                let caller = match conn.local_addr() {
-                    Ok(SocketAddr::V4(local)) => *local.ip(),
-                    Ok(SocketAddr::V6(local)) => {
-                        local.ip().to_ipv4_mapped().unwrap_or(Ipv4Addr::LOCALHOST)
+        let caller: Arc<Mutex<Option<Ipv4Addr>>> = Arc::default();
+        let mut clients = Vec::with_capacity(reporters.len());
+        for (link, addr) in reporters.iter().enumerate() {
+            let started = start_reporter(
+                link,
+                *addr,
+                tls.reporter.clone(),
+                Arc::clone(&caller),
+                Arc::clone(&deliver),
+            );
+            match started {
+                Ok(c) => clients.push(c),
+                Err(e) => {
+                    for mut c in clients {
+                        c.join();
                     }
-                    Err(_) => Ipv4Addr::LOCALHOST,
-                };
-                let epoch = epochs.fetch_add(1, Ordering::Relaxed) + 1;
-                tracing::info!(reporter = %conn.peer_addr(), caller = %IpAddr::V4(caller), "reporter connected");
-                r1(LinkEvent::ReporterConnected { epoch, caller });
-            })
-            .on_close(move |conn| {
-                tracing::warn!(reporter = %conn.peer_addr(), "reporter connection lost; keeping statistics");
-                r2(LinkEvent::ReporterDisconnected);
-            })
-            .start()
-        {
-            Ok(r) => r,
-            Err(e) => {
-                let mut dns = dns;
-                dns.join();
-                let _ = wake_tx.send(Wake::Stop);
-                let _ = watchdog.join();
-                return Err(e);
+                    let mut dns = dns;
+                    dns.join();
+                    let _ = wake_tx.send(Wake::Stop);
+                    let _ = watchdog.join();
+                    return Err(e);
+                }
             }
-        };
+        }
         Ok(Self {
             dns,
             dns_link,
-            reporter,
+            reporters: clients,
             watchdog: Some((wake_tx, watchdog)),
         })
     }
@@ -323,7 +319,7 @@ impl Links {
         Senders {
             dns: self.dns.sender(),
             dns_link: Arc::clone(&self.dns_link),
-            reporter: self.reporter.sender(),
+            reporters: self.reporters.iter().map(TcpClient::sender).collect(),
         }
     }
 
@@ -337,8 +333,57 @@ impl Links {
             }
         }
         self.dns.join();
-        self.reporter.join();
+        for r in &mut self.reporters {
+            r.join();
+        }
     }
+}
+
+/// Starts the client of reporter `link` at `addr`; the first connection of
+/// any link fixes `caller`.
+fn start_reporter(
+    link: usize,
+    addr: SocketAddr,
+    tls: Option<lars_net::ClientTls>,
+    caller: Arc<Mutex<Option<Ipv4Addr>>>,
+    deliver: Arc<impl Fn(LinkEvent) + Send + Sync + 'static>,
+) -> lars_net::Result<TcpClient> {
+    let (r1, r2) = (Arc::clone(&deliver), deliver);
+    let epochs = AtomicU64::new(0);
+    let builder = TcpClient::builder(addr);
+    let builder = match tls {
+        Some(t) => builder.tls(t),
+        None => builder,
+    };
+    builder
+        .name(&format!("lars-agent-reporter-{link}"))
+        .disconnected_policy(DisconnectedPolicy::Drop)
+        .backoff(MIN_BACKOFF, MAX_BACKOFF)
+        .on_connect(move |conn| {
+            let local = match conn.local_addr() {
+                Ok(SocketAddr::V4(local)) => *local.ip(),
+                Ok(SocketAddr::V6(local)) => {
+                    local.ip().to_ipv4_mapped().unwrap_or(Ipv4Addr::LOCALHOST)
+                }
+                Err(_) => Ipv4Addr::LOCALHOST,
+            };
+            let caller = *caller
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .get_or_insert(local);
+            let epoch = epochs.fetch_add(1, Ordering::Relaxed) + 1;
+            tracing::info!(reporter = %conn.peer_addr(), link, caller = %IpAddr::V4(caller), "reporter connected");
+            r1(LinkEvent::ReporterConnected {
+                link,
+                epoch,
+                caller,
+            });
+        })
+        .on_close(move |conn| {
+            tracing::warn!(reporter = %conn.peer_addr(), link, "reporter connection lost; keeping statistics");
+            r2(LinkEvent::ReporterDisconnected { link });
+        })
+        .start()
 }
 
 /// The watchdog: closes the dns connection when it falls silent (a pull

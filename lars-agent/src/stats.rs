@@ -57,9 +57,11 @@ pub struct AgentStats {
     /// Connections established to another dns than the one before
     /// (`[dnsserver] addrs`).
     pub dns_failovers: u64,
-    /// Whether the reporter is connected.
+    /// Keys whose statistics moved to another reporter link.
+    pub reporter_handoffs: u64,
+    /// Whether a reporter is connected (any of `[reporter] addrs`).
     pub reporter_connected: bool,
-    /// Successful connects to the reporter.
+    /// Successful connects to the reporters (all links).
     pub reporter_connects: u64,
 }
 
@@ -87,6 +89,7 @@ impl AgentStats {
             unsubscribes: sum(|c| c.unsubscribes),
             routes_deleted: sum(|c| c.routes_deleted),
             empty_routes_kept: sum(|c| c.empty_routes_kept),
+            reporter_handoffs: sum(|c| c.reporter_handoffs),
             ..AgentStats::default()
         }
     }

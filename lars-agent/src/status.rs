@@ -47,17 +47,20 @@ pub(crate) struct Addrs {
     pub(crate) udp: Vec<std::net::SocketAddrV4>,
     pub(crate) shards: usize,
     pub(crate) dns: crate::links::DnsStatus,
-    pub(crate) reporter: std::net::SocketAddrV4,
+    /// Each reporter link: its address and whether it is connected.
+    pub(crate) reporters: Vec<(std::net::SocketAddrV4, bool)>,
 }
 
 /// Per-shard gauges, computed on the shard's loop.
-#[derive(Debug, Clone, Copy, Default)]
+#[derive(Debug, Clone, Default)]
 struct Gauges {
     keys: usize,
     unknown_keys: usize,
     idle: usize,
     overload: usize,
     pending_report_keys: usize,
+    /// Per reporter link: (keys owned, keys pending, keys held).
+    links: Vec<(usize, usize, usize)>,
 }
 
 fn gauges(shared: &impl Shards) -> Gauges {
@@ -68,6 +71,11 @@ fn gauges(shared: &impl Shards) -> Gauges {
                 keys: r.len(),
                 unknown_keys: r.empty_keys(),
                 pending_report_keys: core.pending_report_keys(),
+                links: core
+                    .reporter_links()
+                    .iter()
+                    .map(|l| (l.keys, l.pending, l.held))
+                    .collect(),
                 ..Gauges::default()
             };
             for k in r.keys() {
@@ -85,6 +93,13 @@ fn gauges(shared: &impl Shards) -> Gauges {
             idle: a.idle + g.idle,
             overload: a.overload + g.overload,
             pending_report_keys: a.pending_report_keys + g.pending_report_keys,
+            links: (0..a.links.len().max(g.links.len()))
+                .map(|i| {
+                    let x = a.links.get(i).copied().unwrap_or_default();
+                    let y = g.links.get(i).copied().unwrap_or_default();
+                    (x.0 + y.0, x.1 + y.1, x.2 + y.2)
+                })
+                .collect(),
         })
 }
 
@@ -149,7 +164,18 @@ fn status(shared: &impl Shards) -> HttpResponse {
             "empty_routes_kept": s.empty_routes_kept,
         },
         "reporter": {
-            "addr": addrs.reporter.to_string(),
+            "addr": addrs.reporters.first().map(|r| r.0.to_string()),
+            "links": addrs.reporters.iter().enumerate().map(|(i, (addr, connected))| {
+                let (keys, pending, held) = g.links.get(i).copied().unwrap_or_default();
+                json!({
+                    "addr": addr.to_string(),
+                    "connected": connected,
+                    "keys": keys,
+                    "pending_keys": pending,
+                    "held_keys": held,
+                })
+            }).collect::<Vec<_>>(),
+            "handoffs": s.reporter_handoffs,
             "connected": s.reporter_connected,
             "connects": s.reporter_connects,
             "messages": s.report_messages,
@@ -369,6 +395,12 @@ fn metrics(shared: &impl Shards) -> HttpResponse {
         "counter",
         "ReportStatusRequests sent",
         s.report_messages,
+    );
+    m(
+        "lars_agent_reporter_handoffs_total",
+        "counter",
+        "Keys whose statistics moved to another reporter ([reporter] addrs)",
+        s.reporter_handoffs,
     );
     m(
         "lars_agent_reporter_dropped_keys_total",

@@ -7,7 +7,7 @@
 //! [`lars_stats::CumulativeSender`]. Inputs come in as calls —
 //! [`handle_datagram`](AgentCore::handle_datagram) from applications,
 //! [`handle_dns_frame`](AgentCore::handle_dns_frame) from the dns, the
-//! connection events `on_dns_connected` / `on_reporter_connected(epoch, ..)`
+//! connection events `on_dns_connected` / `on_reporter_connected(link, epoch, ..)`
 //! and their `_disconnected` twins, [`handle_timeout`](AgentCore::handle_timeout)
 //! — and everything outbound comes out as values the driver drains:
 //! [`poll_transmit`](AgentCore::poll_transmit) (a pull for the dns, a report
@@ -49,10 +49,14 @@
 //! ```
 
 mod failover;
+mod reporters;
 #[cfg(test)]
 mod tests;
 
 pub use failover::{DnsFailover, FailoverConfig, STABLE_AFTER, identity_hash};
+pub use reporters::{LinkView, ReporterRing};
+
+use reporters::Reporters;
 
 use std::collections::VecDeque;
 use std::net::{Ipv4Addr, SocketAddr};
@@ -65,7 +69,7 @@ use lars_core::proto::{
 };
 use lars_core::{Chain, HostAddr, MessageId, ModKey, RetCode};
 use lars_lb::{Choice, KeyLimits, LbEvent, LoadBalanceConfig, Outcome, RouteApplied, RouteLb};
-use lars_stats::{CumulativeSender, DEFAULT_MAX_PENDING_KEYS};
+use lars_stats::DEFAULT_MAX_PENDING_KEYS;
 
 /// Routes of many keys, as a snapshot holds them.
 pub type Routes = Vec<(ModKey, Vec<HostAddr>)>;
@@ -107,6 +111,9 @@ pub struct CoreConfig {
     snapshot_interval: Option<Duration>,
     max_pending_report_keys: usize,
     key_limits: KeyLimits,
+    reporter_links: usize,
+    failover_grace: Duration,
+    handoff_hold: Duration,
 }
 
 impl CoreConfig {
@@ -121,7 +128,28 @@ impl CoreConfig {
             snapshot_interval: None,
             max_pending_report_keys: DEFAULT_MAX_PENDING_KEYS,
             key_limits: KeyLimits::default(),
+            reporter_links: 1,
+            failover_grace: Duration::from_secs(10),
+            handoff_hold: Duration::from_secs(5),
         }
+    }
+
+    /// Statistics go to `links` reporters (at least 1), each key to one of
+    /// them by consistent hashing ([`ReporterRing`]); a lost reporter keeps
+    /// its keys for `failover_grace`, then they move to the next available
+    /// reporter on the ring, and back when it is connected again; a key that
+    /// moved sends nothing for `handoff_hold`, then every host's counters to
+    /// its new owner. One reporter by default (grace 10 s, hold 5 s).
+    pub fn reporters(
+        mut self,
+        links: usize,
+        failover_grace: Duration,
+        handoff_hold: Duration,
+    ) -> Self {
+        self.reporter_links = links.max(1);
+        self.failover_grace = failover_grace;
+        self.handoff_hold = handoff_hold;
+        self
     }
 
     /// Bounds the keys held without hosts: at most `limits.max_empty_keys`
@@ -258,8 +286,13 @@ pub enum Transmit {
     /// no longer wanted (lars-only msgid `UnsubscribeRoute` (101), body
     /// `GetRouteRequest`; an original dns skips it).
     DnsUnsubscribe(GetRouteRequest),
-    /// A statistics message for the reporter connection, in order.
-    Reporter(ReportStatusRequest),
+    /// A statistics message for reporter connection `link`, in order.
+    Reporter {
+        /// The reporter link (index in the reporter list).
+        link: usize,
+        /// What to send.
+        msg: ReportStatusRequest,
+    },
     /// A reply datagram to the application at `to`, sent from the port of
     /// shard `via` (the one the request arrived on: the C++ API's connected
     /// sockets take nothing else).
@@ -336,6 +369,8 @@ pub struct CoreCounters {
     /// Keys whose hosts the dns confirmed deleted (`confirmed_empty`):
     /// their hosts left despite empty-route protection.
     pub routes_deleted: u64,
+    /// Keys whose statistics moved to another reporter link.
+    pub reporter_handoffs: u64,
     /// Unconfirmed empty answers for keys with hosts that empty-route
     /// protection kept the hosts through.
     pub empty_routes_kept: u64,
@@ -345,14 +380,17 @@ pub struct CoreCounters {
 #[derive(Debug)]
 pub struct AgentCore {
     routes: RouteLb,
-    stats: CumulativeSender,
+    stats: Reporters,
     shard: Shard,
     report_interval: Duration,
     snapshot_interval: Option<Duration>,
     dns_connected: bool,
-    /// The `caller` of statistics messages: the agent's IPv4 on the reporter
-    /// connection (host order), 127.0.0.1 until it connects.
+    /// The `caller` of statistics messages: the agent's IPv4 on the first
+    /// reporter connection (host order), the same on every link for the
+    /// life of the core (the reporters' stream identity); 127.0.0.1 until
+    /// then.
     caller: u32,
+    caller_fixed: bool,
     /// Replies to applications: handed out first (someone waits for them).
     replies: VecDeque<Transmit>,
     /// Pulls and forwarded requests, in order.
@@ -375,12 +413,19 @@ impl AgentCore {
         routes.set_key_limits(config.key_limits);
         Self {
             routes,
-            stats: CumulativeSender::new(caller, config.max_pending_report_keys),
+            stats: Reporters::new(
+                config.reporter_links,
+                caller,
+                config.max_pending_report_keys,
+                config.failover_grace,
+                config.handoff_hold,
+            ),
             shard: config.shard,
             report_interval: config.report_interval,
             snapshot_interval: config.snapshot_interval,
             dns_connected: false,
             caller,
+            caller_fixed: false,
             replies: VecDeque::new(),
             transmits: VecDeque::new(),
             events: VecDeque::new(),
@@ -431,22 +476,36 @@ impl AgentCore {
         self.dns_connected = false;
     }
 
-    /// The reporter connection `epoch` (a count of connects) is up, with the
-    /// agent's address `caller` on it. Statistics pending, and those handed
-    /// out in the last interval of an earlier connection, go out at the next
-    /// statistics tick (at most one report interval after the last).
-    pub fn on_reporter_connected(&mut self, epoch: u64, caller: Ipv4Addr, now: Instant) {
-        self.caller = u32::from(caller);
-        self.stats.on_connected(epoch);
+    /// Reporter connection `link`'s `epoch`-th connect (a count of its
+    /// connects) is up, with the agent's address `caller` on it (the first
+    /// one fixes the `caller` of every message, on every link). Every key it
+    /// owns goes again in full at the next statistics tick (a restarted
+    /// reporter lost what it had not written), and keys that moved away
+    /// while it was gone come back (held first).
+    pub fn on_reporter_connected(
+        &mut self,
+        link: usize,
+        epoch: u64,
+        caller: Ipv4Addr,
+        now: Instant,
+    ) {
+        if !std::mem::replace(&mut self.caller_fixed, true) {
+            self.caller = u32::from(caller);
+        }
+        self.stats.on_connected(link, epoch, now);
         if self.stats.pending_keys() > 0 {
             self.arm_report(now);
         }
     }
 
-    /// The reporter connection is lost: statistics are kept (merged, the
-    /// latest cumulative value wins) until it is back.
-    pub fn on_reporter_disconnected(&mut self) {
-        self.stats.on_disconnected();
+    /// Reporter connection `link` is lost: its keys' statistics are kept
+    /// (merged, the latest cumulative value wins) until it is back, or until
+    /// its grace ends and they move to the next reporter on the ring.
+    pub fn on_reporter_disconnected(&mut self, link: usize, now: Instant) {
+        self.stats.on_disconnected(link, now);
+        if self.stats.pending_keys() > 0 {
+            self.arm_report(now);
+        }
     }
 
     /// A datagram from the application at `from`: a request for a key this
@@ -559,6 +618,12 @@ impl AgentCore {
             self.routes.handle_timeout(now);
             self.after_lb(now);
         }
+        if self.stats.next_deadline().is_some_and(|d| d <= now) {
+            self.stats.handle_timeout(now);
+            if self.stats.pending_keys() > 0 {
+                self.arm_report(now);
+            }
+        }
         if self.next_report.is_some_and(|d| d <= now) {
             self.report_tick(now, unix);
         }
@@ -619,9 +684,9 @@ impl AgentCore {
         {
             return Some(t);
         }
-        let mut msg = self.stats.poll_transmit()?;
+        let (link, mut msg) = self.stats.poll_transmit()?;
         msg.caller = self.caller as i32; // the same 32 bits
-        Some(Transmit::Reporter(msg))
+        Some(Transmit::Reporter { link, msg })
     }
 
     /// The next event.
@@ -636,6 +701,7 @@ impl AgentCore {
             self.routes.next_deadline(),
             self.next_report,
             self.next_snapshot,
+            self.stats.next_deadline(),
         ]
         .into_iter()
         .flatten()
@@ -660,9 +726,19 @@ impl AgentCore {
         self.stats.cumulative(key, host)
     }
 
-    /// Keys whose statistics wait for the reporter.
+    /// Keys whose statistics wait for a reporter.
     pub fn pending_report_keys(&self) -> usize {
         self.stats.pending_keys()
+    }
+
+    /// Each reporter link: connected, keys owned, keys pending, keys held.
+    pub fn reporter_links(&self) -> Vec<LinkView> {
+        self.stats.views()
+    }
+
+    /// The reporter link `key`'s statistics go to, once it has any.
+    pub fn reporter_of(&self, key: ModKey) -> Option<usize> {
+        self.stats.owner_of(key)
     }
 
     /// What this core counted.
@@ -672,6 +748,7 @@ impl AgentCore {
             report_messages: s.messages,
             report_keys_dropped: s.keys_dropped,
             counter_restarts: s.counter_restarts,
+            reporter_handoffs: self.stats.handoffs(),
             unknown_keys_refused: self.routes.refused_keys(),
             keys_expired: self.routes.expired_keys(),
             ..self.counters
@@ -723,9 +800,9 @@ impl AgentCore {
     fn report_tick(&mut self, now: Instant, unix: u32) {
         self.next_report = None;
         self.last_report = Some(now);
-        self.stats.record(self.routes.take_report_batches());
+        self.stats.record(self.routes.take_report_batches(), now);
         self.stats.report_tick(unix);
-        if self.stats.is_connected() && (self.stats.queued() > 0 || self.stats.pending_keys() > 0) {
+        if self.stats.wants_tick() {
             self.arm_report(now);
         }
     }

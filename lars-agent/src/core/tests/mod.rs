@@ -1,6 +1,7 @@
 //! The core in virtual time: no sockets, no threads, no sleeps.
 #![allow(clippy::unwrap_used)]
 
+mod sharding;
 mod util;
 
 use std::net::Ipv4Addr;
@@ -438,15 +439,19 @@ fn counters_about_to_pass_2_31_restart_from_zero_announced_and_counted_once() {
     p.report(K, x, 0);
     p.advance(Duration::from_secs(1));
     // Pretend the host already carried almost 2^31 successes.
-    p.core.stats.record([KeyReport {
-        key: K,
-        results: vec![HostReport {
-            host: x,
-            succ: COUNTER_LIMIT - 1,
-            err: 0,
-            overload: false,
+    let now = p.now;
+    p.core.stats.record(
+        vec![KeyReport {
+            key: K,
+            results: vec![HostReport {
+                host: x,
+                succ: COUNTER_LIMIT - 1,
+                err: 0,
+                overload: false,
+            }],
         }],
-    }]);
+        now,
+    );
     p.report(K, x, 0);
     p.report(K, x, 0);
     p.advance(Duration::from_secs(3));

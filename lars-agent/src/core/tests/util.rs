@@ -198,7 +198,8 @@ impl Pair {
                             self.dns.subscribed.remove(&key);
                         }
                     }
-                    Transmit::Reporter(msg) => {
+                    Transmit::Reporter { link, msg } => {
+                        assert_eq!(link, 0, "one reporter");
                         if self.reporter.connected {
                             self.reporter.receive(msg);
                         }
@@ -334,7 +335,7 @@ impl Pair {
 
     pub fn reporter_down(&mut self) {
         self.reporter.connected = false;
-        self.core.on_reporter_disconnected();
+        self.core.on_reporter_disconnected(0, self.now);
         self.drive();
     }
 
@@ -343,7 +344,7 @@ impl Pair {
         self.reporter.epoch += 1;
         let epoch = self.reporter.epoch;
         self.core
-            .on_reporter_connected(epoch, Ipv4Addr::new(10, 1, 2, 3), self.now);
+            .on_reporter_connected(0, epoch, Ipv4Addr::new(10, 1, 2, 3), self.now);
         self.drive();
     }
 }
