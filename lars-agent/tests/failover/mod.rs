@@ -174,3 +174,92 @@ fn a_hung_dns_is_left_after_the_silence_timeout() {
     proxy.thaw();
     agent.stop();
 }
+
+#[test]
+fn three_reporters_one_stopped_its_keys_move_and_the_store_totals_are_exact() {
+    use lars_agent::core::ReporterRing;
+    use lars_client::Outcome;
+    use lars_core::ModKey;
+    use lars_store::StatsStore;
+
+    let env = Env::new();
+    let mut r1 = env.extra_reporter();
+    let r2 = env.extra_reporter();
+    let addrs = [
+        env.reporter_addr,
+        as_v4(r1.local_addr()),
+        as_v4(r2.local_addr()),
+    ];
+    let keys: Vec<u32> = (1..=12).collect();
+    for &cmdid in &keys {
+        env.set_hosts(30, cmdid, &hosts(&[&format!("10.0.30.{cmdid}:80")]));
+    }
+    let ring = ReporterRing::new(3);
+    let on_1: Vec<u32> = keys
+        .iter()
+        .copied()
+        .filter(|&c| ring.primary(ModKey::new(30, c)) == 1)
+        .collect();
+    assert!(!on_1.is_empty(), "some keys belong to reporter 1");
+    let mut cfg = env.agent_config();
+    cfg.reporter_addrs = addrs.to_vec();
+    cfg.reporter_failover_grace = Duration::from_millis(500);
+    cfg.reporter_handoff_hold = Duration::from_millis(500);
+    let mut agent = Agent::start(cfg).unwrap();
+    wait_until(T, "3 reporters connected", || {
+        json(&agent, "/status")["reporter"]["links"]
+            .as_array()
+            .is_some_and(|l| l.iter().all(|l| l["connected"] == true))
+    });
+    let c = client(&agent, T);
+    for &cmdid in &keys {
+        reg(&c, 30, cmdid);
+    }
+    let (mut succ, mut err) = (0u64, 0u64);
+    let mut calls = |rounds: u32| {
+        for i in 0..rounds {
+            for &cmdid in &keys {
+                let host = c.get_host(30, cmdid).unwrap();
+                let outcome = if i % 7 == 0 {
+                    err += 1;
+                    Outcome::Failure
+                } else {
+                    succ += 1;
+                    Outcome::Success
+                };
+                c.report(30, cmdid, host, outcome, None).unwrap();
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    };
+    calls(25);
+    // Reporter 1 goes away: after the grace its keys move (held, then in
+    // full) to the others.
+    r1.stop();
+    calls(60);
+    let moved = on_1.len() as u64;
+    wait_until(T, "reporter 1's keys moved", || {
+        let s = json(&agent, "/status");
+        s["reporter"]["handoffs"].as_u64() >= Some(moved) && s["reporter"]["links"][1]["keys"] == 0
+    });
+    let (_, metrics) = crate::util::http_get(&agent, "/metrics");
+    assert!(
+        metrics.contains(&format!("lars_agent_reporter_handoffs_total {moved}")),
+        "{metrics}"
+    );
+    calls(10);
+    let made = (succ, err);
+    wait_until(
+        Duration::from_secs(10),
+        "every call in the store's history",
+        || env.store.history_totals(None, 0).unwrap() == made,
+    );
+    // One caller for every stream, whichever reporter wrote it.
+    let rows = env.store.call_status(None).unwrap();
+    assert!(rows.iter().all(|r| r.caller == 0x7f00_0001), "{rows:?}");
+    // Nothing more arrives: counted once.
+    std::thread::sleep(Duration::from_millis(500));
+    assert_eq!(env.store.history_totals(None, 0).unwrap(), made);
+    agent.stop();
+    drop(r2);
+}

@@ -151,6 +151,11 @@ impl Env {
         start_dns(&self.store, 0)
     }
 
+    /// Another reporter over this env's store, on an ephemeral port.
+    pub fn extra_reporter(&self) -> ReporterHandle {
+        start_reporter(&self.store, 0)
+    }
+
     pub fn stop_dns(&mut self) {
         if let Some(mut d) = self.dns.take() {
             d.stop();
