@@ -13,8 +13,11 @@
 //! - [`Agent`] starts the UDP agent and returns an [`AgentHandle`]
 //!   (addresses, [`AgentStats`], `stop()`): `port_count` shards, each a
 //!   lars-net UDP loop owning one port and one core (the keys with
-//!   `(modid + cmdid) % port_count` equal to its index), a dns client, a
-//!   reporter client, a route snapshot writer and an optional status server.
+//!   `(modid + cmdid) % port_count` equal to its index), a dns client (one
+//!   of `[dnsserver] addrs` at a time, failing over: [`core::DnsFailover`]),
+//!   one reporter client per `[reporter] addrs` (each key's statistics to
+//!   one of them: [`core::ReporterRing`]), a route snapshot writer and an
+//!   optional status server.
 //! - [`EmbeddedAgent`] drives one core inside the application, with the
 //!   `lars_client` API and no UDP hop.
 //!
