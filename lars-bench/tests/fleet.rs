@@ -40,6 +40,8 @@ fn small(dns_bin: PathBuf, reporter_bin: PathBuf) -> FleetOptions {
         subscribers: 0,
         dns_poll: Duration::from_millis(100),
         dns_threads: 1,
+        agents: 0,
+        agent_keys: 3,
         reporters: 0,
         report_agents: 40,
         report_keys: 5,
@@ -69,6 +71,30 @@ fn push_reaches_every_subscriber() {
     assert_eq!((push.failed, push.timed_out), (0, 0), "{push:?}");
     assert_eq!(push.latency.count, 200);
     assert!(push.latency.p50 <= push.latency.p99 && push.latency.p99 <= push.latency.max);
+}
+
+#[test]
+fn dns_killed_agents_resubscribe_without_a_failed_get_host() {
+    let Some((d, r)) = bins("fleet::dns_killed_agents_resubscribe_without_a_failed_get_host")
+    else {
+        return;
+    };
+    let opts = FleetOptions {
+        agents: 100,
+        ..small(d, r)
+    };
+    let report = fleet::run(&opts, &mut |l| eprintln!("{l}")).unwrap();
+    eprintln!("{report}");
+    let b = report.dns_kill.unwrap();
+    assert_eq!(b.ready, 100, "{b:?}");
+    // Both dns served agents (the rendezvous order spreads them).
+    assert!(b.per_dns.iter().all(|&n| n > 0), "{b:?}");
+    assert!(b.served > 0, "{b:?}");
+    assert_eq!(b.resubscribed, b.served, "{b:?}");
+    assert_eq!(b.timed_out, 0, "{b:?}");
+    assert!(b.failovers >= b.served as u64, "{b:?}");
+    assert!(b.get_host_calls > 0, "{b:?}");
+    assert_eq!(b.get_host_failures, 0, "{b:?}");
 }
 
 #[test]

@@ -5,6 +5,11 @@
 //! - (a) **push** ([`PushReport`]): `subscribers` lean subscriber
 //!   connections spread over `dns` dns processes; a route change written to
 //!   the store; time until each subscriber has the push (p50/p99/max).
+//! - (b) **dns killed** ([`DnsKillReport`]): `agents` real agent cores
+//!   (in-process, one lean connection each, driven by the agent's
+//!   `DnsFailover`) with `agent_keys` cached keys; the dns serving most of
+//!   them is SIGKILLed; time until each of its agents is connected elsewhere
+//!   with every key re-pulled, and `get_host` failures meanwhile (goal 0).
 //! - (c) **reporters** ([`ReportersReport`]): `report_agents` simulated
 //!   agents report through `lars_stats::CumulativeSender`s to `reporters`
 //!   reporter processes, each key to its owner on the ring; one reporter is
@@ -18,6 +23,7 @@
 //! soft `RLIMIT_NOFILE` to the hard limit (rustix; the children inherit it)
 //! and refuses a fleet that does not fit in it.
 
+mod dns_kill;
 mod procs;
 mod push;
 mod reporters;
@@ -33,6 +39,7 @@ use lars_core::{HostAddr, ModKey};
 use lars_store::RouteAdmin;
 use serde::Serialize;
 
+pub use dns_kill::DnsKillReport;
 pub use push::PushReport;
 pub use reporters::{ReporterLoad, ReportersReport};
 
@@ -52,6 +59,12 @@ pub struct FleetOptions {
     /// The store: `None` is a fresh SQLite file in the run's temporary
     /// directory; else a store URL (`mysql://...`) every process shares.
     pub store: Option<String>,
+    /// Part (b): lean agents (real agent cores, one connection each).
+    pub agents: usize,
+    /// Part (b): keys each agent caches (the same keys for every agent).
+    pub agent_keys: u32,
+    /// Part (b): `get_host` calls per loop pass while the dns is killed.
+    pub get_host_batch: usize,
     /// Part (c): reporter processes.
     pub reporters: usize,
     /// Part (c): simulated reporting agents (one connection to each reporter).
@@ -85,9 +98,12 @@ impl Default for FleetOptions {
             subscribers: 10_000,
             dns_poll: Duration::from_millis(250),
             dns_threads: 2,
+            agents: 5_000,
+            agent_keys: 4,
+            get_host_batch: 2_000,
             reporters: 3,
-            report_agents: 300,
-            report_keys: 10,
+            report_agents: 1_000,
+            report_keys: 4,
             report_hosts: 3,
             report_duration: Duration::from_secs(30),
             report_interval: Duration::from_secs(1),
@@ -107,6 +123,8 @@ pub struct FleetReport {
     pub fd_limit: u64,
     /// Part (a).
     pub push: Option<PushReport>,
+    /// Part (b).
+    pub dns_kill: Option<DnsKillReport>,
     /// Part (c).
     pub reporters: Option<ReportersReport>,
 }
@@ -169,17 +187,26 @@ const FD_SLACK: u64 = 128;
 /// Runs the parts whose counts are not zero, in order (a), and reports.
 /// `progress` gets one line per step.
 pub fn run(opts: &FleetOptions, progress: &mut dyn FnMut(&str)) -> Result<FleetReport, FleetError> {
-    if opts.dns == 0 && opts.subscribers > 0 {
+    if opts.dns == 0 && (opts.subscribers > 0 || opts.agents > 0) {
         return Err(FleetError::Invalid("at least one dns is needed".into()));
+    }
+    if opts.agents > 0 && (opts.dns < 2 || opts.agent_keys == 0) {
+        return Err(FleetError::Invalid(
+            "the dns kill needs at least 2 dns and 1 key per agent".into(),
+        ));
     }
     let fd_limit = procs::raise_fd_limit();
     let report_conns = (opts.report_agents as u64).saturating_mul(opts.reporters as u64);
-    let need = (opts.subscribers as u64).max(report_conns) + FD_SLACK;
+    let need = (opts.subscribers as u64)
+        .max(opts.agents as u64)
+        .max(report_conns)
+        + FD_SLACK;
     if need > fd_limit {
         return Err(FleetError::Invalid(format!(
-            "{} subscriber connections, {report_conns} reporter connections: that needs about \
-             {need} file descriptors; the limit is {fd_limit} (ulimit -Hn): ask for fewer",
-            opts.subscribers
+            "{} subscriber connections, {} agents, {report_conns} reporter connections: that \
+             needs about {need} file descriptors; the limit is {fd_limit} (ulimit -Hn): ask for \
+             fewer",
+            opts.subscribers, opts.agents
         )));
     }
     if opts.reporters > 0 {
@@ -215,10 +242,25 @@ pub fn run(opts: &FleetOptions, progress: &mut dyn FnMut(&str)) -> Result<FleetR
     let host_a = HostAddr::new(u32::from(Ipv4Addr::new(127, 0, 2, 1)), 9001);
     let host_b = HostAddr::new(u32::from(Ipv4Addr::new(127, 0, 2, 2)), 9002);
     store.set_hosts(push_key, &[host_a])?;
+    let agent_keys: Vec<ModKey> = (0..opts.agent_keys)
+        .map(|k| ModKey::new(modid, k + 2))
+        .collect();
+    for (k, &key) in agent_keys.iter().enumerate() {
+        let hosts: Vec<HostAddr> = (0..3u16)
+            .map(|h| {
+                HostAddr::new(
+                    u32::from(Ipv4Addr::new(127, 0, 4, 1)),
+                    10_000 + k as u16 * 4 + h,
+                )
+            })
+            .collect();
+        store.set_hosts(key, &hosts)?;
+    }
 
-    if opts.subscribers > 0 {
+    if opts.subscribers > 0 || opts.agents > 0 {
         let dns_bin = procs::locate(Kind::Dns, opts.dns_bin.as_deref())?;
-        let max_conn = opts.subscribers + 64;
+        // After the kill, every agent is on the dns left.
+        let max_conn = opts.subscribers.max(opts.agents) + 64;
         let mut dns = Vec::with_capacity(opts.dns);
         for i in 0..opts.dns {
             dns.push(start_dns(
@@ -235,7 +277,7 @@ pub fn run(opts: &FleetOptions, progress: &mut dyn FnMut(&str)) -> Result<FleetR
             d.wait_ready(Duration::from_secs(20))?;
         }
         progress(&format!(
-            "push: {} dns processes up ({}), version poll {:?}",
+            "fleet: {} dns processes up ({}), version poll {:?}",
             dns.len(),
             dns.iter()
                 .map(|d| format!("{} pid {}", d.addr(), d.pid().unwrap_or(0)))
@@ -244,14 +286,25 @@ pub fn run(opts: &FleetOptions, progress: &mut dyn FnMut(&str)) -> Result<FleetR
             opts.dns_poll
         ));
         let addrs: Vec<SocketAddr> = dns.iter().map(Service::addr).collect();
-        let plan = push::Plan {
-            subscribers: opts.subscribers,
-            key: push_key,
-            hosts_after: vec![host_a, host_b],
-            new_host: host_b,
-            dns_poll: opts.dns_poll,
-        };
-        report.push = Some(push::run(&addrs, &store, &plan, progress)?);
+        if opts.subscribers > 0 {
+            let plan = push::Plan {
+                subscribers: opts.subscribers,
+                key: push_key,
+                hosts_after: vec![host_a, host_b],
+                new_host: host_b,
+                dns_poll: opts.dns_poll,
+            };
+            report.push = Some(push::run(&addrs, &store, &plan, progress)?);
+        }
+        if opts.agents > 0 {
+            let plan = dns_kill::Plan {
+                agents: opts.agents,
+                keys: agent_keys.clone(),
+                get_host_batch: opts.get_host_batch.max(1),
+                deadline: Duration::from_secs(30),
+            };
+            report.dns_kill = Some(dns_kill::run(&mut dns, &plan, progress)?);
+        }
     }
     if opts.reporters > 0 {
         let bin = procs::locate(Kind::Reporter, opts.reporter_bin.as_deref())?;
@@ -365,6 +418,35 @@ impl fmt::Display for FleetReport {
                 p.write_secs,
                 p.failed,
                 p.timed_out
+            )?;
+        }
+        if let Some(b) = &self.dns_kill {
+            writeln!(
+                f,
+                "{:<34} {:>8.3}s {:>8.3}s {:>8.3}s {:>5}/{:<6}",
+                "(b) dns killed: agent resubscribed",
+                b.latency.p50,
+                b.latency.p99,
+                b.latency.max,
+                b.resubscribed,
+                b.served
+            )?;
+            writeln!(
+                f,
+                "    {} agents x {} keys (per dns {:?}), dns {} killed; get_host during the \
+                 failover {} calls, {} failed; timed out {}; failovers {}, silences {}; \
+                 jitter {:.3} s, silence timeout {:.1} s",
+                b.agents,
+                b.keys_per_agent,
+                b.per_dns,
+                b.killed,
+                b.get_host_calls,
+                b.get_host_failures,
+                b.timed_out,
+                b.failovers,
+                b.silences,
+                b.failover_jitter_secs,
+                b.silence_timeout_secs
             )?;
         }
         if let Some(r) = &self.reporters {

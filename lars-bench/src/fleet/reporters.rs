@@ -275,17 +275,26 @@ pub(crate) fn run(
     ));
     let settle_start = Instant::now();
     let deadline = settle_start + plan.settle_timeout;
+    let sent = (report.succ_sent, report.err_sent);
+    let mut equal_since: Option<Instant> = None;
     loop {
         let (s, e) = history_totals(store, plan.modid, since)?;
         report.succ_stored = s;
         report.err_stored = e;
-        report.settle_secs = settle_start.elapsed().as_secs_f64();
-        // Equal, or more than sent (counted twice: waiting cannot fix it).
-        if (s, e) == (report.succ_sent, report.err_sent)
-            || s > report.succ_sent
-            || e > report.err_sent
-            || Instant::now() >= deadline
-        {
+        let now = Instant::now();
+        if (s, e) == sent {
+            equal_since.get_or_insert(now);
+            report.settle_secs = equal_since.map_or(0.0, |t| {
+                t.saturating_duration_since(settle_start).as_secs_f64()
+            });
+        } else {
+            equal_since = None;
+            report.settle_secs = settle_start.elapsed().as_secs_f64();
+        }
+        // Equal and still equal 2 s later (a late flush would show), or more
+        // than sent (counted twice: waiting cannot fix it), or the deadline.
+        let stable = equal_since.is_some_and(|t| now >= t + Duration::from_secs(2));
+        if stable || s > sent.0 || e > sent.1 || now >= deadline {
             break;
         }
         thread::sleep(Duration::from_millis(200));

@@ -47,6 +47,24 @@ struct FleetBenchArgs {
     /// Worker loops per dns process.
     #[arg(long, default_value_t = 2, value_parser = clap::value_parser!(u32).range(1..=64))]
     dns_threads: u32,
+    /// (b) Agents (real agent cores in-process, one dns connection each, the
+    /// agent's failover policy); the dns serving most is killed (0 skips).
+    #[arg(long, default_value_t = 5_000, value_parser = clap::value_parser!(u32).range(0..=100_000))]
+    agents: u32,
+    /// (b) Keys each agent caches; (c) keys each reporting agent reports.
+    #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u32).range(1..=1000))]
+    keys: u32,
+    /// (c) Reporter processes (the real lars-reporter, found next to this
+    /// executable or through LARS_REPORTER_BIN); one is killed and
+    /// restarted (0 skips).
+    #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u32).range(0..=16))]
+    reporters: u32,
+    /// (c) Simulated reporting agents, each connected to every reporter.
+    #[arg(long, default_value_t = 1000, value_parser = clap::value_parser!(u32).range(1..=10_000))]
+    report_agents: u32,
+    /// (c) Seconds of report load (one report per key per second).
+    #[arg(long, default_value_t = 30, value_parser = clap::value_parser!(u64).range(10..=3600))]
+    seconds: u64,
     /// The store every process shares. Default: a fresh SQLite file in a
     /// temporary directory.
     #[arg(long)]
@@ -138,6 +156,12 @@ fn fleet(a: &FleetBenchArgs) -> anyhow::Result<()> {
         subscribers: a.subscribers as usize,
         dns_poll: Duration::from_millis(a.dns_poll_ms),
         dns_threads: a.dns_threads as usize,
+        agents: a.agents as usize,
+        agent_keys: a.keys,
+        reporters: a.reporters as usize,
+        report_agents: a.report_agents as usize,
+        report_keys: a.keys,
+        report_duration: Duration::from_secs(a.seconds),
         store: a.store.clone(),
         ..lars_bench::fleet::FleetOptions::default()
     };
