@@ -520,3 +520,31 @@ fn a_one_way_stream_closed_without_reading_arrives_whole() {
     );
     server.join();
 }
+
+#[test]
+fn a_client_reload_takes_the_new_ca_for_the_next_handshake() {
+    let pki = TestPki::new("net-client-reload");
+    let mut server = builder()
+        .tls(listener(&pki, ClientAuth::Required))
+        .start()
+        .unwrap();
+    let addr = server.tls_local_addr().unwrap();
+    // The client's CA file holds the wrong CA: the server is refused.
+    let ca = pki.dir.join("client-ca.pem");
+    std::fs::copy(&pki.other_ca, &ca).unwrap();
+    let tls = client_tls(&ca, Some((&pki.client_cert, &pki.client_key)));
+    let (mut client, rx) = tls_client(addr, tls.clone());
+    assert!(wait_until(|| client
+        .stats()
+        .snapshot()
+        .tls_refused_handshake
+        >= 1));
+    assert!(rx.try_recv().is_err());
+    // The right CA is written to the same path and reloaded (what SIGHUP
+    // does): the next attempt gets in.
+    std::fs::copy(&pki.ca, &ca).unwrap();
+    tls.reload().unwrap();
+    assert_eq!(rx.recv_timeout(WAIT).unwrap(), b"hello");
+    client.join();
+    server.join();
+}
