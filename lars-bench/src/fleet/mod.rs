@@ -10,11 +10,11 @@
 //!   `DnsFailover`) with `agent_keys` cached keys; the dns serving most of
 //!   them is SIGKILLed; time until each of its agents is connected elsewhere
 //!   with every key re-pulled, and `get_host` failures meanwhile (goal 0).
-//! - (c) **reporters** ([`ReportersReport`]): `report_agents` simulated
-//!   agents report through `lars_stats::CumulativeSender`s to `reporters`
-//!   reporter processes, each key to its owner on the ring; one reporter is
+//! - (c) **reporters** ([`ReportersReport`]): `report_agents` real agent
+//!   cores record calls and report them to `reporters` reporter processes,
+//!   each key to its owner on the cores' reporter ring; one reporter is
 //!   SIGKILLed mid-run and restarted; the store's history totals must equal
-//!   the calls sent.
+//!   the calls recorded.
 //!
 //! The service processes are the real binaries (found next to the running
 //! executable, or through `LARS_DNS_BIN` / `LARS_REPORTER_BIN`), started from
@@ -27,7 +27,6 @@ mod dns_kill;
 mod procs;
 mod push;
 mod reporters;
-mod ring;
 
 use std::fmt;
 use std::io;
@@ -107,7 +106,7 @@ impl Default for FleetOptions {
             report_hosts: 3,
             report_duration: Duration::from_secs(30),
             report_interval: Duration::from_secs(1),
-            handoff_grace: Duration::from_secs(1),
+            handoff_grace: Duration::from_secs(2),
             handoff_hold: Duration::from_secs(5),
             store: None,
             dns_bin: None,

@@ -1,40 +1,31 @@
-//! Part (c), the reporters: `agents` simulated agents, each with `keys` keys
-//! of `hosts` hosts, report their calls through a `lars_stats::CumulativeSender`
-//! per key to the reporter that owns the key on the ring ([`Ring`]), once per
-//! `tick`, for `duration`. One reporter is SIGKILLed at 25 % of the run and
-//! restarted once its keys are with the next reporter on the ring (and went
-//! there at least once); after the load the agents tick on without new calls
-//! until no key is held, then the bench waits until the store's history
-//! totals for the run's modid equal the calls sent (or a deadline).
-//!
-//! The simulated agents keep the agent's side of the sharding contract:
-//! - a reporter whose connection is lost is *gone* after `grace` without a
-//!   reconnect; its keys move to the next reporter on the ring that is not
-//!   gone, and when it is back (a connect succeeds) they move back;
-//! - a key that moves is held: nothing of it is sent for `hold` (5 s), then
-//!   the current cumulative counters of all its hosts go to the new owner
-//!   (which re-reads the stream's persisted counters: the reporter's half);
-//! - when a reporter's connection comes back before its keys moved, all its
-//!   keys go again in full (current cumulative counters of every host).
-//!
-//! One `CumulativeSender` per (agent, key) makes "the connection" of a key
-//! its owner: a move is a disconnect, then a connect with a new epoch.
+//! Part (c), the reporters: `agents` simulated agents, each a real
+//! `lars_agent::core::AgentCore` with `keys` keys of `hosts` hosts (routes
+//! restored, no dns) and one TCP connection to every reporter, record calls
+//! once per `tick` for `duration`; the core shards its statistics over the
+//! reporter links by consistent hashing of the key and keeps the agent's half
+//! of the handoff contract itself (a lost reporter's keys move to the next on
+//! the ring after `grace`, are held `hold`, then every host's counters go to
+//! the new owner; a reconnected reporter gets its keys in full). One reporter
+//! is SIGKILLed at 25 % of the run and restarted once its keys are with the
+//! next reporter (and went there); after the load the cores tick on without
+//! new calls until no key is held, then the bench waits until the store's
+//! history totals for the run's modid equal the calls recorded (or a
+//! deadline), and 2 s more.
 
 use std::io::{self, Read, Write};
-use std::net::{SocketAddr, TcpStream};
+use std::net::{Ipv4Addr, SocketAddr, TcpStream};
 use std::thread;
 use std::time::{Duration, Instant};
 
 use bytes::BytesMut;
+use lars_agent::core::{AgentCore, CoreConfig, Transmit};
 use lars_core::{HostAddr, MessageId, ModKey, frame};
-use lars_lb::{HostReport, KeyReport};
-use lars_stats::CumulativeSender;
+use lars_lb::{LoadBalanceConfig, Outcome};
 use lars_store::StatsStore;
 use serde::Serialize;
 
 use super::FleetError;
 use super::procs::Service;
-use super::ring::Ring;
 
 /// How part (c) runs.
 #[derive(Debug, Clone)]
@@ -57,15 +48,15 @@ pub(crate) struct Plan {
 pub struct ReportersReport {
     /// Reporter processes.
     pub reporters: usize,
-    /// Simulated agents.
+    /// Simulated agents (real agent cores).
     pub agents: usize,
-    /// Keys per agent (each its own key).
+    /// Keys per agent (each agent its own keys).
     pub keys_per_agent: u32,
     /// Hosts per key.
     pub hosts_per_key: u32,
     /// Seconds of report load.
     pub load_secs: f64,
-    /// The reporter SIGKILLed (index), and when (seconds into the run).
+    /// The reporter SIGKILLed (index).
     pub killed: usize,
     /// Seconds into the run of the kill.
     pub killed_at: f64,
@@ -75,17 +66,17 @@ pub struct ReportersReport {
     pub hold_secs: f64,
     /// Seconds a lost reporter has to come back before its keys move.
     pub grace_secs: f64,
-    /// Key moves (to another reporter and back).
+    /// Key moves between reporter links (the cores' `reporter_handoffs`).
     pub moves: u64,
-    /// Successful calls sent.
+    /// Successful calls recorded.
     pub succ_sent: u64,
-    /// Failed calls sent.
+    /// Failed calls recorded.
     pub err_sent: u64,
     /// Successful calls in the store's history.
     pub succ_stored: u64,
     /// Failed calls in the store's history.
     pub err_stored: u64,
-    /// Whether the store holds exactly what was sent.
+    /// Whether the store holds exactly what was recorded.
     pub exact: bool,
     /// Seconds from the end of the load until the totals were equal (or the
     /// deadline).
@@ -103,33 +94,22 @@ pub struct ReporterLoad {
     pub per_sec: f64,
 }
 
-struct SimKey {
-    key: ModKey,
-    sender: CumulativeSender,
-    /// The reporter its messages go to (the sender is connected), if any.
-    owner: Option<usize>,
-    /// Moving: nothing goes out before this.
-    hold_until: Option<Instant>,
-    assigned: bool,
-}
-
 struct Link {
     stream: Option<TcpStream>,
-    /// Connections made so far (the epoch's low half).
-    generation: u64,
-    /// When the connection was lost (`None` while up).
-    lost_at: Option<Instant>,
+    /// Connections made so far (the core's epoch of this link).
+    epoch: u64,
     out: BytesMut,
 }
 
 struct SimAgent {
+    core: AgentCore,
+    caller: Ipv4Addr,
+    keys: Vec<ModKey>,
     links: Vec<Link>,
-    keys: Vec<SimKey>,
 }
 
-fn epoch(reporter: usize, generation: u64) -> u64 {
-    ((reporter as u64) << 32) | generation
-}
+/// How often the cores' timers and transmits are driven.
+const PASS: Duration = Duration::from_millis(50);
 
 /// Runs part (c) against `reporters` (already serving), checking `store`.
 pub(crate) fn run(
@@ -140,35 +120,39 @@ pub(crate) fn run(
 ) -> Result<ReportersReport, FleetError> {
     let n = reporters.len();
     let addrs: Vec<SocketAddr> = reporters.iter().map(Service::addr).collect();
-    let ring = Ring::new(n);
     let hosts: Vec<HostAddr> = (0..plan.hosts)
         .map(|h| HostAddr::new(0x7f00_0300 + h + 1, 9000 + (h % 1000) as u16))
         .collect();
+    let start = Instant::now();
+    let config = CoreConfig::new(LoadBalanceConfig::default())
+        .report_interval(plan.tick)
+        .reporters(n, plan.grace, plan.hold);
     let mut agents = Vec::with_capacity(plan.agents);
     for a in 0..plan.agents {
-        let caller = 0x7f01_0000 + a as u32 + 1;
-        let mut links = Vec::with_capacity(n);
-        for &addr in &addrs {
-            let mut link = Link {
-                stream: None,
-                generation: 0,
-                lost_at: None,
-                out: BytesMut::new(),
-            };
-            link.stream = Some(connect(addr).map_err(FleetError::Io)?);
-            link.generation = 1;
-            links.push(link);
-        }
-        let keys = (0..plan.keys)
-            .map(|k| SimKey {
-                key: ModKey::new(plan.modid, a as u32 * plan.keys + k + 1),
-                sender: CumulativeSender::new(caller, lars_stats::DEFAULT_MAX_PENDING_KEYS),
-                owner: None,
-                hold_until: None,
-                assigned: false,
-            })
+        let caller = Ipv4Addr::from(0x7f01_0000 + a as u32 + 1);
+        let keys: Vec<ModKey> = (0..plan.keys)
+            .map(|k| ModKey::new(plan.modid, a as u32 * plan.keys + k + 1))
             .collect();
-        agents.push(SimAgent { links, keys });
+        let mut core = AgentCore::new(config.clone());
+        let routes: Vec<(ModKey, Vec<HostAddr>)> =
+            keys.iter().map(|&k| (k, hosts.clone())).collect();
+        core.restore(&routes, start);
+        let mut links = Vec::with_capacity(n);
+        for (r, &addr) in addrs.iter().enumerate() {
+            let stream = connect(addr).map_err(FleetError::Io)?;
+            core.on_reporter_connected(r, 1, caller, start);
+            links.push(Link {
+                stream: Some(stream),
+                epoch: 1,
+                out: BytesMut::new(),
+            });
+        }
+        agents.push(SimAgent {
+            core,
+            caller,
+            keys,
+            links,
+        });
     }
     let mut report = ReportersReport {
         reporters: n,
@@ -182,7 +166,6 @@ pub(crate) fn run(
         ..ReportersReport::default()
     };
     let since = i64::from(super::unix_now()) - 120;
-    let start = Instant::now();
     let kill_at = start + plan.duration.mul_f64(0.25);
     let load_end = start + plan.duration;
     let (mut killed, mut restarted) = (false, false);
@@ -192,6 +175,7 @@ pub(crate) fn run(
     let mut drain_end: Option<Instant> = None;
     let mut seq: u64 = 0;
     let mut next_tick = start;
+    let mut next_pass = start;
     progress(&format!(
         "reporters: {} agents x {} keys x {} hosts over {n} reporters for {:?}; reporter {} \
          killed at 25 %, restarted once its keys are with the next reporter",
@@ -199,11 +183,11 @@ pub(crate) fn run(
     ));
     loop {
         let now = Instant::now();
-        if now < next_tick {
-            thread::sleep(next_tick - now);
+        if now < next_pass {
+            thread::sleep(next_pass - now);
             continue;
         }
-        next_tick += plan.tick;
+        next_pass = now + PASS;
         if !killed && now >= kill_at {
             if let Some(victim) = reporters.get_mut(plan.victim) {
                 victim.kill();
@@ -229,29 +213,43 @@ pub(crate) fn run(
                 plan.victim, report.restarted_at
             ));
         }
-        let loading = now < load_end;
-        let ts = super::unix_now();
-        let mut held = 0usize;
-        for agent in &mut agents {
-            tick_agent(
-                agent,
-                &addrs,
-                &ring,
-                &hosts,
-                plan,
-                now,
-                ts,
-                loading,
-                &mut seq,
-                &mut report,
-                &mut held,
-            );
+        let tick = now >= next_tick;
+        if tick {
+            next_tick += plan.tick;
         }
-        let victim_owns = agents
+        let loading = now < load_end;
+        let unix = super::unix_now();
+        for agent in &mut agents {
+            if tick {
+                check_links(agent, &addrs, now);
+                if loading {
+                    record_calls(agent, &hosts, now, &mut seq, &mut report);
+                }
+            }
+            if agent.core.poll_timeout().is_some_and(|t| t <= now) {
+                agent.core.handle_timeout(now, unix);
+            }
+            send(agent, now, &mut report);
+        }
+        if !tick {
+            continue;
+        }
+        let held: usize = agents
             .iter()
-            .flat_map(|a| &a.keys)
-            .any(|k| k.owner == Some(plan.victim) || k.hold_until.is_some());
-        if killed && !restarted && moved_away_at.is_none() && !victim_owns {
+            .map(|a| {
+                a.core
+                    .reporter_links()
+                    .iter()
+                    .map(|l| l.held)
+                    .sum::<usize>()
+            })
+            .sum();
+        let victim_owns = agents.iter().any(|a| {
+            a.keys
+                .iter()
+                .any(|&k| a.core.reporter_of(k) == Some(plan.victim))
+        });
+        if killed && !restarted && moved_away_at.is_none() && !victim_owns && held == 0 {
             moved_away_at = Some(now);
         }
         if !loading && restarted {
@@ -265,12 +263,16 @@ pub(crate) fn run(
             }
         }
     }
+    report.moves = agents
+        .iter()
+        .map(|a| a.core.counters().reporter_handoffs)
+        .sum();
     report.load_secs = plan.duration.as_secs_f64();
     for r in &mut report.per_reporter {
         r.per_sec = r.reports as f64 / report.load_secs.max(1e-9);
     }
     progress(&format!(
-        "reporters: sent {} ok + {} failed calls; waiting for the store",
+        "reporters: recorded {} ok + {} failed calls; waiting for the store",
         report.succ_sent, report.err_sent
     ));
     let settle_start = Instant::now();
@@ -299,28 +301,18 @@ pub(crate) fn run(
         }
         thread::sleep(Duration::from_millis(200));
     }
-    report.exact = (report.succ_stored, report.err_stored) == (report.succ_sent, report.err_sent);
+    report.exact = (report.succ_stored, report.err_stored) == sent;
     Ok(report)
 }
 
-#[allow(clippy::too_many_arguments)]
-fn tick_agent(
-    agent: &mut SimAgent,
-    addrs: &[SocketAddr],
-    ring: &Ring,
-    hosts: &[HostAddr],
-    plan: &Plan,
-    now: Instant,
-    ts: u32,
-    loading: bool,
-    seq: &mut u64,
-    report: &mut ReportersReport,
-    held: &mut usize,
-) {
-    // 1. Connections: notice losses, reconnect.
+/// Notices closed connections (the reporter never writes to an agent: a
+/// read that finds an end or an error means it is gone) and reconnects.
+fn check_links(agent: &mut SimAgent, addrs: &[SocketAddr], now: Instant) {
     for (r, link) in agent.links.iter_mut().enumerate() {
         if link.stream.as_mut().is_some_and(|s| !still_open(s)) {
-            lose(link, r, &mut agent.keys, now);
+            link.stream = None;
+            link.out.clear();
+            agent.core.on_reporter_disconnected(r, now);
         }
         let reconnected = match (link.stream.is_none(), addrs.get(r)) {
             (true, Some(&addr)) => connect(addr).ok(),
@@ -328,134 +320,72 @@ fn tick_agent(
         };
         if let Some(stream) = reconnected {
             link.stream = Some(stream);
-            link.generation += 1;
-            link.lost_at = None;
-            // Back before its keys moved: they go again in full.
-            for k in agent.keys.iter_mut().filter(|k| k.owner == Some(r)) {
-                k.sender.on_connected(epoch(r, link.generation));
-                record_all(k, hosts);
+            link.epoch += 1;
+            agent
+                .core
+                .on_reporter_connected(r, link.epoch, agent.caller, now);
+        }
+    }
+}
+
+/// One tick's calls: 1..=4 successes per host, a failure every 7th.
+fn record_calls(
+    agent: &mut SimAgent,
+    hosts: &[HostAddr],
+    now: Instant,
+    seq: &mut u64,
+    report: &mut ReportersReport,
+) {
+    for &key in &agent.keys {
+        for &host in hosts {
+            *seq += 1;
+            let succ = 1 + *seq % 4;
+            for _ in 0..succ {
+                agent.core.report(key, host, Outcome::Success, now);
+            }
+            report.succ_sent += succ;
+            if *seq % 7 == 0 {
+                agent
+                    .core
+                    .report(key, host, Outcome::Failure { timecost_ms: 0 }, now);
+                report.err_sent += 1;
             }
         }
     }
-    let gone: Vec<bool> = agent
-        .links
-        .iter()
-        .map(|l| {
-            l.lost_at
-                .is_some_and(|t| now.saturating_duration_since(t) >= plan.grace)
-        })
-        .collect();
-    // 2. Keys: ownership, calls, messages.
-    for k in &mut agent.keys {
-        let target = ring.owner(k.key, |r| !gone.get(r).copied().unwrap_or(true));
-        if let Some(t) = target.filter(|&t| k.owner != Some(t)) {
-            if !k.assigned {
-                // First assignment: no previous owner to wait for.
-                k.assigned = true;
-                k.hold_until = Some(now);
-            } else if k.owner.is_some() {
-                // A move: the old owner stops getting this key now.
-                k.owner = None;
-                k.sender.on_disconnected();
-                k.hold_until = Some(now + plan.hold);
-                report.moves += 1;
-            } else if k.hold_until.is_none() {
-                k.hold_until = Some(now + plan.hold);
-                report.moves += 1;
-            }
-            let link = agent.links.get(t).filter(|l| l.stream.is_some());
-            if let (true, Some(link)) = (k.hold_until.is_some_and(|h| h <= now), link) {
-                k.owner = Some(t);
-                k.hold_until = None;
-                k.sender.on_connected(epoch(t, link.generation));
-                record_all(k, hosts);
-            }
-        }
-        if k.hold_until.is_some() {
-            *held += 1;
-        }
-        if loading {
-            let results = hosts
-                .iter()
-                .map(|&host| {
-                    *seq += 1;
-                    let succ = 1 + (*seq % 4) as u32;
-                    let err = u32::from(*seq % 7 == 0);
-                    report.succ_sent += u64::from(succ);
-                    report.err_sent += u64::from(err);
-                    HostReport {
-                        host,
-                        succ,
-                        err,
-                        overload: false,
-                    }
-                })
-                .collect();
-            k.sender.record([KeyReport {
-                key: k.key,
-                results,
-            }]);
-        }
-        k.sender.report_tick(ts);
-        let Some(owner) = k.owner else {
+}
+
+/// Hands the core's statistics messages to their links and writes them.
+fn send(agent: &mut SimAgent, now: Instant, report: &mut ReportersReport) {
+    while let Some(t) = agent.core.poll_transmit() {
+        let Transmit::Reporter { link, msg } = t else {
             continue;
         };
-        let Some(link) = agent.links.get_mut(owner) else {
+        let Some(l) = agent.links.get_mut(link) else {
             continue;
         };
-        while let Some(msg) = k.sender.poll_transmit() {
-            match frame::encode(MessageId::ReportStatusRequest.into(), &msg, &mut link.out) {
-                Ok(()) => {
-                    if let Some(r) = report.per_reporter.get_mut(owner) {
-                        r.reports += 1;
-                    }
+        match frame::encode(MessageId::ReportStatusRequest.into(), &msg, &mut l.out) {
+            Ok(()) => {
+                if let Some(r) = report.per_reporter.get_mut(link) {
+                    r.reports += 1;
                 }
-                Err(e) => tracing::warn!("cannot encode a report: {e}"),
             }
+            Err(e) => tracing::warn!("cannot encode a report: {e}"),
         }
     }
-    // 3. Writes.
     for (r, link) in agent.links.iter_mut().enumerate() {
         if link.out.is_empty() {
             continue;
         }
         let failed = match &mut link.stream {
             Some(stream) => stream.write_all(&link.out).is_err(),
-            None => true,
+            None => false,
         };
         link.out.clear();
-        if failed && link.stream.is_some() {
-            lose(link, r, &mut agent.keys, now);
+        if failed {
+            link.stream = None;
+            agent.core.on_reporter_disconnected(r, now);
         }
     }
-}
-
-/// The connection to reporter `r` is lost: its keys' senders disconnect
-/// (what they handed out goes again on the next connection).
-fn lose(link: &mut Link, r: usize, keys: &mut [SimKey], now: Instant) {
-    link.stream = None;
-    link.lost_at.get_or_insert(now);
-    link.out.clear();
-    for k in keys.iter_mut().filter(|k| k.owner == Some(r)) {
-        k.sender.on_disconnected();
-    }
-}
-
-/// Marks every host of `k` changed, so its next message carries the current
-/// cumulative counters of all of them.
-fn record_all(k: &mut SimKey, hosts: &[HostAddr]) {
-    k.sender.record([KeyReport {
-        key: k.key,
-        results: hosts
-            .iter()
-            .map(|&host| HostReport {
-                host,
-                succ: 0,
-                err: 0,
-                overload: false,
-            })
-            .collect(),
-    }]);
 }
 
 fn connect(addr: SocketAddr) -> io::Result<TcpStream> {
