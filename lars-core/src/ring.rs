@@ -53,6 +53,23 @@ impl HashRing {
             None => self.points.first().map_or(0, |p| p.1),
         }
     }
+
+    /// The owner of `key` among the workers for which `available` holds:
+    /// [`worker`](Self::worker) when it is available, else the next
+    /// available worker clockwise on the ring (so the keys of a lost worker
+    /// spread over the others, and only they move); [`worker`](Self::worker)
+    /// when none is available.
+    pub fn worker_among(&self, key: ModKey, available: impl Fn(usize) -> bool) -> usize {
+        let h = murmur3_32(&key.packed().to_le_bytes(), 0);
+        let start = self.points.partition_point(|p| p.0 < h);
+        let (before, after) = self.points.split_at(start.min(self.points.len()));
+        let mut clockwise = after.iter().chain(before).map(|p| p.1);
+        let primary = clockwise.next().unwrap_or(0);
+        if available(primary) {
+            return primary;
+        }
+        clockwise.find(|&w| available(w)).unwrap_or(primary)
+    }
 }
 
 /// MurmurHash3, x86 32-bit variant.
@@ -135,6 +152,27 @@ mod tests {
             }
         }
         assert!(moved > 0);
+    }
+
+    #[test]
+    fn a_lost_workers_keys_spread_over_the_others_and_only_they_move() {
+        let ring = HashRing::new(3);
+        let mut moved = [0usize; 3];
+        for i in 0..30_000u32 {
+            let key = ModKey::new(i, i.wrapping_mul(7));
+            let owner = ring.worker(key);
+            assert_eq!(ring.worker_among(key, |_| true), owner);
+            assert_eq!(ring.worker_among(key, |_| false), owner);
+            let without_1 = ring.worker_among(key, |w| w != 1);
+            if owner == 1 {
+                assert_ne!(without_1, 1);
+                moved[without_1] += 1;
+            } else {
+                assert_eq!(without_1, owner, "a key of a live worker moved");
+            }
+        }
+        // Worker 1's ~10,000 keys split between 0 and 2, roughly evenly.
+        assert!(moved[0] > 3_000 && moved[2] > 3_000, "{moved:?}");
     }
 
     #[test]

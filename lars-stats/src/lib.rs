@@ -75,7 +75,7 @@ pub use flusher::{
 };
 pub use receiver::{LATE_AFTER, Received, Receiver, Rejection, ReportTime, TrustLimits};
 pub use sender::{
-    COUNTER_LIMIT, CumulativeSender, DEFAULT_MAX_PENDING_KEYS, IDLE_RESTART, RESEND_WITHIN,
-    SenderCounters,
+    COUNTER_LIMIT, CumulativeSender, DEFAULT_MAX_PENDING_KEYS, IDLE_RESTART, KeyStats,
+    RESEND_WITHIN, SenderCounters,
 };
 pub use windows::{CallerView, EXPIRE_AFTER, HostView, Window, WindowCounts, Windows};

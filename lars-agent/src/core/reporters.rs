@@ -17,39 +17,26 @@ use std::collections::{BTreeSet, HashMap};
 use std::time::{Duration, Instant};
 
 use lars_core::proto::ReportStatusRequest;
-use lars_core::ring::{DEFAULT_VNODES, HashRing, murmur3_32};
+use lars_core::ring::HashRing;
 use lars_core::{HostAddr, ModKey};
 use lars_lb::KeyReport;
 use lars_stats::{CumulativeSender, SenderCounters};
 
 /// The consistent-hash ring of the reporter links: a key's owner is
-/// [`HashRing::worker`] (the same placement as `lars_core::HashRing` with
-/// [`DEFAULT_VNODES`] points per link) when that link is available, else the
-/// next available link clockwise on the ring. The keys of a lost link thus
-/// spread over the others, and only they move.
+/// [`HashRing::worker`] (`lars_core::HashRing` with its default points per
+/// link) when that link is available, else the next available link
+/// clockwise on the ring ([`HashRing::worker_among`]). The keys of a lost
+/// link thus spread over the others, and only they move.
 #[derive(Debug, Clone)]
 pub struct ReporterRing {
     ring: HashRing,
-    /// `(point, link)`, sorted: the points of `HashRing::new(links)`.
-    points: Vec<(u32, usize)>,
 }
 
 impl ReporterRing {
     /// The ring of `links` reporter links (at least 1).
     pub fn new(links: usize) -> Self {
-        let links = links.max(1);
-        let mut points = Vec::with_capacity(links * DEFAULT_VNODES as usize);
-        for w in 0..links {
-            for v in 0..DEFAULT_VNODES {
-                let label = format!("lars-worker-{w}#{v}");
-                points.push((murmur3_32(label.as_bytes(), 0), w));
-            }
-        }
-        points.sort_unstable();
-        points.dedup_by_key(|p| p.0);
         Self {
-            ring: HashRing::new(links),
-            points,
+            ring: HashRing::new(links.max(1)),
         }
     }
 
@@ -67,19 +54,7 @@ impl ReporterRing {
     /// primary if available, else the next available link on the ring; the
     /// primary when none is.
     pub fn owner(&self, key: ModKey, available: impl Fn(usize) -> bool) -> usize {
-        let primary = self.primary(key);
-        if available(primary) {
-            return primary;
-        }
-        let h = murmur3_32(&key.packed().to_le_bytes(), 0);
-        let start = self.points.partition_point(|p| p.0 < h);
-        let (before, after) = self.points.split_at(start.min(self.points.len()));
-        after
-            .iter()
-            .chain(before)
-            .map(|p| p.1)
-            .find(|&l| available(l))
-            .unwrap_or(primary)
+        self.ring.worker_among(key, available)
     }
 }
 
