@@ -22,6 +22,11 @@
 //! when the run ends (also on a panic: drop guards). The bench raises its own
 //! soft `RLIMIT_NOFILE` to the hard limit (rustix; the children inherit it)
 //! and refuses a fleet that does not fit in it.
+//!
+//! Ctrl-C in a terminal reaches the whole foreground process group: the
+//! children stop on their own SIGINT, the bench dies without its drop guards
+//! (its temporary directory stays). A SIGKILL of the bench alone leaves the
+//! children running (no parent-death signal: that needs `unsafe` pre_exec).
 
 mod dns_kill;
 mod procs;
