@@ -102,7 +102,7 @@ impl Agent {
         let reporter_addrs: Vec<SocketAddr> =
             config.reporters().into_iter().map(SocketAddr::V4).collect();
         let mut links = Links::start(
-            links::dns_failover(&config, base_port),
+            links::dns_failover(&config, &config.identity(base_port)),
             &reporter_addrs,
             links::LinkTls::load(&config)?,
             deliver_to(handles.clone()),

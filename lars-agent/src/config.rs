@@ -276,6 +276,15 @@ impl AgentConfig {
         }
     }
 
+    /// The identity of an embedded agent (no UDP port) for the dns choice:
+    /// `[agent] id`, or `hostname:pid<process id>`.
+    pub fn embedded_identity(&self) -> String {
+        match &self.id {
+            Some(id) => id.clone(),
+            None => format!("{}:pid{}", hostname(), std::process::id()),
+        }
+    }
+
     /// The key limits of one of `shards` cores: `max_unknown_keys` split
     /// evenly, rounded up.
     pub fn key_limits(&self, shards: usize) -> KeyLimits {
@@ -401,6 +410,9 @@ mod tests {
         assert_eq!(c.reporter_handoff_hold, Duration::from_secs(2));
         assert_eq!(c.identity(8888), "rack1-a");
         assert!(AgentConfig::default().identity(8890).ends_with(":8890"));
+        let embedded = AgentConfig::default().embedded_identity();
+        assert!(embedded.ends_with(&format!(":pid{}", std::process::id())));
+        assert_ne!(embedded, AgentConfig::default().identity(0));
         for (section, bad) in [
             ("dnsserver", "addrs = 10.0.0.1"),
             ("dnsserver", "addrs = 10.0.0.1:7778, x:1"),

@@ -104,9 +104,11 @@ impl EmbeddedAgent {
         });
         let (inputs, rx) = crossbeam_channel::unbounded();
         let to_driver = inputs.clone();
-        // No UDP port: the identity is `[agent] id` or `hostname:0`.
+        // No UDP port: the identity is `[agent] id` or `hostname:pid<pid>`
+        // (the embedded agents of several processes on one machine spread
+        // over the dns like agents of several machines).
         let mut links = Links::start(
-            crate::links::dns_failover(&config, 0),
+            crate::links::dns_failover(&config, &config.embedded_identity()),
             &config
                 .reporters()
                 .into_iter()

@@ -147,11 +147,10 @@ impl Senders {
 
 /// The dns failover of an agent with `config` whose UDP base port is
 /// `base_port` (its identity when `[agent] id` is absent).
-pub(crate) fn dns_failover(config: &crate::AgentConfig, base_port: u16) -> DnsFailover {
-    let identity = config.identity(base_port);
+pub(crate) fn dns_failover(config: &crate::AgentConfig, identity: &str) -> DnsFailover {
     DnsFailover::new(
         config.dns_list().into_iter().map(SocketAddr::V4).collect(),
-        crate::core::identity_hash(&identity),
+        crate::core::identity_hash(identity),
         config.dns_failover,
     )
 }
