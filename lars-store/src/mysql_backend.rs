@@ -41,7 +41,7 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Removes [`IO_TIMEOUT_PARAM`] from `url`'s query: `(url without it, the
 /// timeout or the default)`.
-fn take_io_timeout(url: &str) -> std::result::Result<(String, Duration), String> {
+pub(crate) fn take_io_timeout(url: &str) -> std::result::Result<(String, Duration), String> {
     let Some((main, query)) = url.split_once('?') else {
         return Ok((url.to_owned(), DEFAULT_IO_TIMEOUT));
     };
@@ -270,7 +270,7 @@ impl<T> Ctx<T> for std::result::Result<T, mysql::Error> {
 }
 
 /// Errors after which the connection is gone and a new one may succeed.
-fn is_connection_error(e: &mysql::Error) -> bool {
+pub(crate) fn is_connection_error(e: &mysql::Error) -> bool {
     use mysql::DriverError as D;
     match e {
         mysql::Error::IoError(_) | mysql::Error::CodecError(_) => true,
@@ -464,52 +464,15 @@ impl MysqlStore {
     }
 
     pub(crate) fn version(&self) -> Result<u64> {
-        self.run(|c| {
-            let v: Option<i64> = c
-                .query_first("SELECT version FROM RouteVersion WHERE id = 1")
-                .ctx("read RouteVersion")?;
-            Ok(v.map_or(0, to_u64))
-        })
+        self.run(|c| read_version(c).ctx("read RouteVersion"))
     }
 
     pub(crate) fn load_routes(&self) -> Result<RouteSnapshot> {
-        self.run(|c| {
-            let mut snap = RouteSnapshot::default();
-            c.query_map(
-                "SELECT id, modid, cmdid, serverip, serverport FROM RouteData ORDER BY id",
-                |(id, m, cm, ip, port): (i64, i64, i64, i64, i64)| match valid_route(
-                    "RouteData",
-                    id,
-                    m,
-                    cm,
-                    ip,
-                    port,
-                ) {
-                    Some((key, host)) => snap.routes.entry(key).or_default().push(host),
-                    None => snap.skipped += 1,
-                },
-            )
-            .ctx("read RouteData")?;
-            Ok(snap)
-        })
+        self.run(|c| read_routes(c).ctx("read RouteData"))
     }
 
     pub(crate) fn changed_keys(&self, up_to: u64) -> Result<Vec<ModKey>> {
-        self.run(|c| {
-            let rows: Vec<(i64, i64)> = c
-                .exec(
-                    "SELECT DISTINCT modid, cmdid FROM RouteChange WHERE version <= ? \
-                     ORDER BY modid, cmdid",
-                    (up_to,),
-                )
-                .ctx("read RouteChange")?;
-            Ok(rows
-                .into_iter()
-                .filter_map(|(m, cm)| {
-                    Some(ModKey::new(u32::try_from(m).ok()?, u32::try_from(cm).ok()?))
-                })
-                .collect())
-        })
+        self.run(|c| read_changed_keys(c, up_to).ctx("read RouteChange"))
     }
 
     pub(crate) fn delete_changes(&self, up_to: Option<u64>) -> Result<u64> {
@@ -524,21 +487,7 @@ impl MysqlStore {
     }
 
     pub(crate) fn pending_changes(&self) -> Result<Vec<RouteChange>> {
-        self.run(|c| {
-            let rows: Vec<(i64, i64, i64, i64)> = c
-                .query("SELECT id, modid, cmdid, version FROM RouteChange ORDER BY id")
-                .ctx("read RouteChange")?;
-            Ok(rows
-                .into_iter()
-                .filter_map(|(id, m, cm, v)| {
-                    Some(RouteChange {
-                        id: to_u64(id),
-                        key: ModKey::new(u32::try_from(m).ok()?, u32::try_from(cm).ok()?),
-                        version: to_u64(v),
-                    })
-                })
-                .collect())
-        })
+        self.run(|c| read_pending_changes(c).ctx("read RouteChange"))
     }
 
     pub(crate) fn mutate_routes(&self, key: ModKey, op: RouteOp<'_>) -> Result<u64> {
@@ -1198,6 +1147,66 @@ fn status_row((m, cm, ip, port, caller, succ, err, ts, ov): StatusRow) -> Option
         ts,
         overload: ov == "1",
     })
+}
+
+// ---- route reads, shared with the read-only replica (replica.rs) ---------
+
+/// `RouteVersion`'s version (0 when the row is missing).
+pub(crate) fn read_version(c: &mut PooledConn) -> Result<u64, mysql::Error> {
+    let v: Option<i64> = c.query_first("SELECT version FROM RouteVersion WHERE id = 1")?;
+    Ok(v.map_or(0, to_u64))
+}
+
+/// Every valid `RouteData` row, grouped by key (invalid rows counted).
+pub(crate) fn read_routes(c: &mut PooledConn) -> Result<RouteSnapshot, mysql::Error> {
+    let mut snap = RouteSnapshot::default();
+    c.query_map(
+        "SELECT id, modid, cmdid, serverip, serverport FROM RouteData ORDER BY id",
+        |(id, m, cm, ip, port): (i64, i64, i64, i64, i64)| match valid_route(
+            "RouteData",
+            id,
+            m,
+            cm,
+            ip,
+            port,
+        ) {
+            Some((key, host)) => snap.routes.entry(key).or_default().push(host),
+            None => snap.skipped += 1,
+        },
+    )?;
+    Ok(snap)
+}
+
+/// The keys changed at versions up to `up_to`.
+pub(crate) fn read_changed_keys(
+    c: &mut PooledConn,
+    up_to: u64,
+) -> Result<Vec<ModKey>, mysql::Error> {
+    let rows: Vec<(i64, i64)> = c.exec(
+        "SELECT DISTINCT modid, cmdid FROM RouteChange WHERE version <= ? \
+         ORDER BY modid, cmdid",
+        (up_to,),
+    )?;
+    Ok(rows
+        .into_iter()
+        .filter_map(|(m, cm)| Some(ModKey::new(u32::try_from(m).ok()?, u32::try_from(cm).ok()?)))
+        .collect())
+}
+
+/// Every `RouteChange` row, oldest first.
+pub(crate) fn read_pending_changes(c: &mut PooledConn) -> Result<Vec<RouteChange>, mysql::Error> {
+    let rows: Vec<(i64, i64, i64, i64)> =
+        c.query("SELECT id, modid, cmdid, version FROM RouteChange ORDER BY id")?;
+    Ok(rows
+        .into_iter()
+        .filter_map(|(id, m, cm, v)| {
+            Some(RouteChange {
+                id: to_u64(id),
+                key: ModKey::new(u32::try_from(m).ok()?, u32::try_from(cm).ok()?),
+                version: to_u64(v),
+            })
+        })
+        .collect())
 }
 
 #[cfg(test)]

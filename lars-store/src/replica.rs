@@ -14,12 +14,15 @@ use std::fmt;
 use std::time::Duration;
 
 use lars_core::ModKey;
-use mysql::prelude::Queryable;
 use mysql::{Opts, OptsBuilder, Pool, PoolConstraints, PoolOpts, PooledConn};
 
+use crate::mysql_backend::{
+    is_connection_error, read_changed_keys, read_pending_changes, read_routes, read_version,
+    take_io_timeout,
+};
 use crate::{
-    DEFAULT_IO_TIMEOUT, DEFAULT_MYSQL_DB, IO_TIMEOUT_PARAM, Result, RouteChange, RouteRead,
-    RouteSnapshot, Store, StoreError, redact, shown_with_db, valid_route,
+    DEFAULT_MYSQL_DB, Result, RouteChange, RouteRead, RouteSnapshot, Store, StoreError, redact,
+    shown_with_db,
 };
 
 /// The TCP connect timeout of a replica connection (or the I/O timeout
@@ -198,116 +201,22 @@ impl MysqlReplica {
     }
 
     fn version(&self) -> Result<u64> {
-        self.run("read RouteVersion on the replica", |c| {
-            let v: Option<i64> = c.query_first("SELECT version FROM RouteVersion WHERE id = 1")?;
-            Ok(v.map_or(0, to_u64))
-        })
+        self.run("read RouteVersion on the replica", read_version)
     }
 
     fn load_routes(&self) -> Result<RouteSnapshot> {
-        self.run("read RouteData on the replica", |c| {
-            let mut snap = RouteSnapshot::default();
-            c.query_map(
-                "SELECT id, modid, cmdid, serverip, serverport FROM RouteData ORDER BY id",
-                |(id, m, cm, ip, port): (i64, i64, i64, i64, i64)| match valid_route(
-                    "RouteData",
-                    id,
-                    m,
-                    cm,
-                    ip,
-                    port,
-                ) {
-                    Some((key, host)) => snap.routes.entry(key).or_default().push(host),
-                    None => snap.skipped += 1,
-                },
-            )?;
-            Ok(snap)
-        })
+        self.run("read RouteData on the replica", read_routes)
     }
 
     fn changed_keys(&self, up_to: u64) -> Result<Vec<ModKey>> {
         self.run("read RouteChange on the replica", |c| {
-            let rows: Vec<(i64, i64)> = c.exec(
-                "SELECT DISTINCT modid, cmdid FROM RouteChange WHERE version <= ? \
-                 ORDER BY modid, cmdid",
-                (up_to,),
-            )?;
-            Ok(rows
-                .into_iter()
-                .filter_map(|(m, cm)| {
-                    Some(ModKey::new(u32::try_from(m).ok()?, u32::try_from(cm).ok()?))
-                })
-                .collect())
+            read_changed_keys(c, up_to)
         })
     }
 
     fn pending_changes(&self) -> Result<Vec<RouteChange>> {
-        self.run("read RouteChange on the replica", |c| {
-            let rows: Vec<(i64, i64, i64, i64)> =
-                c.query("SELECT id, modid, cmdid, version FROM RouteChange ORDER BY id")?;
-            Ok(rows
-                .into_iter()
-                .filter_map(|(id, m, cm, v)| {
-                    Some(RouteChange {
-                        id: to_u64(id),
-                        key: ModKey::new(u32::try_from(m).ok()?, u32::try_from(cm).ok()?),
-                        version: to_u64(v),
-                    })
-                })
-                .collect())
-        })
+        self.run("read RouteChange on the replica", read_pending_changes)
     }
-}
-
-fn to_u64(v: i64) -> u64 {
-    u64::try_from(v).unwrap_or(0)
-}
-
-/// Errors after which the connection is gone (server down, unreachable,
-/// restarted) rather than a statement refused.
-fn is_connection_error(e: &mysql::Error) -> bool {
-    use mysql::DriverError as D;
-    match e {
-        mysql::Error::IoError(_) | mysql::Error::CodecError(_) => true,
-        mysql::Error::DriverError(d) => matches!(
-            d,
-            D::ConnectTimeout
-                | D::CouldNotConnect(_)
-                | D::PacketOutOfSync
-                | D::UnexpectedPacket
-                | D::Timeout
-        ),
-        mysql::Error::MySqlError(m) => matches!(m.code, 1053 | 1927 | 2006 | 2013 | 4031),
-        _ => false,
-    }
-}
-
-/// Removes [`IO_TIMEOUT_PARAM`] from `url`'s query: `(url without it, the
-/// timeout or the default)`.
-fn take_io_timeout(url: &str) -> std::result::Result<(String, Duration), String> {
-    let Some((main, query)) = url.split_once('?') else {
-        return Ok((url.to_owned(), DEFAULT_IO_TIMEOUT));
-    };
-    let mut timeout = DEFAULT_IO_TIMEOUT;
-    let mut rest = Vec::new();
-    for p in query.split('&') {
-        match p.split_once('=') {
-            Some((k, v)) if k == IO_TIMEOUT_PARAM => {
-                let ms: u64 =
-                    v.parse().ok().filter(|&ms| ms > 0).ok_or_else(|| {
-                        format!("{IO_TIMEOUT_PARAM}={v}: expected milliseconds > 0")
-                    })?;
-                timeout = Duration::from_millis(ms);
-            }
-            _ => rest.push(p),
-        }
-    }
-    let url = if rest.is_empty() {
-        main.to_owned()
-    } else {
-        format!("{main}?{}", rest.join("&"))
-    };
-    Ok((url, timeout))
 }
 
 #[cfg(test)]
