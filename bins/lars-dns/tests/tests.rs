@@ -1,5 +1,6 @@
 //! The `lars-dns` binary as an operator runs it: a config file, a store,
-//! signals, and the exit code.
+//! signals, and the exit code; reading from a replica (`replica`), and a
+//! `[tls]` port (`tls`).
 #![allow(clippy::unwrap_used)]
 
 // The library's test fixtures (stores, a wire client), shared by path.
@@ -7,8 +8,11 @@
 #[allow(dead_code)]
 mod support;
 
+mod replica;
+mod tls;
+
 use std::net::TcpListener;
-use std::process::{Command, Stdio};
+use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use lars_core::ModKey;
@@ -24,6 +28,16 @@ fn free_port() -> u16 {
         .local_addr()
         .unwrap()
         .port()
+}
+
+/// Kills the child when the test ends, however it ends.
+struct Running(Child);
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
 }
 
 #[test]

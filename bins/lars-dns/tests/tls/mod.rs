@@ -2,11 +2,10 @@
 //! mutual-TLS client gets routes there while the plain port keeps serving,
 //! and SIGHUP rolls the certificate without dropping connections (a bad new
 //! file keeps the old one).
-#![allow(clippy::unwrap_used)]
 
 use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpListener, TcpStream};
-use std::process::{Child, Command};
+use std::net::{SocketAddr, TcpStream};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use lars_core::proto::{GetRouteRequest, GetRouteResponse};
@@ -16,26 +15,8 @@ use lars_testkit::tls::TestPki;
 use rustls::pki_types::ServerName;
 use rustls::{ClientConnection, StreamOwned};
 
-const BIN: &str = env!("CARGO_BIN_EXE_lars-dns");
+use super::{BIN, Running, free_port};
 const WAIT: Duration = Duration::from_secs(15);
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-/// Kills the child when the test ends, however it ends.
-struct Running(Child);
-
-impl Drop for Running {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
 
 type Tls = StreamOwned<ClientConnection, TcpStream>;
 

@@ -1,41 +1,18 @@
 //! The `lars-dns` binary reading from a replica (`[store] read_url`) as an
 //! operator configures it, against a private MariaDB primary and replica.
-#![allow(clippy::unwrap_used)]
-
-#[path = "../../../lars-dns/tests/support/mod.rs"]
-#[allow(dead_code)]
-mod support;
 
 use std::io::Read as _;
-use std::net::{SocketAddr, TcpListener};
-use std::process::{Child, Command, Stdio};
+use std::net::SocketAddr;
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use lars_core::ModKey;
 use lars_store::RouteAdmin;
 use lars_testkit::mariadb::MariadbPair;
 
-use support::{Client, host, http_get};
+use super::support::{self, Client, host, http_get};
 
-const BIN: &str = env!("CARGO_BIN_EXE_lars-dns");
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-/// Kills the child when the test ends, however it ends.
-struct Running(Child);
-
-impl Drop for Running {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
+use super::{BIN, Running, free_port};
 
 /// The replica is read with a user that may only SELECT (nothing is created
 /// or written there), its password never shows in the logs or on /status,
