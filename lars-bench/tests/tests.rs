@@ -8,6 +8,7 @@
 #[path = "../../lars-client/tests/fake/mod.rs"]
 #[allow(dead_code)]
 mod fake;
+mod fleet;
 mod qps;
 mod reporter;
 mod simulate;

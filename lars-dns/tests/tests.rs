@@ -3,7 +3,9 @@
 //! speaking the wire protocol.
 #![allow(clippy::unwrap_used)]
 
+mod dashboard;
 mod hung_store;
+mod replica;
 mod support;
 
 use std::time::{Duration, Instant};

@@ -2,7 +2,6 @@
 //! with a certificate made in the test: a login gets its `Secure` session
 //! cookie over TLS, a plain-http request to the HTTPS port gets no page,
 //! and a slow handshake does not hold up the others.
-#![allow(clippy::unwrap_used)]
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};

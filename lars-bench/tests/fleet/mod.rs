@@ -3,7 +3,6 @@
 //! executable's `deps/`), a few hundred connections, a few seconds. Checks
 //! the invariants only (every subscriber got the push, no failed get_host,
 //! totals exact), never timings.
-#![allow(clippy::unwrap_used)]
 
 use std::path::PathBuf;
 use std::time::Duration;

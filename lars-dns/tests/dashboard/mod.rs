@@ -2,7 +2,6 @@
 //! queries use must be written by some `/metrics` writer (the sources of
 //! lars-dns, lars-reporter, lars-agent and lars-net, which writes the TCP
 //! limit counters under each service's prefix).
-#![allow(clippy::unwrap_used)]
 
 use std::path::{Path, PathBuf};
 

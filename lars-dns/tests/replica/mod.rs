@@ -3,10 +3,6 @@
 //! private servers on free ports) and, for the rules that need a replica
 //! going backwards or failing on cue, against a stand-in replica (an SQLite
 //! store the test edits as replication would).
-#![allow(clippy::unwrap_used)]
-
-#[allow(dead_code)]
-mod support;
 
 use std::fmt;
 use std::sync::Arc;
@@ -14,11 +10,11 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread;
 use std::time::{Duration, Instant};
 
+use super::support::{Client, host, hosts_of, http_get};
 use lars_core::{HostAddr, ModKey};
 use lars_dns::{Dns, DnsConfig, DnsHandle, DnsStats};
 use lars_store::{RouteAdmin, RouteChange, RouteRead, RouteSnapshot, Store, StoreError};
 use lars_testkit::mariadb::MariadbPair;
-use support::{Client, host, hosts_of, http_get};
 
 const KEY: ModKey = ModKey::new(1, 1);
 
