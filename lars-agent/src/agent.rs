@@ -401,6 +401,10 @@ impl Shared {
         let reporters: Vec<_> = self.reporter_stats.iter().map(|r| r.snapshot()).collect();
         s.reporter_connected = reporters.iter().any(|r| r.open > 0);
         s.reporter_connects = reporters.iter().map(|r| r.accepted).sum();
+        let dns = self.dns_stats.snapshot();
+        let links = || std::iter::once(&dns).chain(&reporters);
+        s.link_connect_failures = links().map(|l| l.connect_failures).sum();
+        s.link_tls_failures = links().map(|l| l.tls_refused_handshake).sum();
         s
     }
 

@@ -63,6 +63,13 @@ pub struct AgentStats {
     pub reporter_connected: bool,
     /// Successful connects to the reporters (all links).
     pub reporter_connects: u64,
+    /// TCP connects to the dns or a reporter that failed (refused,
+    /// unreachable, timed out).
+    pub link_connect_failures: u64,
+    /// TLS handshakes with the dns or a reporter that failed (`[dnsserver] tls` /
+    /// `[reporter] tls`: a certificate the agent does not trust, a refused
+    /// client certificate, a plain port).
+    pub link_tls_failures: u64,
 }
 
 impl AgentStats {

@@ -183,6 +183,10 @@ fn status(shared: &impl Shards) -> HttpResponse {
             "dropped_keys": s.report_keys_dropped,
             "counter_restarts": s.counter_restarts,
         },
+        "links": {
+            "connect_failures": s.link_connect_failures,
+            "tls_failures": s.link_tls_failures,
+        },
     });
     HttpResponse::json(body.to_string())
 }
@@ -389,6 +393,18 @@ fn metrics(shared: &impl Shards) -> HttpResponse {
         "counter",
         "Connections established to another dns than the one before ([dnsserver] addrs)",
         s.dns_failovers,
+    );
+    m(
+        "lars_agent_link_connect_failures_total",
+        "counter",
+        "Failed TCP connects to the dns or a reporter",
+        s.link_connect_failures,
+    );
+    m(
+        "lars_agent_link_tls_failures_total",
+        "counter",
+        "Failed TLS handshakes with the dns or a reporter",
+        s.link_tls_failures,
     );
     m(
         "lars_agent_reporter_messages_total",

@@ -157,7 +157,20 @@ fn an_agent_over_mutual_tls_gets_routes_and_its_reports_persist() {
     plain.read_exact(&mut body).unwrap();
     let resp: GetRouteResponse = prost::Message::decode(&body[..]).unwrap();
     assert_eq!(resp.host.len(), 2);
+    assert_eq!(agent.stats().link_tls_failures, 0);
     agent.stop();
+
+    // An agent that trusts another CA refuses the servers' certificates:
+    // its failed handshakes show on its own counters.
+    let cfg = env.agent_config(
+        pki.other_ca.clone(),
+        Some((pki.client_cert.clone(), pki.client_key.clone())),
+    );
+    let mut distrustful = Agent::start(cfg).unwrap();
+    wait_until(T, "the agent's failed handshakes counted", || {
+        distrustful.stats().link_tls_failures >= 2
+    });
+    distrustful.stop();
 }
 
 #[test]
