@@ -30,6 +30,11 @@ pub struct ReporterConfig {
     /// false (and counts a `db_stalls`) until a write succeeds again. The
     /// write itself ends at the store's I/O timeout.
     pub db_stall_timeout: Duration,
+    /// Ours: `[reporter] db_probe_interval` (s, default 10; 0: off): when
+    /// the database has not answered a write for this long and no rows are
+    /// pending, one writer sends it a `SELECT 1` (`Store::ping`), so a hung
+    /// or vanished database turns `db_healthy` false even with no traffic.
+    pub db_probe_interval: Duration,
     /// Ours: `[reporter] resume_max_rows` (default 2,000,000): the most
     /// `ServerCallStatus` rows read at start to resume the counters (one
     /// streamed read of the rows under an hour old); beyond it the first
@@ -94,6 +99,7 @@ impl ReporterConfig {
             history_retention_days: ini.get_or(sec, "history_retention_days", 7)?,
             max_pending_rows: ini.get_or(sec, "max_pending_rows", 1_000_000)?,
             db_stall_timeout,
+            db_probe_interval: ini.seconds_or(sec, "db_probe_interval", Duration::from_secs(10))?,
             resume_max_rows: ini.get_or(sec, "resume_max_rows", 2_000_000)?,
             stream_reload_after: ini.seconds_or(
                 sec,
@@ -163,6 +169,7 @@ mod tests {
             ("[reporter]\ndb_thread_cnt = 0\n", "db_thread_cnt"),
             ("[reporter]\nflush_interval = 0.001\n", "flush_interval"),
             ("[reporter]\ndb_stall_timeout = 0\n", "db_stall_timeout"),
+            ("[reporter]\ndb_probe_interval = x\n", "db_probe_interval"),
             ("[reporter]\nresume_max_rows = -1\n", "resume_max_rows"),
             (
                 "[reporter]\nstream_reload_after = x\n",

@@ -61,8 +61,11 @@ struct WorkerShared {
     /// When the writer's store operation in flight began, milliseconds
     /// since [`Shared::started`] plus one; 0 while it is idle.
     in_flight_since: AtomicU64,
-    /// The operation in flight was already reported as stalled.
+    /// The operation in flight was already reported as stalled (or, for a
+    /// probe, as failed).
     stall_reported: AtomicBool,
+    /// The operation in flight is a health probe, not a write.
+    probing: AtomicBool,
 }
 
 struct Shared {
@@ -74,6 +77,11 @@ struct Shared {
     started: Instant,
     /// `[reporter] db_stall_timeout`.
     stall_after: Duration,
+    /// `[reporter] db_probe_interval`; `None`: off.
+    probe_every: Option<Duration>,
+    /// When the database last answered (a write or a health probe
+    /// succeeded), as [`Shared::mark`]; 0: not yet.
+    db_answered_at: AtomicU64,
     /// `[reporter] stream_reload_after` in whole seconds; `None`: off.
     reload_after: Option<i64>,
     /// `[reporter] max_calls_per_second` and co; `None`: off.
@@ -104,6 +112,19 @@ impl Shared {
             .saturating_add(1)
     }
 
+    /// Records that the database just answered.
+    fn db_answered(&self) {
+        self.db_answered_at.store(self.mark(), Ordering::Relaxed);
+    }
+
+    /// When the database last answered; `None`: not since start.
+    fn db_answered_instant(&self) -> Option<Instant> {
+        match self.db_answered_at.load(Ordering::Relaxed) {
+            0 => None,
+            at => Some(self.started + Duration::from_millis(at - 1)),
+        }
+    }
+
     /// How long worker `ws`'s store operation has been in flight.
     fn in_flight(&self, ws: &WorkerShared) -> Option<Duration> {
         match ws.in_flight_since.load(Ordering::Relaxed) {
@@ -130,6 +151,9 @@ impl Shared {
             0 => s.uptime_secs,
             at => unix_ms().saturating_sub(at) / 1000,
         };
+        s.db_answer_age_secs = self
+            .db_answered_instant()
+            .map_or(s.uptime_secs, |at| at.elapsed().as_secs());
         s.queue_depths = self.senders.iter().map(Sender::len).collect();
         s.pending_rows = self
             .workers
@@ -229,6 +253,7 @@ impl Reporter {
                     wake: Condvar::new(),
                     in_flight_since: AtomicU64::new(0),
                     stall_reported: AtomicBool::new(false),
+                    probing: AtomicBool::new(false),
                 })
             })
             .collect();
@@ -240,6 +265,8 @@ impl Reporter {
             net: OnceLock::new(),
             started: Instant::now(),
             stall_after: config.db_stall_timeout,
+            probe_every: Some(config.db_probe_interval).filter(|d| !d.is_zero()),
+            db_answered_at: AtomicU64::new(0),
             reload_after: reload_secs(config.stream_reload_after),
             trust_limits: config.trust_limits,
         });
@@ -705,7 +732,8 @@ impl Worker {
 impl Worker {
     /// A store operation of this worker's writer in flight longer than
     /// `db_stall_timeout` marks the database unhealthy (logged and counted
-    /// once per operation); the next successful write marks it healthy.
+    /// once per operation: `db_stalls` for a write, `db_probe_failures` for
+    /// a health probe); the next successful write or probe marks it healthy.
     fn check_stall(&self) {
         let Some(age) = self.shared.in_flight(&self.ws) else {
             return;
@@ -714,8 +742,21 @@ impl Worker {
             return;
         }
         let stats = &self.shared.stats;
-        add(&stats.db_stalls, 1);
         stats.db_healthy.store(false, Ordering::Relaxed);
+        if self.ws.probing.load(Ordering::Relaxed) {
+            add(&stats.db_probe_failures, 1);
+            *lock(&stats.last_db_error) = Some(format!(
+                "a database health probe (SELECT 1) has been in flight for {:.1} s",
+                age.as_secs_f64()
+            ));
+            tracing::error!(
+                worker = self.index,
+                secs = age.as_secs(),
+                "database health probe in flight longer than db_stall_timeout: the database is not answering"
+            );
+            return;
+        }
+        add(&stats.db_stalls, 1);
         *lock(&stats.last_db_error) = Some(format!(
             "a database write has been in flight for {:.1} s",
             age.as_secs_f64()
@@ -774,12 +815,48 @@ fn classify(e: &StoreError) -> WriteError {
     }
 }
 
+/// What a writer does next.
+enum Job {
+    /// The flusher's next action.
+    Store(Action),
+    /// A health probe (`SELECT 1`): nothing to write, and the database has
+    /// not answered for `db_probe_interval`.
+    Probe,
+}
+
+/// The idle health probe, run by writer 0 only (one `SELECT 1` per interval
+/// per reporter, whatever `db_thread_cnt`).
+struct Prober {
+    every: Duration,
+    /// When the last probe ended (or the writer started).
+    last: Instant,
+}
+
+impl Prober {
+    /// When the next probe is due: `every` after the later of the last
+    /// probe and the database's last answer.
+    fn due(&self, shared: &Shared) -> Instant {
+        shared
+            .db_answered_instant()
+            .map_or(self.last, |at| at.max(self.last))
+            + self.every
+    }
+}
+
 /// The writer thread of worker `index`: waits for the [`Flusher`]'s next
 /// action (new rows, the stop, or its deadline wake it), performs it against
-/// the store with the lock released, and hands the result back.
+/// the store with the lock released, and hands the result back. Writer 0
+/// also probes an idle database (see [`Prober`]).
 fn writer_main(index: usize, shared: Arc<Shared>, ws: Arc<WorkerShared>, store: Store) {
+    let mut prober = shared
+        .probe_every
+        .filter(|_| index == 0)
+        .map(|every| Prober {
+            every,
+            last: Instant::now(),
+        });
     loop {
-        let action = {
+        let job = {
             let mut f = lock(&ws.writer);
             loop {
                 if f.is_done() {
@@ -787,9 +864,22 @@ fn writer_main(index: usize, shared: Arc<Shared>, ws: Arc<WorkerShared>, store: 
                 }
                 let now = Instant::now();
                 if let Some(action) = f.poll_action(now) {
-                    break action;
+                    break Job::Store(action);
                 }
-                f = match f.next_deadline() {
+                // Only with nothing pending: pending rows are written (and
+                // retried), and those writes tell the database's health.
+                let probe_at = prober
+                    .as_ref()
+                    .filter(|_| f.pending_rows() == 0)
+                    .map(|p| p.due(&shared));
+                if probe_at.is_some_and(|at| at <= now) {
+                    break Job::Probe;
+                }
+                let wake_at = match (f.next_deadline(), probe_at) {
+                    (Some(a), Some(b)) => Some(a.min(b)),
+                    (a, b) => a.or(b),
+                };
+                f = match wake_at {
                     Some(at) => {
                         ws.wake
                             .wait_timeout(f, at.saturating_duration_since(now))
@@ -801,9 +891,71 @@ fn writer_main(index: usize, shared: Arc<Shared>, ws: Arc<WorkerShared>, store: 
             }
         };
         ws.stall_reported.store(false, Ordering::Relaxed);
-        ws.in_flight_since.store(shared.mark(), Ordering::Relaxed);
-        perform(index, &shared, &ws, &store, action);
+        match job {
+            Job::Store(action) => {
+                ws.in_flight_since.store(shared.mark(), Ordering::Relaxed);
+                perform(index, &shared, &ws, &store, action);
+            }
+            Job::Probe => {
+                if let Some(p) = prober.as_mut() {
+                    if !others_busy(&shared, &ws) {
+                        ws.probing.store(true, Ordering::Relaxed);
+                        ws.in_flight_since.store(shared.mark(), Ordering::Relaxed);
+                        probe(index, &shared, &ws, &store);
+                    }
+                    p.last = Instant::now();
+                }
+            }
+        }
         ws.in_flight_since.store(0, Ordering::Relaxed);
+        ws.probing.store(false, Ordering::Relaxed);
+    }
+}
+
+/// Another writer has rows pending or a write in flight: its writes tell
+/// the database's health, no probe needed.
+fn others_busy(shared: &Shared, ws: &Arc<WorkerShared>) -> bool {
+    shared.workers.iter().any(|w| {
+        !Arc::ptr_eq(w, ws)
+            && (w.in_flight_since.load(Ordering::Relaxed) != 0
+                || lock(&w.writer).pending_rows() > 0)
+    })
+}
+
+/// One health probe: a `SELECT 1` bounded by the store's I/O timeout. A
+/// failure marks the database unhealthy and is counted once per probe (not
+/// again when [`Worker::check_stall`] already counted it as stalled); a
+/// success marks it healthy.
+fn probe(index: usize, shared: &Shared, ws: &WorkerShared, store: &Store) {
+    let stats = &shared.stats;
+    add(&stats.db_probes, 1);
+    match store.ping() {
+        Ok(()) => {
+            shared.db_answered();
+            if !stats.db_healthy.swap(true, Ordering::Relaxed) {
+                tracing::info!(worker = index, "database answers the health probe again");
+            }
+        }
+        Err(e) => {
+            if !ws.stall_reported.swap(true, Ordering::Relaxed) {
+                add(&stats.db_probe_failures, 1);
+            }
+            *lock(&stats.last_db_error) =
+                Some(format!("database health probe failed: {}", Chain(&e)));
+            if stats.db_healthy.swap(false, Ordering::Relaxed) {
+                tracing::error!(
+                    worker = index,
+                    "database health probe (SELECT 1) failed, the database is unhealthy: {}",
+                    Chain(&e)
+                );
+            } else {
+                tracing::warn!(
+                    worker = index,
+                    "database health probe (SELECT 1) failed again: {}",
+                    Chain(&e)
+                );
+            }
+        }
     }
 }
 
@@ -819,6 +971,7 @@ fn perform(index: usize, shared: &Shared, ws: &WorkerShared, store: &Store, acti
         } => {
             let result = store.write_flush_once(id, unix_now(), &history, &status, &rejected);
             if let Ok(applied) = result {
+                shared.db_answered();
                 if !applied {
                     add(&stats.chunks_already_applied, 1);
                 }

@@ -40,6 +40,8 @@ pub struct Stats {
     pub(crate) resume_failures: AtomicU64,
     pub(crate) chunks_already_applied: AtomicU64,
     pub(crate) db_stalls: AtomicU64,
+    pub(crate) db_probes: AtomicU64,
+    pub(crate) db_probe_failures: AtomicU64,
     pub(crate) resume_rows_read: AtomicU64,
     pub(crate) resume_capped: AtomicU64,
     pub(crate) streams_reloaded: AtomicU64,
@@ -120,12 +122,24 @@ pub struct StatsSnapshot {
     /// How long the oldest database write in progress has been running,
     /// seconds (0: none in progress).
     pub db_write_in_flight_secs: u64,
-    /// False after a failed write, and while a write has been in flight
-    /// longer than `db_stall_timeout`; true again after a successful write.
+    /// False after a failed write or health probe, and while a write or
+    /// probe has been in flight longer than `db_stall_timeout`; true again
+    /// after a successful write or probe.
     pub db_healthy: bool,
     /// Writes that stayed in flight longer than `db_stall_timeout` (the
     /// database stopped answering; each counted once).
     pub db_stalls: u64,
+    /// Health probes sent (`SELECT 1`, `[reporter] db_probe_interval`: when
+    /// no rows are pending and the database has not answered for that long).
+    pub db_probes: u64,
+    /// Health probes that failed or stayed in flight longer than
+    /// `db_stall_timeout` (each counted once).
+    pub db_probe_failures: u64,
+    /// Seconds since the database last answered (a successful write or
+    /// health probe; since start when none yet). With the probe on, it stays
+    /// under about `db_probe_interval` while the database is up, traffic or
+    /// not, and keeps growing while it is hung or gone.
+    pub db_answer_age_secs: u64,
     /// The last database error, if any.
     pub last_db_error: Option<String>,
     /// Oldest history minutes merged into the next because of the bound.
@@ -208,6 +222,8 @@ impl Stats {
             rejected_calls: r(&self.rejected_calls),
             rejections_unrecorded: r(&self.rejections_unrecorded),
             db_stalls: r(&self.db_stalls),
+            db_probes: r(&self.db_probes),
+            db_probe_failures: r(&self.db_probe_failures),
             chunks_already_applied: r(&self.chunks_already_applied),
             succ_in: r(&self.succ_in),
             err_in: r(&self.err_in),
@@ -416,7 +432,7 @@ impl StatsSnapshot {
         m(
             "db_healthy",
             "gauge",
-            "1 when the last database write succeeded and none is stalled.",
+            "1 when the last database write or probe succeeded and none is stalled.",
             u64::from(self.db_healthy),
         );
         m(
@@ -424,6 +440,24 @@ impl StatsSnapshot {
             "counter",
             "Database writes in flight longer than db_stall_timeout.",
             self.db_stalls,
+        );
+        m(
+            "db_probes_total",
+            "counter",
+            "Database health probes (SELECT 1) sent while idle.",
+            self.db_probes,
+        );
+        m(
+            "db_probe_failures_total",
+            "counter",
+            "Database health probes that failed or stalled.",
+            self.db_probe_failures,
+        );
+        m(
+            "db_answer_age_seconds",
+            "gauge",
+            "Seconds since the database last answered a write or probe.",
+            self.db_answer_age_secs,
         );
         m(
             "history_minutes_merged_total",
@@ -523,5 +557,7 @@ mod tests {
         assert!(text.contains("# TYPE lars_reporter_pending_rows gauge"));
         assert!(text.contains("lars_reporter_rejected_reports_total{reason=\"key_rate\"} 0\n"));
         assert!(text.contains("lars_reporter_streams_reloaded_total 0\n"));
+        assert!(text.contains("lars_reporter_db_probe_failures_total 0\n"));
+        assert!(text.contains("# TYPE lars_reporter_db_answer_age_seconds gauge"));
     }
 }

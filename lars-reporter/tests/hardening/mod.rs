@@ -1,5 +1,6 @@
-//! A hung database reads as unhealthy and recovers with exact totals; the
-//! start-up resume reads the persisted counters once, streamed and capped.
+//! A hung database reads as unhealthy and recovers with exact totals, and an
+//! idle reporter notices it too (the health probe); the start-up resume
+//! reads the persisted counters once, streamed and capped.
 
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
@@ -58,11 +59,8 @@ impl Load {
     }
 }
 
-#[test]
-fn mysql_hung_database_is_unhealthy_and_recovers_exactly() {
-    let Some(db) = TestDb::mysql("hung") else {
-        return;
-    };
+/// The MariaDB server's address in `db`'s URL (what a proxy forwards to).
+fn server_addr(db: &TestDb) -> std::net::SocketAddr {
     let target = db
         .url
         .rsplit_once('@')
@@ -71,10 +69,18 @@ fn mysql_hung_database_is_unhealthy_and_recovers_exactly() {
         .split_once('/')
         .unwrap()
         .0;
-    let target = std::net::ToSocketAddrs::to_socket_addrs(target)
+    std::net::ToSocketAddrs::to_socket_addrs(target)
         .unwrap()
         .next()
-        .unwrap();
+        .unwrap()
+}
+
+#[test]
+fn mysql_hung_database_is_unhealthy_and_recovers_exactly() {
+    let Some(db) = TestDb::mysql("hung") else {
+        return;
+    };
+    let target = server_addr(&db);
     let direct = lars_store::open(&db.url).unwrap();
     let proxy = Proxy::start(target);
     // Writes give up after 2 x 4 s (one retry); health must not wait for that.
@@ -146,6 +152,78 @@ fn mysql_hung_database_is_unhealthy_and_recovers_exactly() {
             assert_eq!((row.succ_cnt, row.err_cnt), (u64::from(s), u64::from(e)));
         }
     }
+    drop(proxy);
+}
+
+/// A reporter nothing reports to (no rows to write) notices, through its
+/// health probe (`db_probe_interval`), a database that hangs (the proxy
+/// freezes) and one that is gone (the proxy cuts), within a bound, counts
+/// it, says why, and is healthy again once the database answers. Without the
+/// probe `db_healthy` stays true throughout (nothing is ever in flight).
+#[test]
+fn mysql_idle_reporter_probes_a_hung_or_gone_database() {
+    let Some(db) = TestDb::mysql("idle_probe") else {
+        return;
+    };
+    let target = server_addr(&db);
+    lars_store::open(&db.url).unwrap().init_schema().unwrap();
+    let proxy = Proxy::start(target);
+    let via = lars_store::open(&format!("{}&io_timeout_ms=2000", db.url_via(proxy.addr))).unwrap();
+    let mut c = config(2);
+    c.db_stall_timeout = Duration::from_millis(300);
+    c.db_probe_interval = Duration::from_millis(200);
+    let mut r = Reporter::start(c, via).unwrap();
+    wait_until(10, "two successful probes", || {
+        let s = r.stats();
+        s.db_probes >= 2 && s.db_probe_failures == 0 && s.db_healthy
+    });
+    assert!(r.stats().db_answer_age_secs <= 1, "{:?}", r.stats());
+
+    // Hung: the probe in flight longer than db_stall_timeout.
+    proxy.freeze();
+    let mut seen = serde_json::Value::Null;
+    wait_until(10, "/status to say unhealthy while frozen", || {
+        seen = status(&r);
+        seen["db_healthy"] == false
+    });
+    wait_until(10, "the stalled probe to be counted", || {
+        r.stats().db_probe_failures >= 1
+    });
+    let s = r.stats();
+    assert!(!s.db_healthy, "{s:?}");
+    assert!(
+        s.last_db_error.as_deref().unwrap_or("").contains("probe"),
+        "{s:?}"
+    );
+    assert_eq!((s.flushes, s.pending_rows, s.db_stalls), (0, 0, 0), "{s:?}");
+    assert!(metric(&r, "lars_reporter_db_probe_failures_total") >= 1);
+    assert_eq!(metric(&r, "lars_reporter_db_healthy"), 0);
+    let age = r.stats().db_answer_age_secs;
+    wait_until(10, "the answer age to keep growing", || {
+        r.stats().db_answer_age_secs >= age + 2
+    });
+    assert!(!r.stats().db_healthy);
+
+    proxy.thaw();
+    wait_until(15, "healthy again after the thaw", || r.stats().db_healthy);
+    let s = r.stats();
+    assert!(s.db_answer_age_secs <= 1, "{s:?}");
+
+    // Gone: connections closed, new ones refused.
+    let failures = s.db_probe_failures;
+    proxy.cut();
+    wait_until(15, "unhealthy while cut", || {
+        let s = r.stats();
+        !s.db_healthy && s.db_probe_failures > failures
+    });
+    assert_eq!(status(&r)["db_healthy"], false);
+
+    proxy.restore();
+    wait_until(15, "healthy again after the restore", || {
+        r.stats().db_healthy
+    });
+    assert_eq!(status(&r)["db_healthy"], true);
+    r.stop();
     drop(proxy);
 }
 
