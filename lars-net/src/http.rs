@@ -1,16 +1,19 @@
 //! A tiny HTTP/1.1 server for `/status` and `/metrics`: a small fixed pool
 //! of std threads serving connections concurrently, one request per
 //! connection (`Connection: close`), bounded request size, whole-request read
-//! and whole-response write deadlines. Not a general web server.
+//! and whole-response write deadlines. Not a general web server. What it
+//! refuses is counted in its [`HttpStats`] (each service shows them on its
+//! `/status` and `/metrics`).
 
 use std::io::{self, Read, Write};
 use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr, TcpListener, TcpStream};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, RecvTimeoutError, Sender, TrySendError};
+use serde::Serialize;
 
 use crate::error::{NetError, Result};
 
@@ -80,7 +83,7 @@ impl HttpRequest {
         let body_start = head_end + 4;
         // `len` is the client's number: compared without adding, no overflow.
         if body_start > MAX_REQUEST || len > MAX_REQUEST - body_start {
-            return Err("request too large");
+            return Err(TOO_LARGE);
         }
         if data.len() < body_start + len {
             return Ok(None);
@@ -103,6 +106,9 @@ impl HttpRequest {
         }))
     }
 }
+
+/// [`HttpRequest::parse`]'s error for a request over [`MAX_REQUEST`].
+const TOO_LARGE: &str = "request too large";
 
 fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
     hay.windows(needle.len()).position(|w| w == needle)
@@ -213,10 +219,91 @@ fn reason(status: u16) -> &'static str {
         400 => "Bad Request",
         404 => "Not Found",
         405 => "Method Not Allowed",
+        408 => "Request Timeout",
         413 => "Payload Too Large",
         500 => "Internal Server Error",
         503 => "Service Unavailable",
         _ => "Status",
+    }
+}
+
+/// A status server's counters: requests answered by the handler and
+/// connections it answered itself or dropped, by reason. Shared (relaxed
+/// atomics) between its threads and the service that renders them; read
+/// with [`HttpStats::snapshot`].
+#[derive(Debug, Default)]
+pub struct HttpStats {
+    requests: AtomicU64,
+    bad_requests: AtomicU64,
+    too_large: AtomicU64,
+    read_timeouts: AtomicU64,
+    write_timeouts: AtomicU64,
+    refused_busy: AtomicU64,
+}
+
+impl HttpStats {
+    /// The counters now.
+    pub fn snapshot(&self) -> HttpStatsSnapshot {
+        let r = |a: &AtomicU64| a.load(Ordering::Relaxed);
+        HttpStatsSnapshot {
+            requests: r(&self.requests),
+            bad_requests: r(&self.bad_requests),
+            too_large: r(&self.too_large),
+            read_timeouts: r(&self.read_timeouts),
+            write_timeouts: r(&self.write_timeouts),
+            refused_busy: r(&self.refused_busy),
+        }
+    }
+
+    fn add(counter: &AtomicU64) {
+        counter.fetch_add(1, Ordering::Relaxed);
+    }
+}
+
+/// A copy of a status server's [`HttpStats`], the part a service puts on
+/// its `/status` (as `http`) and `/metrics`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub struct HttpStatsSnapshot {
+    /// Requests parsed and handed to the handler (whatever it answered).
+    pub requests: u64,
+    /// Malformed requests answered 400 (bad request line, header or
+    /// `Content-Length`, head not UTF-8).
+    pub bad_requests: u64,
+    /// Requests over [`MAX_REQUEST`] answered 413.
+    pub too_large: u64,
+    /// Connections that did not send a whole request within
+    /// [`READ_TIMEOUT`] (answered 408, best effort, and closed).
+    pub read_timeouts: u64,
+    /// Responses not written within [`WRITE_TIMEOUT`] (the client does not
+    /// read; closed).
+    pub write_timeouts: u64,
+    /// Connections refused with 503: [`MAX_QUEUED`] were already waiting.
+    pub refused_busy: u64,
+}
+
+impl HttpStatsSnapshot {
+    /// Writes `{prefix}_http_requests_total` and
+    /// `{prefix}_http_refused_total{reason=..}` (e.g. prefix `lars_dns`).
+    pub fn prometheus(&self, prefix: &str, out: &mut PromText) {
+        out.metric(
+            &format!("{prefix}_http_requests_total"),
+            "counter",
+            "Status HTTP requests handed to the handler.",
+            self.requests,
+        );
+        out.labelled(
+            &format!("{prefix}_http_refused_total"),
+            "counter",
+            "Status HTTP connections answered with an error or dropped by the server, by reason.",
+            [
+                ("bad_request", self.bad_requests),
+                ("too_large", self.too_large),
+                ("read_timeout", self.read_timeouts),
+                ("write_timeout", self.write_timeouts),
+                ("busy", self.refused_busy),
+            ]
+            .map(|(why, n)| (format!("reason=\"{why}\""), n)),
+        );
     }
 }
 
@@ -230,6 +317,7 @@ fn reason(status: u16) -> &'static str {
 /// at most one worker each for that long and cannot block the others.
 pub struct StatusServer {
     addr: SocketAddr,
+    stats: Arc<HttpStats>,
     stop: Arc<AtomicBool>,
     joins: Vec<JoinHandle<()>>,
 }
@@ -254,23 +342,35 @@ impl std::fmt::Debug for StatusServer {
 
 impl StatusServer {
     /// Binds `addr` and serves every request with `handler` on a small pool
-    /// of threads.
+    /// of threads; its counters are [`StatusServer::stats`].
     pub fn start(addr: SocketAddr, handler: HttpHandler) -> Result<Self> {
+        Self::start_with_stats(addr, handler, Arc::default())
+    }
+
+    /// [`StatusServer::start`], counting into `stats`: a service creates
+    /// them first so that its handler can render them.
+    pub fn start_with_stats(
+        addr: SocketAddr,
+        handler: HttpHandler,
+        stats: Arc<HttpStats>,
+    ) -> Result<Self> {
         let listener = TcpListener::bind(addr).map_err(NetError::bind("http", addr))?;
         let addr = listener.local_addr()?;
         let stop = Arc::new(AtomicBool::new(false));
         let (tx, rx) = crossbeam_channel::bounded::<TcpStream>(MAX_QUEUED);
         let mut server = Self {
             addr,
+            stats,
             stop,
             joins: Vec::with_capacity(WORKERS + 1),
         };
         for i in 0..WORKERS {
             let (rx, handler, st) = (rx.clone(), Arc::clone(&handler), Arc::clone(&server.stop));
+            let stats = Arc::clone(&server.stats);
             let spawned = thread::Builder::new()
                 .name(format!("lars-http-{i}"))
                 .stack_size(256 * 1024)
-                .spawn(move || work(rx, handler, st));
+                .spawn(move || work(rx, handler, &stats, st));
             match spawned {
                 Ok(j) => server.joins.push(j),
                 Err(e) => {
@@ -281,9 +381,10 @@ impl StatusServer {
             }
         }
         let st = Arc::clone(&server.stop);
+        let stats = Arc::clone(&server.stats);
         match thread::Builder::new()
             .name("lars-http".into())
-            .spawn(move || accept(listener, tx, st))
+            .spawn(move || accept(listener, tx, &stats, st))
         {
             Ok(j) => server.joins.push(j),
             Err(e) => {
@@ -298,6 +399,11 @@ impl StatusServer {
     /// The bound address.
     pub fn local_addr(&self) -> SocketAddr {
         self.addr
+    }
+
+    /// Its counters (the ones given to [`StatusServer::start_with_stats`]).
+    pub fn stats(&self) -> Arc<HttpStats> {
+        Arc::clone(&self.stats)
     }
 
     /// Stops serving and joins every thread (within about `SLICE` (100 ms) of a
@@ -336,7 +442,7 @@ impl Drop for StatusServer {
 
 /// The acceptor: queues connections for the workers, refuses beyond the cap.
 /// Dropping `tx` on return lets idle workers end.
-fn accept(listener: TcpListener, tx: Sender<TcpStream>, stop: Arc<AtomicBool>) {
+fn accept(listener: TcpListener, tx: Sender<TcpStream>, stats: &HttpStats, stop: Arc<AtomicBool>) {
     for stream in listener.incoming() {
         if stop.load(Ordering::Acquire) {
             return;
@@ -346,7 +452,8 @@ fn accept(listener: TcpListener, tx: Sender<TcpStream>, stop: Arc<AtomicBool>) {
                 Ok(()) => {}
                 Err(TrySendError::Full(s)) => {
                     tracing::debug!("http: {MAX_QUEUED} connections waiting, refusing one");
-                    refuse(s);
+                    HttpStats::add(&stats.refused_busy);
+                    refuse(s, &HttpResponse::text("busy\n").status(503));
                 }
                 Err(TrySendError::Disconnected(_)) => return,
             },
@@ -358,24 +465,24 @@ fn accept(listener: TcpListener, tx: Sender<TcpStream>, stop: Arc<AtomicBool>) {
     }
 }
 
-/// Best-effort 503 without blocking the acceptor.
-fn refuse(mut s: TcpStream) {
+/// Best-effort `resp` without blocking (the acceptor, or a worker whose
+/// client is too slow).
+fn refuse(mut s: TcpStream, resp: &HttpResponse) {
     if s.set_nonblocking(true).is_ok() {
-        let resp = HttpResponse::text("busy\n").status(503);
         let mut out = Vec::new();
         let _ = resp.write_to(&mut out);
         let _ = s.write(&out);
     }
 }
 
-fn work(rx: Receiver<TcpStream>, handler: HttpHandler, stop: Arc<AtomicBool>) {
+fn work(rx: Receiver<TcpStream>, handler: HttpHandler, stats: &HttpStats, stop: Arc<AtomicBool>) {
     loop {
         if stop.load(Ordering::Acquire) {
             return;
         }
         match rx.recv_timeout(SLICE) {
             Ok(s) => {
-                if let Err(e) = answer(s, &handler, &stop) {
+                if let Err(e) = answer(s, &handler, stats, &stop) {
                     tracing::debug!("http: {e}");
                 }
             }
@@ -405,20 +512,52 @@ fn slice_until(deadline: Instant, stop: &AtomicBool, what: &str) -> io::Result<D
     Ok(left.min(SLICE))
 }
 
-fn answer(mut s: TcpStream, handler: &HttpHandler, stop: &AtomicBool) -> io::Result<()> {
+/// Reads one request, answers it and counts what went wrong. A refused
+/// request is logged at debug only: anyone can send one, the counters say
+/// how many.
+fn answer(
+    mut s: TcpStream,
+    handler: &HttpHandler,
+    stats: &HttpStats,
+    stop: &AtomicBool,
+) -> io::Result<()> {
     let deadline = Instant::now() + READ_TIMEOUT;
     let mut data = Vec::with_capacity(1024);
     let mut chunk = [0u8; 4096];
     let resp = loop {
         match HttpRequest::parse(&data) {
-            Ok(Some(req)) => break handler(&req),
+            Ok(Some(req)) => {
+                HttpStats::add(&stats.requests);
+                break handler(&req);
+            }
             Ok(None) if data.len() >= MAX_REQUEST => {
+                HttpStats::add(&stats.too_large);
+                tracing::debug!(peer = ?s.peer_addr().ok(), "http: request too large");
                 break HttpResponse::bad_request("request too large\n").status(413);
             }
             Ok(None) => {}
-            Err(why) => break HttpResponse::bad_request(format!("{why}\n")),
+            Err(why) => {
+                let (counter, status) = if why == TOO_LARGE {
+                    (&stats.too_large, 413)
+                } else {
+                    (&stats.bad_requests, 400)
+                };
+                HttpStats::add(counter);
+                tracing::debug!(peer = ?s.peer_addr().ok(), "http: bad request: {why}");
+                break HttpResponse::bad_request(format!("{why}\n")).status(status);
+            }
         }
-        s.set_read_timeout(Some(slice_until(deadline, stop, "read")?))?;
+        let slice = match slice_until(deadline, stop, "read") {
+            Ok(d) => d,
+            Err(e) => {
+                if e.kind() == io::ErrorKind::TimedOut {
+                    HttpStats::add(&stats.read_timeouts);
+                    refuse(s, &HttpResponse::text("request timeout\n").status(408));
+                }
+                return Err(e);
+            }
+        };
+        s.set_read_timeout(Some(slice))?;
         match s.read(&mut chunk) {
             Ok(0) => return Ok(()),
             Ok(n) => data.extend_from_slice(&chunk[..n]),
@@ -431,7 +570,12 @@ fn answer(mut s: TcpStream, handler: &HttpHandler, stop: &AtomicBool) -> io::Res
     let deadline = Instant::now() + WRITE_TIMEOUT;
     let mut sent = 0;
     while sent < out.len() {
-        s.set_write_timeout(Some(slice_until(deadline, stop, "write")?))?;
+        let slice = slice_until(deadline, stop, "write").inspect_err(|e| {
+            if e.kind() == io::ErrorKind::TimedOut {
+                HttpStats::add(&stats.write_timeouts);
+            }
+        })?;
+        s.set_write_timeout(Some(slice))?;
         match s.write(&out[sent..]) {
             Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
             Ok(n) => sent += n,
@@ -544,6 +688,71 @@ mod tests {
             HttpRequest::parse(req.as_bytes()).err(),
             Some("request too large")
         );
+    }
+
+    /// Sends `req` to `addr` and returns the whole answer.
+    fn exchange(addr: SocketAddr, req: &[u8]) -> String {
+        let mut s = TcpStream::connect(addr).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        s.write_all(req).unwrap();
+        let mut out = Vec::new();
+        let _ = s.read_to_end(&mut out);
+        String::from_utf8_lossy(&out).into_owned()
+    }
+
+    /// Each way a request can go wrong is answered with its status and
+    /// counted under its own reason; a good one is counted as a request.
+    #[test]
+    fn bad_requests_are_answered_and_counted_by_reason() {
+        let mut server = StatusServer::start(
+            "127.0.0.1:0".parse().unwrap(),
+            Arc::new(|_| HttpResponse::text("ok\n")),
+        )
+        .unwrap();
+        let addr = server.local_addr();
+        let stats = server.stats();
+        assert_eq!(stats.snapshot(), HttpStatsSnapshot::default());
+
+        let ok = exchange(addr, b"GET /status HTTP/1.1\r\n\r\n");
+        assert!(ok.starts_with("HTTP/1.1 200 OK\r\n"), "{ok}");
+        let bad = exchange(addr, b"\x16\x03\x01garbage\r\nno colon\r\n\r\n");
+        assert!(bad.starts_with("HTTP/1.1 400 Bad Request\r\n"), "{bad}");
+        let bad = exchange(addr, b"GET / HTTP/1.1\r\nContent-Length: x\r\n\r\n");
+        assert!(bad.starts_with("HTTP/1.1 400 Bad Request\r\n"), "{bad}");
+        let big = exchange(addr, b"POST / HTTP/1.1\r\nContent-Length: 99999999\r\n\r\n");
+        assert!(
+            big.starts_with("HTTP/1.1 413 Payload Too Large\r\n"),
+            "{big}"
+        );
+        // Half a request, then silence: answered 408 after READ_TIMEOUT.
+        let slow = exchange(addr, b"GET /status HTTP/1.1\r\n");
+        assert!(
+            slow.starts_with("HTTP/1.1 408 Request Timeout\r\n"),
+            "{slow}"
+        );
+
+        let got = stats.snapshot();
+        assert_eq!(
+            got,
+            HttpStatsSnapshot {
+                requests: 1,
+                bad_requests: 2,
+                too_large: 1,
+                read_timeouts: 1,
+                write_timeouts: 0,
+                refused_busy: 0,
+            }
+        );
+        let mut text = PromText::default();
+        got.prometheus("lars_x", &mut text);
+        let text = text.into_string();
+        assert!(text.contains("lars_x_http_requests_total 1\n"), "{text}");
+        assert!(
+            text.contains("lars_x_http_refused_total{reason=\"bad_request\"} 2\n"),
+            "{text}"
+        );
+        assert!(text.contains("lars_x_http_refused_total{reason=\"read_timeout\"} 1\n"));
+        server.stop();
     }
 
     #[test]

@@ -22,6 +22,7 @@ use crossbeam_channel::{RecvTimeoutError, Sender, TrySendError};
 use lars_core::proto::ReportStatusRequest;
 use lars_core::ring::HashRing;
 use lars_core::{MessageId, ModKey};
+use lars_net::http::HttpStats;
 use lars_net::{HttpRequest, HttpResponse, NetStats, Router, StatusServer, TcpServer};
 use lars_stats::{
     Action, BoundOutcome, EXPIRE_AFTER, Flusher, GiveUp, HostView, Progress, Prune, Received,
@@ -74,6 +75,8 @@ struct Shared {
     senders: Vec<Sender<Msg>>,
     workers: Vec<Arc<WorkerShared>>,
     net: OnceLock<Arc<NetStats>>,
+    /// The status server's counters (`[http]`; zero when it is off).
+    http: Arc<HttpStats>,
     started: Instant,
     /// `[reporter] db_stall_timeout`.
     stall_after: Duration,
@@ -154,6 +157,7 @@ impl Shared {
         s.db_answer_age_secs = self
             .db_answered_instant()
             .map_or(s.uptime_secs, |at| at.elapsed().as_secs());
+        s.http = self.http.snapshot();
         s.queue_depths = self.senders.iter().map(Sender::len).collect();
         s.pending_rows = self
             .workers
@@ -263,6 +267,7 @@ impl Reporter {
             senders,
             workers,
             net: OnceLock::new(),
+            http: Arc::default(),
             started: Instant::now(),
             stall_after: config.db_stall_timeout,
             probe_every: Some(config.db_probe_interval).filter(|d| !d.is_zero()),
@@ -324,7 +329,8 @@ impl Reporter {
 
         if let Some(addr) = config.http.addr {
             let sh = Arc::clone(&shared);
-            let http = StatusServer::start(addr, Arc::new(move |req| http_handler(&sh, req)))?;
+            let handler = Arc::new(move |req: &HttpRequest| http_handler(&sh, req));
+            let http = StatusServer::start_with_stats(addr, handler, Arc::clone(&shared.http))?;
             handle.http_addr = Some(http.local_addr());
             handle.http = Some(http);
         }

@@ -192,6 +192,9 @@ pub struct StatsSnapshot {
     /// What the TCP server's connection limits did (`[reactor] maxConn`,
     /// `maxConnPerPeer`, `idleTimeout`, `frameTimeout`).
     pub tcp_limits: lars_net::ConnLimitStats,
+    /// What the status HTTP server (`[http]`) answered and refused: malformed
+    /// (400), too large (413), too slow (408) requests, busy (503).
+    pub http: lars_net::http::HttpStatsSnapshot,
 }
 
 impl Stats {
@@ -535,6 +538,7 @@ impl StatsSnapshot {
             .map(|(why, n)| (format!("reason=\"{why}\""), n)),
         );
         self.tcp_limits.prometheus("lars_reporter", &mut out);
+        self.http.prometheus("lars_reporter", &mut out);
         out.into_string()
     }
 }

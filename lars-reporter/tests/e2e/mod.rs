@@ -357,3 +357,41 @@ fn sample_conf_loads() {
     assert_eq!(c.flush_interval, Duration::from_secs(1));
     assert!(c.http.addr.is_some());
 }
+
+/// A malformed request to the status port is answered 400 and counted in
+/// `/status` (`http.bad_requests`) and `/metrics`.
+#[test]
+fn garbage_on_the_status_port_is_answered_400_and_counted() {
+    use std::io::{Read, Write};
+
+    let db = TestDb::sqlite("http_garbage");
+    let store = lars_store::open(&db.url).unwrap();
+    let mut r = Reporter::start(config(1), store).unwrap();
+    let addr = r.http_addr().unwrap();
+    assert_eq!(r.stats().http.bad_requests, 0);
+
+    let mut s = std::net::TcpStream::connect(addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    s.write_all(b"\x16\x03\x01 not http\r\nno header colon\r\n\r\n")
+        .unwrap();
+    let mut answer = String::new();
+    s.read_to_string(&mut answer).unwrap();
+    assert!(answer.starts_with("HTTP/1.1 400 "), "{answer}");
+
+    let (code, body) = http_get(addr, "/status");
+    assert_eq!(code, 200);
+    let status: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(status["http"]["bad_requests"], 1, "{status}");
+    let (_, metrics) = http_get(addr, "/metrics");
+    assert!(
+        metrics.contains("lars_reporter_http_refused_total{reason=\"bad_request\"} 1\n"),
+        "{metrics}"
+    );
+    // Both GETs were parsed and handed to the handler (the /metrics one is
+    // counted before it renders).
+    assert!(
+        metrics.contains("lars_reporter_http_requests_total 2\n"),
+        "{metrics}"
+    );
+    r.stop();
+}
