@@ -872,11 +872,11 @@ fn writer_main(index: usize, shared: Arc<Shared>, ws: Arc<WorkerShared>, store: 
                 if let Some(action) = f.poll_action(now) {
                     break Job::Store(action);
                 }
-                // Only with nothing pending: pending rows are written (and
+                // Only with nothing to write: rows are written (and
                 // retried), and those writes tell the database's health.
                 let probe_at = prober
                     .as_ref()
-                    .filter(|_| f.pending_rows() == 0)
+                    .filter(|_| nothing_to_write(&f))
                     .map(|p| p.due(&shared));
                 if probe_at.is_some_and(|at| at <= now) {
                     break Job::Probe;
@@ -918,13 +918,18 @@ fn writer_main(index: usize, shared: Arc<Shared>, ws: Arc<WorkerShared>, store: 
     }
 }
 
-/// Another writer has rows pending or a write in flight: its writes tell
+/// No rows waiting, being written or in doubt.
+fn nothing_to_write(f: &Flusher) -> bool {
+    f.pending_rows() == 0 && f.unconfirmed_rows() == 0
+}
+
+/// Another writer has rows to write or a write in flight: its writes tell
 /// the database's health, no probe needed.
 fn others_busy(shared: &Shared, ws: &Arc<WorkerShared>) -> bool {
     shared.workers.iter().any(|w| {
         !Arc::ptr_eq(w, ws)
             && (w.in_flight_since.load(Ordering::Relaxed) != 0
-                || lock(&w.writer).pending_rows() > 0)
+                || !nothing_to_write(&lock(&w.writer)))
     })
 }
 
