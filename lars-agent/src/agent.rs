@@ -177,7 +177,9 @@ impl Agent {
             udp_addrs,
         };
         if let Some(addr) = config.http.addr {
-            match StatusServer::start(addr, status::handler(Arc::clone(&handle.shared))) {
+            let counted = Arc::<lars_net::http::HttpStats>::default();
+            let handler = status::handler(Arc::clone(&handle.shared), &counted);
+            match StatusServer::start_with_stats(addr, handler, counted) {
                 Ok(s) => handle.http = Some(s),
                 Err(source) => {
                     handle.stop();

@@ -8,8 +8,8 @@ use std::time::{Duration, Instant};
 
 use lars_core::ModKey;
 use lars_lb::{HostState, HostView, LoadBalanceConfig, Policy, RouteStatus};
-use lars_net::http::HttpHandler;
 use lars_net::http::PromText;
+use lars_net::http::{HttpHandler, HttpStats};
 use lars_net::{HttpRequest, HttpResponse};
 use serde_json::{Value, json};
 
@@ -103,21 +103,22 @@ fn gauges(shared: &impl Shards) -> Gauges {
         })
 }
 
-pub(crate) fn handler(shared: Arc<impl Shards>) -> HttpHandler {
+pub(crate) fn handler(shared: Arc<impl Shards>, http: &Arc<HttpStats>) -> HttpHandler {
+    let http = Arc::clone(http);
     Arc::new(move |req: &HttpRequest| {
         if req.method != "GET" {
             return HttpResponse::text("GET only\n").status(405);
         }
         match req.path.as_str() {
-            "/status" => status(shared.as_ref()),
+            "/status" => status(shared.as_ref(), &http),
             "/routes" => routes(shared.as_ref(), req),
-            "/metrics" => metrics(shared.as_ref()),
+            "/metrics" => metrics(shared.as_ref(), &http),
             _ => HttpResponse::not_found(),
         }
     })
 }
 
-fn status(shared: &impl Shards) -> HttpResponse {
+fn status(shared: &impl Shards, http: &HttpStats) -> HttpResponse {
     let s = shared.stats();
     let g = gauges(shared);
     // What the shards' balancers were built with (every shard has the same).
@@ -187,6 +188,7 @@ fn status(shared: &impl Shards) -> HttpResponse {
             "connect_failures": s.link_connect_failures,
             "tls_failures": s.link_tls_failures,
         },
+        "http": http.snapshot(),
     });
     HttpResponse::json(body.to_string())
 }
@@ -303,7 +305,7 @@ fn route_status(status: Option<RouteStatus>, has_hosts: bool) -> &'static str {
     }
 }
 
-fn metrics(shared: &impl Shards) -> HttpResponse {
+fn metrics(shared: &impl Shards, http: &HttpStats) -> HttpResponse {
     let s = shared.stats();
     let g = gauges(shared);
     let mut out = PromText::default();
@@ -491,6 +493,7 @@ fn metrics(shared: &impl Shards) -> HttpResponse {
         "Hosts in overload lists",
         g.overload as u64,
     );
+    http.snapshot().prometheus("lars_agent", &mut out);
     HttpResponse::text(out.into_string()).header("Cache-Control", "no-store")
 }
 

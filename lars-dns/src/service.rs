@@ -8,7 +8,7 @@ use std::thread::JoinHandle;
 use crate::config::DnsConfig;
 use lars_core::MessageId;
 use lars_lb::RouteTable;
-use lars_net::http::HttpHandler;
+use lars_net::http::{HttpHandler, HttpStats};
 use lars_net::{HttpResponse, NetError, NetStats, StatusServer, TcpServer};
 use lars_store::{RouteRead, StoreError};
 
@@ -177,8 +177,9 @@ impl Dns {
         let http = match config.http.addr {
             None => None,
             Some(addr) => {
-                let handler = status_handler(Arc::clone(&shared), Arc::clone(&net));
-                match StatusServer::start(addr, handler) {
+                let counted = Arc::<HttpStats>::default();
+                let handler = status_handler(Arc::clone(&shared), Arc::clone(&net), &counted);
+                match StatusServer::start_with_stats(addr, handler, counted) {
                     Ok(s) => Some(s),
                     Err(source) => {
                         server.join();
@@ -258,7 +259,13 @@ impl DnsHandle {
 
     /// Counters and state, as `/status` shows them.
     pub fn stats(&self) -> DnsStats {
-        self.shared.stats(&self.net)
+        let mut s = self.shared.stats(&self.net);
+        s.http = self
+            .http
+            .as_ref()
+            .map(|h| h.stats().snapshot())
+            .unwrap_or_default();
+        s
     }
 
     /// Stops the reloader, the status listener and the server, and joins
@@ -358,21 +365,26 @@ fn first_load<S: RouteRead>(
     }
 }
 
-fn status_handler(shared: Arc<Shared>, net: Arc<NetStats>) -> HttpHandler {
+fn status_handler(shared: Arc<Shared>, net: Arc<NetStats>, http: &Arc<HttpStats>) -> HttpHandler {
+    let http = Arc::clone(http);
+    let stats = move || DnsStats {
+        http: http.snapshot(),
+        ..shared.stats(&net)
+    };
     Arc::new(move |req| {
         if req.method != "GET" {
             return HttpResponse::bad_request("only GET\n").status(405);
         }
         match req.path.as_str() {
             "/status" => {
-                let s = shared.stats(&net);
+                let s = stats();
                 match serde_json::to_string_pretty(&s) {
                     Ok(body) => HttpResponse::json(body + "\n"),
                     Err(e) => HttpResponse::text(format!("{e}\n")).status(500),
                 }
             }
             "/metrics" => {
-                let mut r = HttpResponse::text(stats::prometheus(&shared.stats(&net)));
+                let mut r = HttpResponse::text(stats::prometheus(&stats()));
                 r.content_type = "text/plain; version=0.0.4; charset=utf-8".into();
                 r
             }

@@ -338,6 +338,7 @@ impl Shared {
             hosts: snap.hosts,
             connections: net.open.load(Ordering::Relaxed),
             tcp_limits: net.snapshot().limits(),
+            http: Default::default(), // the status server's: see DnsHandle::stats
             subscribed_connections: sub_conns,
             subscribed_keys: sub_keys,
             requests: self.requests.load(Ordering::Relaxed),

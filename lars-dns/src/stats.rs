@@ -25,6 +25,8 @@ pub struct DnsStats {
     /// What the TCP server's connection limits did (`[reactor] maxConn`,
     /// `maxConnPerPeer`, `idleTimeout`, `frameTimeout`).
     pub tcp_limits: ConnLimitStats,
+    /// What the status HTTP server (`[http]`) answered and refused, by reason.
+    pub http: lars_net::http::HttpStatsSnapshot,
     /// Connections subscribed to at least one key.
     pub subscribed_connections: usize,
     /// Keys with at least one subscriber.
@@ -408,6 +410,7 @@ pub(crate) fn prometheus(s: &DnsStats) -> String {
         s.reads.fallbacks,
     );
     s.tcp_limits.prometheus("lars_dns", &mut out);
+    s.http.prometheus("lars_dns", &mut out);
     out.into_string()
 }
 
@@ -423,6 +426,7 @@ mod tests {
             hosts: 5,
             connections: 3,
             tcp_limits: ConnLimitStats::default(),
+            http: Default::default(),
             subscribed_connections: 1,
             subscribed_keys: 1,
             requests: 10,
