@@ -60,8 +60,14 @@ enum Op {
     },
     DnsUp,
     DnsDown,
-    ReporterUp,
-    ReporterDown,
+    /// Reporter link `link % 3` connected (a new epoch).
+    ReporterUp {
+        link: u8,
+    },
+    /// Reporter link `link % 3` lost.
+    ReporterDown {
+        link: u8,
+    },
 }
 
 /// Keys and hosts from small sets, so requests meet the routes.
@@ -83,7 +89,12 @@ fuzz_target!(|input: Input| {
     } else {
         LoadBalanceConfig::default()
     };
-    let mut core = AgentCore::new(CoreConfig::new(lb).shard(shard));
+    // Three reporter links: keys shard over them, move on a grace and hold.
+    let mut core = AgentCore::new(CoreConfig::new(lb).shard(shard).reporters(
+        REPORTER_LINKS,
+        Duration::from_secs(2),
+        Duration::from_secs(1),
+    ));
     let app: SocketAddr = "127.0.0.1:40000".parse().expect("literal");
     let t0 = Instant::now();
     let mut now = t0;
@@ -155,11 +166,15 @@ fuzz_target!(|input: Input| {
             }
             Op::DnsUp => core.on_dns_connected(now),
             Op::DnsDown => core.on_dns_disconnected(),
-            Op::ReporterUp => {
+            Op::ReporterUp { link } => {
                 epoch += 1;
-                core.on_reporter_connected(epoch, "10.0.0.100".parse().expect("literal"), now);
+                let link = usize::from(link) % REPORTER_LINKS;
+                let caller = "10.0.0.100".parse().expect("literal");
+                core.on_reporter_connected(link, epoch, caller, now);
             }
-            Op::ReporterDown => core.on_reporter_disconnected(),
+            Op::ReporterDown { link } => {
+                core.on_reporter_disconnected(usize::from(link) % REPORTER_LINKS, now);
+            }
         }
         drain(&mut core, shard, asks);
         let c = core.counters();
@@ -169,6 +184,9 @@ fuzz_target!(|input: Input| {
         );
     }
 });
+
+/// Reporter links of the fuzzed core.
+const REPORTER_LINKS: usize = 3;
 
 fn bytes<M: prost::Message>(id: MessageId, m: &M) -> Vec<u8> {
     frame::to_bytes(id.into(), m)
@@ -209,7 +227,8 @@ fn drain(core: &mut AgentCore, shard: Shard, asks: usize) {
                 let _ = frame::to_bytes(MessageId::GetRouteRequest.into(), &pull)
                     .expect("a pull encodes");
             }
-            Transmit::Reporter(msg) => {
+            Transmit::Reporter { link, msg } => {
+                assert!(link < REPORTER_LINKS);
                 let _ = frame::to_bytes(MessageId::ReportStatusRequest.into(), &msg);
             }
             // Anything else for the dns connection (e.g. unsubscribes).
