@@ -54,7 +54,10 @@ import java.util.concurrent.locks.ReentrantLock;
  * <p>A request of an interrupted thread, or one interrupted while it waits,
  * fails with a {@link LarsIoException} and leaves the interrupt flag set;
  * the client stays usable. {@link #close()} ends a waiting request of
- * another thread at once.
+ * another thread at once. Should an interrupt inside a socket call close a
+ * port's socket under a waiting request, the next call on that port opens
+ * a new socket and the waiting request fails at once with a
+ * {@link LarsIoException}.
  *
  * <h2>Errors</h2>
  * Requests throw a {@link LarsException} subclass (see there); bad arguments
@@ -112,10 +115,10 @@ public final class LarsClient implements AutoCloseable {
         for (int i = 0; i < b.portCount; i++) {
             InetSocketAddress addr = new InetSocketAddress(ip, b.basePort + i);
             try {
-                ports[i] = new AgentPort(addr);
+                ports[i] = new AgentPort(addr, reopened);
             } catch (IOException e) {
                 for (int j = 0; j < i; j++) {
-                    ports[j].closeQuietly();
+                    ports[j].shutDown();
                 }
                 throw new LarsIoException("cannot open a UDP socket to the agent at " + addrText(addr), e);
             }
@@ -184,11 +187,12 @@ public final class LarsClient implements AutoCloseable {
         byte[] req = Wire.getHostRequest(s, modid, cmdid);
         AgentPort p = ports[index(modid, cmdid)];
         Wire.HostResponse r = null;
+        p.link(); // wakes a request waiting on a closed channel before queueing behind it
         p.lock.lock();
         try {
-            begin(p, req);
+            Link l = begin(p, req);
             while (r == null) {
-                int n = receive(p);
+                int n = receive(p, l);
                 Wire.HostResponse m = Wire.hostResponse(p.buf, n);
                 if (m != null && m.seq() == s && m.modid() == modid && m.cmdid() == cmdid) {
                     r = m;
@@ -235,11 +239,12 @@ public final class LarsClient implements AutoCloseable {
         byte[] req = Wire.getRouteRequest(modid, cmdid);
         AgentPort p = ports[index(modid, cmdid)];
         Wire.RouteResponse r = null;
+        p.link(); // wakes a request waiting on a closed channel before queueing behind it
         p.lock.lock();
         try {
-            begin(p, req);
+            Link l = begin(p, req);
             while (r == null) {
-                int n = receive(p);
+                int n = receive(p, l);
                 Wire.RouteResponse m = Wire.routeResponse(p.buf, n);
                 if (m != null && m.modid() == modid && m.cmdid() == cmdid) {
                     r = m;
@@ -359,17 +364,7 @@ public final class LarsClient implements AutoCloseable {
     public void close() {
         closed = true;
         for (AgentPort p : ports) {
-            p.closeChannel();
-        }
-        // The selectors are used under the locks: close each once its
-        // request (woken above) is over.
-        for (AgentPort p : ports) {
-            p.lock.lock();
-            try {
-                p.closeQuietly();
-            } finally {
-                p.lock.unlock();
-            }
+            p.shutDown();
         }
     }
 
@@ -389,43 +384,50 @@ public final class LarsClient implements AutoCloseable {
         }
         byte[] req = Wire.reportRequest(modid, cmdid, host.ipBits(), host.port(), retcode, timecost);
         AgentPort p = ports[index(modid, cmdid)];
-        if (!p.channel.isOpen()) {
-            reopen(p); // closed by an interrupt of an earlier request
-        }
-        sendDatagram(p, req);
-    }
-
-    /** Under the port's lock: checks the client is open, sets the deadline, sends. */
-    private void begin(AgentPort p, byte[] req) throws LarsException {
-        checkOpen();
-        if (!p.channel.isOpen()) {
-            reopen(p); // closed by an interrupt of an earlier request
-        }
-        p.deadline = System.nanoTime() + timeoutNanos;
-        sendDatagram(p, req);
+        sendDatagram(p, p.link(), req); // never takes the request lock
     }
 
     /**
-     * Under the port's lock: the length of the next datagram (copied into
-     * {@code p.buf}), waiting until the deadline.
+     * Under the port's lock: checks the client is open, sets the deadline,
+     * sends; the link the request was sent on, the one to wait on.
      */
-    private int receive(AgentPort p) throws LarsException {
+    private Link begin(AgentPort p, byte[] req) throws LarsException {
+        checkOpen();
+        Link l = p.link();
+        p.deadline = System.nanoTime() + timeoutNanos;
+        sendDatagram(p, l, req);
+        return l;
+    }
+
+    /**
+     * Under the port's lock: the length of the next datagram on {@code l}
+     * (copied into {@code p.buf}), waiting until the deadline. Fails at once
+     * if {@code l} was closed or replaced: checked before every wait, and a
+     * replaced link's selector is closed, which ends a wait in progress and
+     * fails any later one, so the request cannot miss it.
+     */
+    private int receive(AgentPort p, Link l) throws LarsException {
         while (true) {
             long left = p.deadline - System.nanoTime();
             if (left <= 0) {
                 throw new LarsTimeoutException("no reply from the agent at " + addrText(p.addr) + " within "
                         + timeout.toMillis() + " ms");
             }
+            if (p.current() != l || !l.channel.isOpen()) {
+                throw closedUnder(p, l, null);
+            }
             // Wait first: right after a send the answer is not there yet, so
             // a read first would only cost a system call more.
             try {
                 // Whole milliseconds, rounded up (0 would mean "forever").
-                p.selector.select(NO_ACTION, Math.max(1, (left + 999_999) / 1_000_000));
-            } catch (IOException | ClosedSelectorException e) {
+                l.selector.select(NO_ACTION, Math.max(1, (left + 999_999) / 1_000_000));
+            } catch (ClosedSelectorException e) {
+                throw closedUnder(p, l, null);
+            } catch (IOException e) {
                 throw new LarsIoException("cannot wait for the agent at " + addrText(p.addr), e);
             }
             checkInterrupt(p);
-            int n = read(p);
+            int n = read(p, l);
             if (n > 0) {
                 return n;
             }
@@ -433,14 +435,13 @@ public final class LarsClient implements AutoCloseable {
     }
 
     /** Under the port's lock: one non-blocking read; 0 when nothing is waiting. */
-    private int read(AgentPort p) throws LarsException {
+    private int read(AgentPort p, Link l) throws LarsException {
         p.rbuf.clear();
         int n;
         try {
-            n = p.channel.read(p.rbuf);
+            n = l.channel.read(p.rbuf);
         } catch (ClosedChannelException e) {
-            reopen(p);
-            throw closedUnder(p, e);
+            throw closedUnder(p, l, e);
         } catch (IOException e) {
             throw new LarsIoException("socket error receiving from the agent at " + addrText(p.addr), e);
         }
@@ -466,21 +467,22 @@ public final class LarsClient implements AutoCloseable {
     }
 
     /**
-     * Sends one datagram. A connected UDP socket reports an earlier ICMP
-     * "port unreachable" on its next call; that stale error is retried once
-     * so it does not fail an unrelated later request. (Callers need not hold
-     * the port's lock: sends and reads of a channel may run at once.)
+     * Sends one datagram on {@code l}. A connected UDP socket reports an
+     * earlier ICMP "port unreachable" on its next call; that stale error is
+     * retried once so it does not fail an unrelated later request. (Callers
+     * need not hold the port's lock: sends and reads of a channel may run at
+     * once.)
      */
-    private void sendDatagram(AgentPort p, byte[] req) throws LarsException {
+    private void sendDatagram(AgentPort p, Link l, byte[] req) throws LarsException {
         checkInterrupt(p);
         ByteBuffer out = ByteBuffer.wrap(req);
         try {
             for (int attempt = 0; ; attempt++) {
                 int sent;
                 try {
-                    sent = p.channel.write(out);
+                    sent = l.channel.write(out);
                 } catch (PortUnreachableException stale) {
-                    sent = p.channel.write(out);
+                    sent = l.channel.write(out);
                 }
                 if (sent > 0) {
                     return;
@@ -494,35 +496,13 @@ public final class LarsClient implements AutoCloseable {
                 Thread.yield();
             }
         } catch (ClosedChannelException e) {
-            reopen(p);
-            throw closedUnder(p, e);
+            throw closedUnder(p, l, e);
         } catch (IOException e) {
             throw new LarsIoException("socket error sending to the agent at " + addrText(p.addr), e);
         }
     }
 
-    /**
-     * Opens a new channel for a port whose channel was closed under a
-     * request while the client is open: an interrupt inside a channel call
-     * closes the channel (for every thread using it). Takes the port's lock
-     * (reentrant: a request holds it already, a report does not).
-     */
-    private void reopen(AgentPort p) throws LarsIoException {
-        if (!p.lock.isHeldByCurrentThread()) {
-            // A request waiting on the closed channel would only notice at its timeout.
-            p.selector.wakeup();
-        }
-        p.lock.lock();
-        try {
-            if (p.reopen(closed)) {
-                reopened.incrementAndGet();
-            }
-        } finally {
-            p.lock.unlock();
-        }
-    }
-
-    /** How many times a port's channel was opened again (see {@link #reopen}); for tests. */
+    /** How many times a port's channel was replaced (see {@link AgentPort#replace}); for tests. */
     long reopenedChannels() {
         return reopened.get();
     }
@@ -532,15 +512,28 @@ public final class LarsClient implements AutoCloseable {
      * channel call does (without waking a request waiting on it); for tests.
      */
     void closeChannelForTest(int index) throws IOException {
-        ports[index].channel.close();
+        ports[index].current().channel.close();
     }
 
-    private LarsIoException closedUnder(AgentPort p, ClosedChannelException e) {
+    /**
+     * The error of a call whose link {@code l} was closed under it; replaces
+     * the link (unless the client is closed), so a request waiting on it is
+     * woken and the next call gets a new one.
+     */
+    private LarsIoException closedUnder(AgentPort p, Link l, ClosedChannelException e) {
+        if (!closed) {
+            try {
+                p.replace(l);
+            } catch (LarsIoException reopenFailed) {
+                return reopenFailed; // the next call tries again
+            }
+        }
         if (e instanceof ClosedByInterruptException) {
             return interrupted(p, e);
         }
         return new LarsIoException("the socket to the agent at " + addrText(p.addr) + " was closed"
-                + (closed ? " (the client is closed)" : " under this request (by an interrupt of another thread)"), e);
+                + (closed ? " (the client is closed)" : " under this request (by an interrupt inside a socket call)"),
+                e);
     }
 
     /**
@@ -588,28 +581,113 @@ public final class LarsClient implements AutoCloseable {
     }
 
     /**
-     * One agent port: its connected non-blocking channel, the selector that
-     * waits for it, and what its request lock protects.
+     * One agent port: its current {@link Link}, the lock a request holds from
+     * its send to its reply, and what that lock protects.
+     *
+     * <p>An interrupt inside a channel call may close the channel, for every
+     * thread, without waking a request waiting on it. So every call first
+     * takes the port's link through {@link #link()}, which replaces a closed
+     * one at once, without the request lock (a report never waits for a
+     * request), and retires the old link: closing its selector ends a wait in
+     * progress on it and fails any later one. A waiting request is thus
+     * woken by the next call on its port, whenever it enters its wait.
      */
     private static final class AgentPort {
         final InetSocketAddress addr;
+        /** Held by a request from its send to its reply (or error); never by a report. */
         final ReentrantLock lock = new ReentrantLock();
-        /** Replaced (under the lock) when an interrupt closed it. */
-        volatile DatagramChannel channel;
-        /** Selects under {@link #lock}; replaced with the channel (wakeup() needs no lock). */
-        volatile Selector selector;
         /** Receive buffers, used under {@link #lock}. */
         final ByteBuffer rbuf = ByteBuffer.allocateDirect(MAX_DATAGRAM);
         final byte[] buf = new byte[MAX_DATAGRAM];
         /** The deadline (System.nanoTime) of the request in progress. */
         long deadline;
+        /** Counts replaced links (the client's counter). */
+        private final AtomicLong replaced;
+        /** Guards replacing {@link #link} and shutting down: held only to open or close sockets, never to wait. */
+        private final Object swap = new Object();
+        /** The channel and selector in use; replaced as a whole under {@link #swap}. */
+        private volatile Link link;
+        /** Set (under {@link #swap}) when the client closes: no new link is opened. */
+        private boolean shut;
 
-        AgentPort(InetSocketAddress addr) throws IOException {
+        AgentPort(InetSocketAddress addr, AtomicLong replaced) throws IOException {
             this.addr = addr;
-            open();
+            this.replaced = replaced;
+            this.link = Link.open(addr);
         }
 
-        private void open() throws IOException {
+        /** The link in use, as it is (possibly closed). */
+        Link current() {
+            return link;
+        }
+
+        /**
+         * The link to use: the current one, or a new one if its channel was
+         * closed (which wakes a request waiting on the closed one).
+         *
+         * @throws LarsIoException the client is closed, or no socket could be opened
+         */
+        Link link() throws LarsIoException {
+            Link l = link;
+            return l.channel.isOpen() ? l : replace(l);
+        }
+
+        /**
+         * Retires {@code stale} (a request waiting on it wakes at once) and
+         * returns the port's open link, opening one if {@code stale} is still
+         * the current link or the current one is closed too.
+         *
+         * @throws LarsIoException the client is closed, or no socket could be opened
+         */
+        Link replace(Link stale) throws LarsIoException {
+            synchronized (swap) {
+                stale.retire();
+                Link cur = link;
+                if (cur != stale && cur.channel.isOpen()) {
+                    return cur; // another thread replaced it already
+                }
+                cur.retire();
+                if (shut) {
+                    throw new LarsIoException("the socket to the agent at " + addrText(addr)
+                            + " was closed: the client is closed", null);
+                }
+                try {
+                    link = Link.open(addr);
+                } catch (IOException e) {
+                    throw new LarsIoException("cannot reopen the UDP socket to the agent at " + addrText(addr), e);
+                }
+                replaced.incrementAndGet();
+                LOG.log(System.Logger.Level.DEBUG, "replaced the closed socket to {0}", addrText(addr));
+                return link;
+            }
+        }
+
+        /** Closes the port for good (the client closes): a request waiting on it wakes at once. */
+        void shutDown() {
+            synchronized (swap) {
+                shut = true;
+                link.retire();
+            }
+        }
+    }
+
+    /**
+     * One generation of an agent port's socket: a connected non-blocking
+     * channel and the selector a request waits on it with. Never reopened: a
+     * port replaces a closed link as a whole. Retiring a link closes its
+     * selector as well, which ends a select in progress and makes every later
+     * one fail, so a request waiting on a retired link cannot miss it.
+     */
+    private static final class Link {
+        final DatagramChannel channel;
+        final Selector selector;
+
+        private Link(DatagramChannel channel, Selector selector) {
+            this.channel = channel;
+            this.selector = selector;
+        }
+
+        static Link open(InetSocketAddress addr) throws IOException {
             DatagramChannel c = DatagramChannel.open(StandardProtocolFamily.INET);
             Selector s = null;
             try {
@@ -624,44 +702,24 @@ public final class LarsClient implements AutoCloseable {
                 }
                 throw e;
             }
-            this.selector = s;
-            this.channel = c;
+            return new Link(c, s);
         }
 
         /**
-         * Under the lock: a new channel if this one was closed, unless the
-         * client is closed; true if it opened one.
+         * Closes channel and selector (idempotent). Closing the selector wakes
+         * a request selecting on it, and a later select on it throws
+         * {@link ClosedSelectorException}.
          */
-        boolean reopen(boolean clientClosed) throws LarsIoException {
-            if (clientClosed || channel.isOpen()) {
-                return false;
-            }
-            closeQuietly();
-            try {
-                open();
-            } catch (IOException e) {
-                throw new LarsIoException("cannot reopen the UDP socket to the agent at " + addrText(addr), e);
-            }
-            return true;
-        }
-
-        /** Closes the channel and wakes a request waiting on it. */
-        void closeChannel() {
+        void retire() {
             try {
                 channel.close();
             } catch (IOException e) {
-                LOG.log(System.Logger.Level.DEBUG, "closing the socket to {0}: {1}", addrText(addr), e);
+                LOG.log(System.Logger.Level.DEBUG, "closing a socket to the agent: {0}", e);
             }
-            selector.wakeup();
-        }
-
-        /** Under the lock (or before the port is shared): closes channel and selector. */
-        void closeQuietly() {
             try {
-                channel.close();
                 selector.close();
             } catch (IOException e) {
-                LOG.log(System.Logger.Level.DEBUG, "closing the socket to {0}: {1}", addrText(addr), e);
+                LOG.log(System.Logger.Level.DEBUG, "closing a selector: {0}", e);
             }
         }
     }

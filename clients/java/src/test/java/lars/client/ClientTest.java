@@ -85,6 +85,8 @@ public final class ClientTest {
         CASES.put("close_ends_a_wait_in_another_thread", ClientTest::closeDuringWait);
         CASES.put("interrupt_storm_leaves_a_working_client", ClientTest::interruptStorm);
         CASES.put("a_channel_closed_under_the_client_is_reopened", ClientTest::channelReopened);
+        CASES.put("a_request_waiting_on_a_closed_channel_is_woken_by_the_next_call", ClientTest::wakeUpStress);
+        CASES.put("a_report_never_waits_for_a_request", ClientTest::reportNeverWaitsForARequest);
         CASES.put("agent_round_robin_report_route_reg_init", ClientTest::agentEndToEnd);
     }
 
@@ -639,7 +641,7 @@ public final class ClientTest {
             if (Pb.msgid(req) == Wire.ID_GET_HOST_REQUEST && Pb.intField(f, 2) != 1) {
                 reply.send(Pb.hostResponse(Pb.intField(f, 1), Pb.intField(f, 2), Pb.intField(f, 3), 0, 1, 80));
             }
-        }); LarsClient c = client(fake.port(), 1, 10_000)) {
+        }); LarsClient c = client(fake.port(), 1, 30_000)) {
             // Closed between requests: the next request and report reopen it.
             c.closeChannelForTest(0);
             eq(80, c.getHost(2, 1).port(), "answered on a new channel");
@@ -647,12 +649,115 @@ public final class ClientTest {
             c.closeChannelForTest(0);
             c.report(2, 1, HostPort.of("10.0.0.1", 80), 0, 1);
             eq(2L, c.reopenedChannels(), "a report reopens it too");
-            // Not checked here: a request already waiting when its channel is
-            // closed under it should be woken by the next report; under load
-            // that wake-up was missed once in CI (the request then ends at its
-            // own timeout). A known race, see clients/java/README.md.
+            // Closed while a request waits (an interrupt does not wake it): the
+            // next report replaces the channel and wakes the request, which
+            // fails at once (within the 10 s the test waits) instead of at
+            // its 30 s timeout.
+            try (Call w = new Call("waiter", () -> c.getHost(1, 1))) {
+                awaitGetHost(fake, 1, 1); // sent on the channel: waiting, or about to
+                c.closeChannelForTest(0);
+                c.report(2, 1, HostPort.of("10.0.0.1", 80), 0, 1);
+                w.await("the waiting request");
+                checkClosedUnder(w.error, "woken by the report");
+            }
+            eq(3L, c.reopenedChannels(), "replaced once more");
             eq(80, c.getHost(2, 1).port(), "the client works afterwards");
-            eq(2L, c.reopenedChannels(), "no further reopen needed");
+            eq(3L, c.reopenedChannels(), "no further reopen needed");
+        }
+    }
+
+    private static void wakeUpStress() throws Exception {
+        // Rounds of: a request waits on the channel (modid 1 is never
+        // answered), the channel is closed under it as an interrupt inside a
+        // socket call does (no wake-up), and the next call on that port, a
+        // report or a request of another thread, must wake it: it fails with
+        // a LarsIoException at once (within the 10 s the test waits for it)
+        // instead of at its 30 s timeout. A random spin
+        // moves the close around the waiter entering its select.
+        try (FakeAgent fake = new FakeAgent((req, reply) -> {
+            Map<Integer, Object> f = Pb.body(req);
+            if (Pb.msgid(req) == Wire.ID_GET_HOST_REQUEST && Pb.intField(f, 2) != 1) {
+                reply.send(Pb.hostResponse(Pb.intField(f, 1), Pb.intField(f, 2), Pb.intField(f, 3), 0, 1, 80));
+            }
+        }); LarsClient c = client(fake.port(), 1, 30_000)) {
+            Random rnd = new Random(11);
+            int rounds = 40;
+            for (int round = 0; round < rounds; round++) {
+                int cmdid = 100 + round;
+                try (Call w = new Call("waiter", () -> c.getHost(1, cmdid))) {
+                    awaitGetHost(fake, 1, cmdid);
+                    for (int spin = rnd.nextInt(4_000); spin > 0; spin--) {
+                        Thread.onSpinWait();
+                    }
+                    c.closeChannelForTest(0);
+                    boolean byReport = round % 2 == 0;
+                    // The next request queues behind the waiter on the port's
+                    // lock: it must wake the waiter before queueing, or both
+                    // wait 30 s.
+                    try (Call next = new Call("next call", () -> byReport
+                            ? reportReturning(c, HostPort.of("10.0.0.1", 80))
+                            : c.getHost(2, cmdid))) {
+                        w.await("round " + round + ": the waiting request");
+                        checkClosedUnder(w.error, "round " + round + ": woken by the next "
+                                + (byReport ? "report" : "request"));
+                        next.await("round " + round + ": the next call");
+                        check(next.error == null, "round " + round + ": the next call succeeded: " + next.error);
+                        if (!byReport) {
+                            eq(80, ((HostPort) next.value).port(), "round " + round + ": the next request's answer");
+                        }
+                    }
+                }
+            }
+            eq((long) rounds, c.reopenedChannels(), "one new channel per closed one");
+            eq(80, c.getHost(2, 1).port(), "the client works afterwards");
+        }
+    }
+
+    private static void reportNeverWaitsForARequest() throws Exception {
+        // A request waits on the channel (modid 1, never answered) and a
+        // second one (modid 3) is queued behind it on the port's lock; the
+        // channel is closed under them. The fake answers modid 3 only once
+        // it got a report: a report that needed the request lock to replace
+        // the channel would queue behind that request, which then waits for
+        // its timeout.
+        boolean[] reported = new boolean[1];
+        Object[] held = new Object[2];
+        try (FakeAgent fake = new FakeAgent((req, reply) -> {
+            Map<Integer, Object> f = Pb.body(req);
+            if (Pb.msgid(req) == Wire.ID_REPORT_REQUEST) {
+                reported[0] = true;
+                if (held[0] != null) {
+                    ((FakeAgent.Replier) held[0]).send((byte[]) held[1]);
+                }
+            } else if (Pb.msgid(req) == Wire.ID_GET_HOST_REQUEST && Pb.intField(f, 2) == 3) {
+                byte[] r = Pb.hostResponse(Pb.intField(f, 1), 3, Pb.intField(f, 3), 0, 1, 80);
+                if (reported[0]) {
+                    reply.send(r);
+                } else {
+                    held[0] = reply;
+                    held[1] = r;
+                }
+            }
+        }); LarsClient c = client(fake.port(), 1, 5_000);
+                Call first = new Call("first request", () -> c.getHost(1, 1))) {
+            awaitGetHost(fake, 1, 1);
+            try (Call second = new Call("second request", () -> c.getHost(3, 1))) {
+                second.awaitParked("the second request queued on the port's lock");
+                c.closeChannelForTest(0);
+                try (Call report = new Call("report", () -> {
+                    c.report(3, 1, HostPort.of("10.0.0.1", 80), 0, 1);
+                    return null;
+                })) {
+                    report.await("the report");
+                    check(report.error == null, "the report went out: " + report.error);
+                }
+                first.await("the first request");
+                checkClosedUnder(first.error, "the first request woken by the report");
+                second.await("the second request");
+                check(second.error == null, "the second request answered after the report, not timed out: "
+                        + second.error);
+                eq(80, ((HostPort) second.value).port(), "the second request's answer");
+            }
         }
     }
 
@@ -723,6 +828,75 @@ public final class ClientTest {
 
     private static LarsClient client(int basePort, int portCount, long timeoutMs) throws LarsIoException {
         return LarsClient.builder().basePort(basePort).portCount(portCount).timeoutMillis(timeoutMs).build();
+    }
+
+    /** A client call running in its own thread, and how it ended. */
+    private static final class Call implements AutoCloseable {
+        private final Thread thread;
+        private volatile Object value;
+        private volatile Throwable error;
+
+        Call(String name, java.util.concurrent.Callable<?> body) {
+            thread = new Thread(() -> {
+                try {
+                    value = body.call();
+                } catch (Throwable e) {
+                    error = e;
+                }
+            }, name);
+            thread.setDaemon(true);
+            thread.start();
+        }
+
+        /** Waits up to 10 s for the call to end; fails the test if it did not. */
+        void await(String what) throws InterruptedException {
+            thread.join(10_000);
+            check(!thread.isAlive(), what + " ended within 10 s");
+        }
+
+        /** Waits up to 5 s until the thread is parked (queued on a lock). */
+        void awaitParked(String what) throws InterruptedException {
+            long end = System.nanoTime() + 5_000_000_000L;
+            while (thread.getState() != Thread.State.WAITING) {
+                check(thread.isAlive() && System.nanoTime() - end < 0, what + " within 5 s");
+                Thread.sleep(1);
+            }
+        }
+
+        /** Ends a call still running (a failed test): an interrupt ends its wait. */
+        @Override
+        public void close() {
+            thread.interrupt();
+            try {
+                thread.join(5_000);
+            } catch (InterruptedException e) {
+                Thread.currentThread().interrupt();
+            }
+            check(!thread.isAlive(), thread.getName() + " stopped");
+        }
+    }
+
+    /** Reports a success of {@code host} for key (2, 1); returns {@code host}. */
+    private static HostPort reportReturning(LarsClient c, HostPort host) throws LarsException {
+        c.report(2, 1, host, 0, 1);
+        return host;
+    }
+
+    /** Waits up to 5 s until the fake got a GetHostRequest for (modid, cmdid). */
+    private static void awaitGetHost(FakeAgent fake, int modid, int cmdid) throws InterruptedException {
+        long end = System.nanoTime() + 5_000_000_000L;
+        while (fake.received().stream().noneMatch(d -> Pb.msgid(d) == Wire.ID_GET_HOST_REQUEST
+                && Pb.intField(Pb.body(d), 2) == modid && Pb.intField(Pb.body(d), 3) == cmdid)) {
+            check(System.nanoTime() - end < 0, "the agent got the request of modid " + modid + " cmdid " + cmdid
+                    + " within 5 s");
+            Thread.sleep(1);
+        }
+    }
+
+    /** Checks a request failed because its channel was closed under it. */
+    private static void checkClosedUnder(Throwable got, String what) {
+        check(got instanceof LarsIoException && got.getMessage().contains("was closed under this request"),
+                what + ": want a LarsIoException (closed under this request), got " + got);
     }
 
     private static List<byte[]> awaitDatagrams(FakeAgent fake, int n) throws InterruptedException {
