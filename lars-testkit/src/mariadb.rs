@@ -387,28 +387,44 @@ fn free_port() -> Result<u16, String> {
 /// Installs and starts server `id` (1: primary, 2: replica) under `dir`.
 fn start_server(install: &Path, mariadbd: &Path, dir: &Path, id: u32) -> Result<Server, String> {
     let datadir = dir.join(format!("data{id}"));
+    // A temporary directory of its own: the servers' temporary tables
+    // never meet those of servers other tests install at the same time.
+    let tmpdir = dir.join(format!("tmp{id}"));
+    std::fs::create_dir_all(&tmpdir).map_err(|e| format!("create {}: {e}", tmpdir.display()))?;
     let root = running_as_root();
-    let mut cmd = Command::new(install);
-    cmd.arg("--no-defaults")
-        .arg(format!("--datadir={}", datadir.display()))
-        .arg("--auth-root-authentication-method=normal")
-        .arg("--skip-test-db")
-        .arg("--innodb-log-file-size=8M")
-        .stdin(Stdio::null());
-    if root {
-        cmd.arg("--user=root");
-    }
-    let out = cmd
-        .output()
-        .map_err(|e| format!("run {}: {e}", install.display()))?;
-    if !out.status.success() {
-        return Err(format!(
+    // Parallel installs on a loaded machine failed now and then: once more
+    // on a clean data directory before giving up.
+    let mut failure = String::new();
+    for _ in 0..2 {
+        let _ = std::fs::remove_dir_all(&datadir);
+        let mut cmd = Command::new(install);
+        cmd.arg("--no-defaults")
+            .arg(format!("--datadir={}", datadir.display()))
+            .arg(format!("--tmpdir={}", tmpdir.display()))
+            .arg("--auth-root-authentication-method=normal")
+            .arg("--skip-test-db")
+            .arg("--innodb-log-file-size=8M")
+            .stdin(Stdio::null());
+        if root {
+            cmd.arg("--user=root");
+        }
+        let out = cmd
+            .output()
+            .map_err(|e| format!("run {}: {e}", install.display()))?;
+        if out.status.success() {
+            failure.clear();
+            break;
+        }
+        failure = format!(
             "{} failed ({}): {}{}",
             install.display(),
             out.status,
             String::from_utf8_lossy(&out.stdout),
             String::from_utf8_lossy(&out.stderr)
-        ));
+        );
+    }
+    if !failure.is_empty() {
+        return Err(failure);
     }
     // A port taken between `free_port` and the bind makes mariadbd exit:
     // try another one.
@@ -419,6 +435,7 @@ fn start_server(install: &Path, mariadbd: &Path, dir: &Path, id: u32) -> Result<
         let mut cmd = Command::new(mariadbd);
         cmd.arg("--no-defaults")
             .arg(format!("--datadir={}", datadir.display()))
+            .arg(format!("--tmpdir={}", tmpdir.display()))
             .arg(format!("--port={port}"))
             .arg("--bind-address=127.0.0.1")
             .arg(format!(

@@ -10,9 +10,9 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use super::support::{Client, host, hosts_of, http_get};
+use super::support::{Client, host, hosts_of, http_get, wait_stats};
 use lars_core::{HostAddr, ModKey};
-use lars_dns::{Dns, DnsConfig, DnsHandle, DnsStats};
+use lars_dns::{Dns, DnsConfig, DnsHandle};
 use lars_store::{RouteAdmin, RouteChange, RouteRead, RouteSnapshot, Store, StoreError};
 use lars_testkit::mariadb::MariadbPair;
 
@@ -28,21 +28,6 @@ fn config(primary: &str, replica: Option<String>) -> DnsConfig {
     c.version_interval = Duration::from_millis(50);
     c.reload_interval = Duration::from_millis(500);
     c
-}
-
-fn wait_for(dns: &DnsHandle, secs: u64, what: &str, pred: impl Fn(&DnsStats) -> bool) {
-    let deadline = Instant::now() + Duration::from_secs(secs);
-    loop {
-        let s = dns.stats();
-        if pred(&s) {
-            return;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "timed out ({secs} s) waiting for {what}: {s:#?}"
-        );
-        thread::sleep(Duration::from_millis(20));
-    }
 }
 
 /// The host lists pushed to `c` within `window` (none expected unless a
@@ -193,7 +178,7 @@ fn fallback_to_the_primary_and_back_never_pushes_an_older_version() {
     pair.stop_replication().unwrap();
     proxy.cut();
     let v2 = admin.set_hosts(KEY, &[host("10.0.0.2:1")]).unwrap();
-    wait_for(&dns, 20, "the fallback to the primary", |s| {
+    wait_stats(&dns, 20, "the fallback to the primary", |s| {
         s.reads.reading == "primary" && s.reads.fallbacks == 1 && s.route_version == v2
     });
     assert_eq!(
@@ -205,7 +190,7 @@ fn fallback_to_the_primary_and_back_never_pushes_an_older_version() {
     // Back, but behind what was served: ignored, stale reads counted.
     proxy.restore();
     assert!(replica_version(&pair) < v2);
-    wait_for(&dns, 20, "stale reads of the lagging replica", |s| {
+    wait_stats(&dns, 20, "stale reads of the lagging replica", |s| {
         s.reads.stale_reads >= 2
     });
     let s = dns.stats();
@@ -227,7 +212,7 @@ fn fallback_to_the_primary_and_back_never_pushes_an_older_version() {
     // Caught up: the reads return to the replica, nothing is pushed again.
     pair.start_replication().unwrap();
     pair.wait_caught_up(Duration::from_secs(30)).unwrap();
-    wait_for(&dns, 20, "the return to the replica", |s| {
+    wait_stats(&dns, 20, "the return to the replica", |s| {
         s.reads.reading == "replica" && s.reads.replica_version == Some(v3)
     });
     assert!(pushes_within(&mut c, Duration::from_millis(300)).is_empty());
@@ -236,7 +221,7 @@ fn fallback_to_the_primary_and_back_never_pushes_an_older_version() {
         next_push(&mut c, 10, "v4 via the replica"),
         vec![host("10.0.0.4:1")]
     );
-    wait_for(&dns, 5, "v4 served from the replica", |s| {
+    wait_stats(&dns, 5, "v4 served from the replica", |s| {
         s.route_version == v4 && s.reads.reading == "replica"
     });
     assert!(pushes_within(&mut c, Duration::from_millis(300)).is_empty());
@@ -275,7 +260,7 @@ fn a_dns_started_on_a_lagging_replica_serves_the_primarys_version() {
     );
     let mut c = Client::connect(dns.local_addr());
     assert_eq!(c.ask(KEY), vec![host("10.0.0.2:1")]);
-    wait_for(&dns, 10, "stale reads of the lagging replica", |s| {
+    wait_stats(&dns, 10, "stale reads of the lagging replica", |s| {
         s.reads.stale_reads >= 2
     });
     assert!(pushes_within(&mut c, Duration::from_millis(300)).is_empty());
@@ -283,7 +268,7 @@ fn a_dns_started_on_a_lagging_replica_serves_the_primarys_version() {
 
     pair.start_replication().unwrap();
     pair.wait_caught_up(Duration::from_secs(30)).unwrap();
-    wait_for(&dns, 10, "the replica caught up", |s| {
+    wait_stats(&dns, 10, "the replica caught up", |s| {
         s.reads.replica_version == Some(v2)
     });
     assert!(pushes_within(&mut c, Duration::from_millis(300)).is_empty());
@@ -434,7 +419,7 @@ fn a_replica_going_back_is_ignored_while_read() {
 
     // The replica now answers v1 with v1's hosts.
     fx.replicate(&[host("10.0.0.1:1")], v1);
-    wait_for(&dns, 10, "stale reads", |s| s.reads.stale_reads >= 3);
+    wait_stats(&dns, 10, "stale reads", |s| s.reads.stale_reads >= 3);
     let s = dns.stats();
     assert_eq!(
         (s.route_version, s.reads.reading),
@@ -465,7 +450,7 @@ fn fallback_rules_with_a_failing_replica() {
     let dns = fx.start(Duration::ZERO);
     fx.replica.fail.store(true, Ordering::SeqCst);
     let v2 = fx.primary.set_hosts(KEY, &[host("10.0.0.2:1")]).unwrap();
-    wait_for(&dns, 10, "the store reported unhealthy", |s| {
+    wait_stats(&dns, 10, "the store reported unhealthy", |s| {
         !s.store.healthy
     });
     thread::sleep(Duration::from_millis(500));
@@ -477,7 +462,7 @@ fn fallback_rules_with_a_failing_replica() {
     );
     fx.replicate(&[host("10.0.0.2:1")], v2);
     fx.replica.fail.store(false, Ordering::SeqCst);
-    wait_for(&dns, 10, "recovery on the replica", |s| {
+    wait_stats(&dns, 10, "recovery on the replica", |s| {
         s.store.healthy && s.route_version == v2
     });
     drop(dns);
@@ -495,7 +480,7 @@ fn fallback_rules_with_a_failing_replica() {
     // Up and caught up: back to it.
     fx.replicate(&[host("10.0.0.3:1")], v3);
     fx.replica.fail.store(false, Ordering::SeqCst);
-    wait_for(&dns, 10, "the return to the replica", |s| {
+    wait_stats(&dns, 10, "the return to the replica", |s| {
         s.reads.reading == "replica"
     });
 }
@@ -522,7 +507,7 @@ fn a_replica_stuck_behind_is_left_after_read_max_lag() {
 
     // The primary moves on, the replica does not.
     let v2 = fx.primary.set_hosts(KEY, &[host("10.0.0.2:1")]).unwrap();
-    wait_for(&dns, 10, "the replica seen behind", |s| {
+    wait_stats(&dns, 10, "the replica seen behind", |s| {
         s.reads.version_behind > 0
     });
     assert_eq!(
@@ -530,7 +515,7 @@ fn a_replica_stuck_behind_is_left_after_read_max_lag() {
         v1,
         "nothing newer than the replica"
     );
-    wait_for(&dns, 10, "the fallback for lag", |s| {
+    wait_stats(&dns, 10, "the fallback for lag", |s| {
         s.reads.reading == "primary" && s.route_version == v2
     });
     assert_eq!(
@@ -549,7 +534,7 @@ fn a_replica_stuck_behind_is_left_after_read_max_lag() {
     );
     // Caught up: read again, nothing pushed twice.
     fx.replicate(&[host("10.0.0.2:1")], v2);
-    wait_for(&dns, 10, "the return to the replica", |s| {
+    wait_stats(&dns, 10, "the return to the replica", |s| {
         s.reads.reading == "replica" && s.reads.behind_secs == 0
     });
     assert!(pushes_within(&mut c, Duration::from_millis(300)).is_empty());
@@ -565,7 +550,7 @@ fn a_replica_stuck_behind_is_left_after_read_max_lag() {
     )
     .unwrap();
     let v3 = fx.primary.set_hosts(KEY, &[host("10.0.0.3:1")]).unwrap();
-    wait_for(&dns, 10, "the replica seen behind", |s| {
+    wait_stats(&dns, 10, "the replica seen behind", |s| {
         s.reads.behind_secs >= 2
     });
     let s = dns.stats();
