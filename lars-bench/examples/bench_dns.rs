@@ -49,6 +49,7 @@ fn main() -> anyhow::Result<()> {
         duration: Duration::try_from_secs_f64(args.duration)?,
         key: ModKey::new(m.parse()?, c.parse()?),
         dns: args.addr,
+        dns_tls: None,
         threads: args.threads,
         tls: false,
     })?;

@@ -8,6 +8,14 @@
 //! throwaway CA: [`BenchTls`]) and the same load runs over it, right after
 //! the plain one.
 //!
+//! With `dns` and `dns_tls`, that external address is a dns's TLS port: the
+//! load goes over TLS, the server's certificate checked against the given CA
+//! file and the client certificate presented when given (the files of a
+//! client's `[tls]`, loaded by [`lars_net::ClientTls`] as the agent does).
+//! The first request tells a refused handshake (our certificate refused, the
+//! server's not verifying) apart as [`BenchError::Tls`] before the load
+//! starts. The raw reference stays plain.
+//!
 //! Used by `lars bench dns` and `examples/bench_dns.rs`.
 
 use std::fmt;
@@ -19,12 +27,13 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
 
-use lars_core::config::{Allowlist, ClientAuth, TlsListenerConfig};
+use lars_core::config::{Allowlist, ClientAuth, ClientTlsConfig, TlsListenerConfig};
 use lars_core::frame::HEADER_LEN;
 use lars_core::proto::GetRouteRequest;
 use lars_core::{MessageId, ModKey, frame};
 use lars_dns::DnsConfig;
 use lars_dns::{Dns, DnsError};
+use lars_net::ClientTls;
 
 /// What to measure.
 #[derive(Debug, Clone)]
@@ -40,6 +49,11 @@ pub struct BenchOptions {
     /// An external dns to measure; `None` starts one in-process over a
     /// temporary SQLite store holding the demo routes.
     pub dns: Option<SocketAddr>,
+    /// With `dns`: that address is the dns's TLS port, reached with these
+    /// files (CA the server certificate must chain to, optional client
+    /// certificate and key, optional server name; default name: the
+    /// address's IP).
+    pub dns_tls: Option<ClientTlsConfig>,
     /// Worker loops of the in-process dns (`threadNum`).
     pub threads: usize,
     /// Also measure the in-process dns over TLS (mutual TLS).
@@ -54,6 +68,7 @@ impl Default for BenchOptions {
             duration: Duration::from_secs(5),
             key: ModKey::new(1, 1),
             dns: None,
+            dns_tls: None,
             threads: 2,
             tls: false,
         }
@@ -127,9 +142,13 @@ impl fmt::Display for BenchReport {
             "conns={} window={} duration={:?} key={} reply={} bytes",
             o.conns, o.window, o.duration, o.key, self.reply_bytes
         )?;
+        let over = match o.dns_tls {
+            Some(_) => ", over TLS",
+            None => "",
+        };
         writeln!(
             f,
-            "dns: {:>12.0} replies/s ({} replies in {:.2} s)",
+            "dns: {:>12.0} replies/s ({} replies in {:.2} s{over})",
             self.dns.per_sec(),
             self.dns.replies,
             self.dns.secs
@@ -173,6 +192,11 @@ pub enum BenchError {
     /// The options cannot be measured.
     #[error("invalid options: {0}")]
     Invalid(String),
+    /// TLS to the dns could not be set up: a CA, certificate or key file is
+    /// unusable (the message names it), or the handshake was refused (the
+    /// message says which side refused and why).
+    #[error("tls: {0}")]
+    Tls(String),
 }
 
 /// Measures the dns, then the raw reference, with the same options.
@@ -189,9 +213,21 @@ pub fn run(options: BenchOptions) -> Result<BenchReport, BenchError> {
                 "tls measures the in-process dns only (it makes its own certificates)".into(),
             ));
         }
+        None if options.dns_tls.is_some() => {
+            return Err(BenchError::Invalid(
+                "dns_tls needs dns (the address of the dns's TLS port)".into(),
+            ));
+        }
         Some(addr) => {
-            let reply = fetch_reply(addr, &request)?;
-            (load(addr, &options, &request, None, None)?, None, reply)
+            let client = match &options.dns_tls {
+                Some(files) => Some(load_client_tls(files).map_err(BenchError::Tls)?),
+                None => None,
+            };
+            let tls = client.as_ref();
+            let explain = |e| explain_bench_error(e, tls, addr, "dns");
+            let reply = fetch_reply(addr, &request, tls).map_err(explain)?;
+            let m = load(addr, &options, &request, None, tls).map_err(explain)?;
+            (m, None, reply)
         }
         None => {
             let tmp = TempDb::new()?;
@@ -215,14 +251,16 @@ pub fn run(options: BenchOptions) -> Result<BenchReport, BenchError> {
                 }
                 None => None,
             };
+            let client = match &tls {
+                Some(t) => Some(load_client_tls(&t.client_files()).map_err(BenchError::Tls)?),
+                None => None,
+            };
             let mut handle = Dns::start(config, store)?;
             let addr = handle.local_addr();
-            let reply = fetch_reply(addr, &request)?;
+            let reply = fetch_reply(addr, &request, None)?;
             let m = load(addr, &options, &request, None, None);
-            let t = match (&tls, tls_addr, &m) {
-                (Some(t), Some(a), Ok(_)) => {
-                    Some(load(a, &options, &request, None, Some(&t.client())))
-                }
+            let t = match (&client, tls_addr, &m) {
+                (Some(c), Some(a), Ok(_)) => Some(load(a, &options, &request, None, Some(c))),
                 _ => None,
             };
             handle.stop();
@@ -273,11 +311,99 @@ impl BenchTls {
         }
     }
 
-    /// The client configuration (bench CA, client certificate).
-    pub fn client(&self) -> Arc<rustls::ClientConfig> {
-        self.pki.client_config(true)
+    /// The client `[tls]` files (bench CA, client certificate and key;
+    /// the server name is the address's IP), for [`lars_net::ClientTls`].
+    pub fn client_files(&self) -> ClientTlsConfig {
+        ClientTlsConfig {
+            ca: self.pki.ca.clone(),
+            cert: Some(self.pki.client_cert.clone()),
+            key: Some(self.pki.client_key.clone()),
+            server_name: None,
+        }
     }
 }
+
+/// Loads a client's TLS files (see [`lars_net::ClientTls::load`]); the
+/// error names the file that could not be used.
+pub(crate) fn load_client_tls(files: &ClientTlsConfig) -> Result<ClientTls, String> {
+    ClientTls::load(files).map_err(|e| match e {
+        lars_net::NetError::Tls(m) => m,
+        other => other.to_string(),
+    })
+}
+
+/// What a TLS failure inside `e` means for the operator (`server`: "dns" or
+/// "reporter", at `addr`), naming the files of `client`; `None` when `e`
+/// carries no TLS error.
+pub(crate) fn explain_tls(
+    e: &io::Error,
+    client: &ClientTls,
+    addr: SocketAddr,
+    server: &str,
+) -> Option<String> {
+    use rustls::AlertDescription as Alert;
+    let tls = e.get_ref()?.downcast_ref::<rustls::Error>()?;
+    let files = client.files();
+    Some(match tls {
+        rustls::Error::InvalidCertificate(_) => {
+            let name = match &files.server_name {
+                Some(n) => n.clone(),
+                None => addr.ip().to_string(),
+            };
+            format!(
+                "the {server}'s certificate at {addr} does not verify against the CA file {} \
+                 for the name {name} ({tls})",
+                files.ca.display()
+            )
+        }
+        rustls::Error::AlertReceived(Alert::CertificateRequired) if files.cert.is_none() => {
+            format!(
+                "the {server} at {addr} requires a client certificate (mutual TLS) and none was given"
+            )
+        }
+        rustls::Error::AlertReceived(
+            alert @ (Alert::BadCertificate
+            | Alert::UnknownCA
+            | Alert::CertificateRequired
+            | Alert::CertificateUnknown
+            | Alert::CertificateExpired
+            | Alert::CertificateRevoked
+            | Alert::UnsupportedCertificate
+            | Alert::AccessDenied
+            | Alert::DecryptError),
+        ) => match &files.cert {
+            Some(cert) => format!(
+                "the {server} at {addr} refused our certificate {} ({alert:?}): it must be \
+                 signed by a CA of the {server}'s [tls] ca",
+                cert.display()
+            ),
+            None => format!("the {server} at {addr} refused the TLS handshake ({alert:?})"),
+        },
+        other => format!("TLS with the {server} at {addr} failed: {other}"),
+    })
+}
+
+/// `e` as [`BenchError::Tls`] when it is a TLS failure with `client`.
+fn explain_bench_error(
+    e: BenchError,
+    client: Option<&ClientTls>,
+    addr: SocketAddr,
+    server: &str,
+) -> BenchError {
+    match (e, client) {
+        (BenchError::Io(io), Some(c)) => match explain_tls(&io, c, addr, server) {
+            Some(m) => BenchError::Tls(m),
+            None => BenchError::Io(io),
+        },
+        (e, _) => e,
+    }
+}
+
+/// How long a connect to a service may take.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// How long a TLS handshake may wait for the service's next message.
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// A port free on 127.0.0.1 now (for a listener whose address the service
 /// does not report back).
@@ -291,25 +417,44 @@ pub fn free_port() -> io::Result<u16> {
 pub(crate) trait Stream: Read + Write + Send {}
 impl<T: Read + Write + Send> Stream for T {}
 
-/// Connects to `addr`, over TLS with `tls` (handshake done before
-/// returning); reads time out after `read_timeout`.
+/// Connects to `addr` (within [`CONNECT_TIMEOUT`]), over TLS with `tls`
+/// (handshake done before returning, each of its reads within
+/// [`HANDSHAKE_TIMEOUT`]); reads time out after
+/// `read_timeout`.
 pub(crate) fn connect_stream(
     addr: SocketAddr,
-    tls: Option<&Arc<rustls::ClientConfig>>,
+    tls: Option<&ClientTls>,
     read_timeout: Duration,
 ) -> io::Result<Box<dyn Stream>> {
-    let mut s = TcpStream::connect(addr)?;
+    let mut s = TcpStream::connect_timeout(&addr, CONNECT_TIMEOUT)?;
     s.set_nodelay(true)?;
-    let Some(cfg) = tls else {
+    let Some(client) = tls else {
         s.set_read_timeout(Some(read_timeout))?;
         return Ok(Box::new(s));
     };
-    s.set_read_timeout(Some(Duration::from_secs(5)))?;
-    let name = rustls::pki_types::ServerName::IpAddress(addr.ip().into());
-    let mut conn =
-        rustls::ClientConnection::new(Arc::clone(cfg), name).map_err(io::Error::other)?;
+    s.set_read_timeout(Some(HANDSHAKE_TIMEOUT))?;
+    let mut conn = client.connect(addr).map_err(io::Error::other)?;
     while conn.is_handshaking() {
-        conn.complete_io(&mut s)?;
+        // Rustls errors pass unchanged (explain_tls reads them); silence
+        // and a close get a message saying where it stopped.
+        conn.complete_io(&mut s).map_err(|e| match e.kind() {
+            io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut => io::Error::new(
+                io::ErrorKind::TimedOut,
+                format!(
+                    "no TLS handshake answer from {addr} within {HANDSHAKE_TIMEOUT:?} (is it a TLS port?)"
+                ),
+            ),
+            io::ErrorKind::UnexpectedEof
+            | io::ErrorKind::ConnectionReset
+            | io::ErrorKind::BrokenPipe => io::Error::new(
+                e.kind(),
+                format!(
+                    "{addr} closed the connection during the TLS handshake (a plain port? \
+                     not on its allow list?)"
+                ),
+            ),
+            _ => e,
+        })?;
     }
     s.set_read_timeout(Some(read_timeout))?;
     Ok(Box::new(rustls::StreamOwned::new(conn, s)))
@@ -325,10 +470,13 @@ fn request_frame(key: ModKey) -> Result<Vec<u8>, BenchError> {
     .map_err(|e| BenchError::Invalid(e.to_string()))
 }
 
-/// Asks once and returns the whole reply frame.
-fn fetch_reply(addr: SocketAddr, request: &[u8]) -> Result<Vec<u8>, BenchError> {
-    let mut s = TcpStream::connect(addr)?;
-    s.set_read_timeout(Some(Duration::from_secs(5)))?;
+/// Asks once (over TLS with `tls`) and returns the whole reply frame.
+fn fetch_reply(
+    addr: SocketAddr,
+    request: &[u8],
+    tls: Option<&ClientTls>,
+) -> Result<Vec<u8>, BenchError> {
+    let mut s = connect_stream(addr, tls, Duration::from_secs(5))?;
     s.write_all(request)?;
     let mut head = [0u8; HEADER_LEN];
     s.read_exact(&mut head)?;
@@ -351,7 +499,7 @@ fn load(
     o: &BenchOptions,
     request: &[u8],
     stop: Option<Arc<AtomicBool>>,
-    tls: Option<&Arc<rustls::ClientConfig>>,
+    tls: Option<&ClientTls>,
 ) -> Result<Measurement, BenchError> {
     let stop = stop.unwrap_or_default();
     let mut streams = Vec::with_capacity(o.conns);

@@ -10,7 +10,17 @@
 //!
 //! With `tls`, the same load then runs again over the reporter's TLS port
 //! (another fresh modid), and the report holds both.
+//!
+//! With `addr_tls`, `addr` itself is a reporter's TLS port (an external
+//! reporter): the load goes over TLS with those files (CA, optional client
+//! certificate, optional server name: a client's `[tls]`, loaded by
+//! [`lars_net::ClientTls`] as the agent does). The reporter never answers,
+//! so before the load one connection waits [`REFUSAL_WAIT`] after its
+//! handshake for a refusal (TLS 1.3 sends it right after the handshake):
+//! a refused certificate is a [`BenchError::Tls`], not a load of reports
+//! written into a closed connection.
 
+use std::io::{self, Read};
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -18,8 +28,10 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use bytes::BytesMut;
+use lars_core::config::ClientTlsConfig;
 use lars_core::proto::{HostCallResult, ReportStatusRequest};
 use lars_core::{HostAddr, MessageId, ModKey, frame};
+use lars_net::ClientTls;
 use lars_store::StatsStore;
 use serde::Serialize;
 
@@ -28,6 +40,10 @@ use serde::Serialize;
 pub struct BenchOptions {
     /// The reporter's TCP address.
     pub addr: SocketAddr,
+    /// `addr` is a TLS port, reached with these files (CA the server
+    /// certificate must chain to, optional client certificate and key,
+    /// optional server name; default name: the address's IP).
+    pub addr_tls: Option<ClientTlsConfig>,
     /// The store the reporter writes to (read back to verify).
     pub store_url: String,
     /// Connections (callers), each on its own thread.
@@ -48,7 +64,7 @@ pub struct BenchOptions {
     /// The process whose RSS is sampled every second (`None`: this one, which
     /// is the reporter's when it runs in-process).
     pub rss_pid: Option<u32>,
-    /// Also run the load over TLS, to this TLS port.
+    /// Then run the load again over TLS, to this TLS port.
     pub tls: Option<TlsTarget>,
 }
 
@@ -57,15 +73,22 @@ pub struct BenchOptions {
 pub struct TlsTarget {
     /// The TLS listener (`[tls] port`).
     pub addr: SocketAddr,
-    /// The client configuration (CA, client certificate); the server name
-    /// is the address' IP.
-    pub client: Arc<rustls::ClientConfig>,
+    /// The client's TLS files (CA, client certificate, server name).
+    pub files: ClientTlsConfig,
 }
+
+/// How long the check before a TLS load waits, after its handshake, for the
+/// reporter to refuse our certificate. A TLS 1.3 server checks the client
+/// certificate after the client's side of the handshake is done and refuses
+/// with an alert within a round trip; a reporter never writes otherwise, so
+/// silence for this long means accepted.
+pub const REFUSAL_WAIT: Duration = Duration::from_secs(1);
 
 impl Default for BenchOptions {
     fn default() -> Self {
         Self {
             addr: SocketAddr::from(([127, 0, 0, 1], 7779)),
+            addr_tls: None,
             store_url: lars_core::config::DEFAULT_STORE_URL.to_owned(),
             conns: 4,
             keys: 100,
@@ -85,6 +108,8 @@ impl Default for BenchOptions {
 pub struct BenchReport {
     /// The modid used.
     pub modid: u32,
+    /// Whether this load went over TLS.
+    pub over_tls: bool,
     /// Reports sent.
     pub reports: u64,
     /// Host results sent.
@@ -131,6 +156,11 @@ pub enum BenchError {
     /// An option is out of range.
     #[error("invalid option: {0}")]
     Invalid(String),
+    /// TLS to the reporter could not be set up: a CA, certificate or key
+    /// file is unusable (the message names it), or the handshake was refused
+    /// (the message says which side refused and why).
+    #[error("tls: {0}")]
+    Tls(String),
 }
 
 /// The most `(key, host)` pairs one connection tracks (`keys * hosts`): what
@@ -165,23 +195,60 @@ pub fn rss_kib(pid: Option<u32>) -> Option<u64> {
     line.split_whitespace().nth(1)?.parse().ok()
 }
 
-/// Runs the load and the verification (then again over TLS, with `tls`).
+/// Runs the load and the verification (over TLS with `addr_tls`; then again
+/// over TLS, with `tls`).
 pub fn run(opts: &BenchOptions) -> Result<BenchReport, BenchError> {
-    let mut report = run_one(opts, opts.addr, None, opts.modid)?;
+    validate(opts)?;
+    let mut report = match &opts.addr_tls {
+        Some(files) => {
+            let client = tls_client(files, opts.addr)?;
+            run_one(opts, opts.addr, Some(&client), opts.modid)?
+        }
+        None => run_one(opts, opts.addr, None, opts.modid)?,
+    };
     if let Some(t) = &opts.tls {
         let modid = report.modid.wrapping_add(1);
-        let tls = run_one(opts, t.addr, Some(&t.client), Some(modid))?;
+        let client = tls_client(&t.files, t.addr)?;
+        let tls = run_one(opts, t.addr, Some(&client), Some(modid))?;
         report.tls = Some(Box::new(tls));
     }
     Ok(report)
 }
 
-fn run_one(
-    opts: &BenchOptions,
-    addr: SocketAddr,
-    tls: Option<&Arc<rustls::ClientConfig>>,
-    modid: Option<u32>,
-) -> Result<BenchReport, BenchError> {
+/// Loads the TLS files and checks, on one connection, that the reporter at
+/// `addr` completes a handshake and does not refuse us within
+/// [`REFUSAL_WAIT`].
+fn tls_client(files: &ClientTlsConfig, addr: SocketAddr) -> Result<ClientTls, BenchError> {
+    let client = crate::dns::load_client_tls(files).map_err(BenchError::Tls)?;
+    let explain = |e: io::Error| match crate::dns::explain_tls(&e, &client, addr, "reporter") {
+        Some(m) => BenchError::Tls(m),
+        None => BenchError::Io(e),
+    };
+    let mut s = crate::dns::connect_stream(addr, Some(&client), REFUSAL_WAIT).map_err(explain)?;
+    let closed = || {
+        BenchError::Tls(format!(
+            "the reporter at {addr} closed the connection right after the TLS handshake"
+        ))
+    };
+    let mut byte = [0u8; 1];
+    match s.read(&mut byte) {
+        // A reporter never writes: data is odd but no refusal.
+        Ok(n) if n > 0 => Ok(client),
+        Ok(_) => Err(closed()),
+        Err(e)
+            if matches!(
+                e.kind(),
+                io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
+            ) =>
+        {
+            Ok(client)
+        }
+        Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => Err(closed()),
+        Err(e) => Err(explain(e)),
+    }
+}
+
+fn validate(opts: &BenchOptions) -> Result<(), BenchError> {
     if opts.conns == 0 || opts.keys == 0 || opts.hosts == 0 {
         return Err(BenchError::Invalid(
             "conns, keys and hosts must be at least 1".into(),
@@ -195,6 +262,22 @@ fn run_one(
             "keys x hosts must be at most {MAX_KEY_HOSTS}"
         )));
     }
+    Ok(())
+}
+
+fn run_one(
+    opts: &BenchOptions,
+    addr: SocketAddr,
+    tls: Option<&ClientTls>,
+    modid: Option<u32>,
+) -> Result<BenchReport, BenchError> {
+    let explain = |e: BenchError| match (e, tls) {
+        (BenchError::Io(io), Some(c)) => match crate::dns::explain_tls(&io, c, addr, "reporter") {
+            Some(m) => BenchError::Tls(m),
+            None => BenchError::Io(io),
+        },
+        (e, _) => e,
+    };
     let store = lars_store::open(&opts.store_url)?;
     let modid = modid.unwrap_or(0x2000_0000 | (unix_now() & 0x0fff_ffff));
     let since = i64::from(unix_now()) - 120;
@@ -207,7 +290,8 @@ fn run_one(
     let start = Instant::now();
     let mut joins = Vec::with_capacity(opts.conns);
     for c in 0..opts.conns {
-        let stream = crate::dns::connect_stream(addr, tls, Duration::from_secs(5))?;
+        let stream = crate::dns::connect_stream(addr, tls, Duration::from_secs(5))
+            .map_err(|e| explain(e.into()))?;
         let stop = Arc::clone(&stop);
         let (keys, hosts) = (opts.keys, opts.hosts);
         let caller = c as u32 + 1;
@@ -235,7 +319,7 @@ fn run_one(
     let mut conns = Vec::with_capacity(joins.len());
     for j in joins {
         match j.join() {
-            Ok(r) => conns.push(r?),
+            Ok(r) => conns.push(r.map_err(explain)?),
             Err(_) => return Err(BenchError::Invalid("a sender thread panicked".into())),
         }
     }
@@ -246,6 +330,7 @@ fn run_one(
 
     let mut report = BenchReport {
         modid,
+        over_tls: tls.is_some(),
         send_secs,
         rss_kib: rss,
         status_rows_expected: opts.conns as u64 * u64::from(opts.keys) * u64::from(opts.hosts),

@@ -374,8 +374,10 @@ impl ClientTls {
     }
 
     /// A client connection to `peer`: the server name is `server_name`
-    /// when configured, else the peer's IP address.
-    pub(crate) fn connect(&self, peer: std::net::SocketAddr) -> Result<rustls::ClientConnection> {
+    /// when configured, else the peer's IP address. (Public for blocking
+    /// clients such as the load tools, which drive it with
+    /// `rustls::StreamOwned`.)
+    pub fn connect(&self, peer: std::net::SocketAddr) -> Result<rustls::ClientConnection> {
         let name = match &self.inner.files.server_name {
             Some(n) => ServerName::try_from(n.clone()).map_err(tls_err)?,
             None => ServerName::IpAddress(peer.ip().into()),

@@ -3,11 +3,13 @@
 //! prints what it saw.
 
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::time::Duration;
 
 use anyhow::Context as _;
 use clap::{Args, Subcommand};
 use lars_core::ModKey;
+use lars_core::config::ClientTlsConfig;
 use lars_reporter::ReporterConfig;
 
 /// `lars bench ...`.
@@ -102,6 +104,41 @@ struct DnsBenchArgs {
     /// throwaway certificates), printed next to plain from the same run.
     #[arg(long, conflicts_with = "addr")]
     tls: bool,
+    #[command(flatten)]
+    external_tls: ExternalTlsArgs,
+}
+
+/// TLS to an external service (`--addr` is its TLS port): the files of a
+/// client's `[tls]`.
+#[derive(Debug, Args)]
+struct ExternalTlsArgs {
+    /// --addr is the service's TLS port: verify its certificate against this
+    /// CA file (PEM) and send the load over TLS.
+    #[arg(long, value_name = "FILE", requires = "addr")]
+    tls_ca: Option<PathBuf>,
+    /// The client certificate (PEM) to present, for a service with
+    /// `client_auth = required` (mutual TLS); with --tls-key.
+    #[arg(long, value_name = "FILE", requires_all = ["tls_ca", "tls_key"])]
+    tls_cert: Option<PathBuf>,
+    /// The client certificate's private key (PEM); with --tls-cert.
+    #[arg(long, value_name = "FILE", requires_all = ["tls_ca", "tls_cert"])]
+    tls_key: Option<PathBuf>,
+    /// The name the service's certificate must carry (a DNS name or an IP);
+    /// default: the IP of --addr.
+    #[arg(long, value_name = "NAME", requires = "tls_ca")]
+    tls_server_name: Option<String>,
+}
+
+impl ExternalTlsArgs {
+    /// The client `[tls]` these flags make, if --tls-ca is given.
+    fn files(&self) -> Option<ClientTlsConfig> {
+        Some(ClientTlsConfig {
+            ca: self.tls_ca.clone()?,
+            cert: self.tls_cert.clone(),
+            key: self.tls_key.clone(),
+            server_name: self.tls_server_name.clone(),
+        })
+    }
 }
 
 #[derive(Debug, Args)]
@@ -136,6 +173,8 @@ struct ReporterBenchArgs {
     /// (mutual TLS, throwaway certificates), printed next to plain.
     #[arg(long, conflicts_with = "addr")]
     tls: bool,
+    #[command(flatten)]
+    external_tls: ExternalTlsArgs,
     /// Print the full report as JSON too.
     #[arg(long)]
     json: bool,
@@ -181,6 +220,7 @@ fn dns(a: &DnsBenchArgs) -> anyhow::Result<()> {
         duration: Duration::from_secs(a.duration),
         key: ModKey::new(a.modid, a.cmdid),
         dns: a.addr,
+        dns_tls: a.external_tls.files(),
         threads: a.threads as usize,
         tls: a.tls,
     })
@@ -221,7 +261,7 @@ fn reporter(a: &ReporterBenchArgs) -> anyhow::Result<()> {
                 cfg.reactor.tls = Some(t.listener(port));
                 tls = Some(lars_bench::reporter::TlsTarget {
                     addr: SocketAddr::from((std::net::Ipv4Addr::LOCALHOST, port)),
-                    client: t.client(),
+                    files: t.client_files(),
                 });
             }
             let store = lars_store::open(&store_url)
@@ -233,8 +273,13 @@ fn reporter(a: &ReporterBenchArgs) -> anyhow::Result<()> {
             addr
         }
     };
+    let addr_tls = a.external_tls.files();
+    let over = match addr_tls {
+        Some(_) => " over TLS",
+        None => "",
+    };
     println!(
-        "sending to the reporter at {addr} for {} s ({} conns x {} keys x {} hosts), store {}",
+        "sending to the reporter at {addr}{over} for {} s ({} conns x {} keys x {} hosts), store {}",
         a.duration,
         a.conns,
         a.keys,
@@ -243,6 +288,7 @@ fn reporter(a: &ReporterBenchArgs) -> anyhow::Result<()> {
     );
     let result = lars_bench::reporter::run(&lars_bench::reporter::BenchOptions {
         addr,
+        addr_tls,
         store_url: store_url.clone(),
         conns: a.conns as usize,
         keys: a.keys,
@@ -259,7 +305,7 @@ fn reporter(a: &ReporterBenchArgs) -> anyhow::Result<()> {
     if a.json {
         println!("{}", serde_json::to_string_pretty(&report)?);
     }
-    print_reporter("plain", &report);
+    print_reporter(if report.over_tls { "tls" } else { "plain" }, &report);
     if let Some(t) = &report.tls {
         print_reporter("tls", t);
         let ratio = t.sent_per_sec / report.sent_per_sec.max(1e-9);
