@@ -61,15 +61,17 @@ mod error;
 mod event_loop;
 pub mod http;
 mod pool;
+mod stats;
 mod tcp_client;
 mod tcp_server;
 pub mod tls;
 mod udp;
 
-pub use conn::{Conn, ConnId, ConnLimitStats, NetStats, NetStatsSnapshot, Router};
+pub use conn::{Conn, ConnId, Router};
 pub use error::{NetError, Result};
 pub use http::{HttpHandler, HttpRequest, HttpResponse, StatusServer};
 pub use lars_core::frame::Frame;
+pub use stats::{ConnLimitStats, NetStats, NetStatsSnapshot};
 pub use tcp_client::{ClientBuilder, ClientSender, DisconnectedPolicy, TcpClient};
 pub use tcp_server::{ServerBuilder, ServerHandle, TcpServer};
 pub use tls::{ClientTls, ReloadReport, ServerTls, reload_all as reload_tls};

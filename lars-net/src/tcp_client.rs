@@ -16,9 +16,10 @@ use mio::net::TcpStream;
 use mio::{Interest, Token};
 use prost::Message;
 
-use crate::conn::{Conn, ConnHook, ConnId, NetStats, ReadOutcome, Router, dispatch};
+use crate::conn::{Conn, ConnHook, ConnId, ReadOutcome, Router, dispatch};
 use crate::error::Result;
 use crate::event_loop::{LoopCtx, LoopHandle, LoopState, LoopThread, TimerId};
+use crate::stats::NetStats;
 use crate::tls::{ClientTls, TlsRefusal};
 
 const READ_CHUNK: usize = 64 * 1024;

@@ -13,10 +13,11 @@ use mio::net::{TcpListener, TcpStream};
 use mio::{Interest, Token};
 use socket2::{Domain, Protocol, Socket, Type};
 
-use crate::conn::{Conn, ConnHook, ConnId, NetStats, ReadOutcome, Router, dispatch};
+use crate::conn::{Conn, ConnHook, ConnId, ReadOutcome, Router, dispatch};
 use crate::error::{NetError, Result};
 use crate::event_loop::{LoopCtx, LoopHandle, LoopState, LoopThread};
 use crate::pool::ThreadPool;
+use crate::stats::NetStats;
 use crate::tls::{ServerTls, TlsRefusal};
 
 const LISTENER: Token = Token(0);
