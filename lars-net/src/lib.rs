@@ -72,7 +72,7 @@ pub use error::{NetError, Result};
 pub use http::{HttpHandler, HttpRequest, HttpResponse, StatusServer};
 pub use lars_core::frame::Frame;
 pub use stats::{ConnLimitStats, NetStats, NetStatsSnapshot};
-pub use tcp_client::{ClientBuilder, ClientSender, DisconnectedPolicy, TcpClient};
+pub use tcp_client::{ClientBuilder, ClientSender, Dialer, DisconnectedPolicy, TcpClient};
 pub use tcp_server::{ServerBuilder, ServerHandle, TcpServer};
 pub use tls::{ClientTls, ReloadReport, ServerTls, reload_all as reload_tls};
 pub use udp::{UdpHandle, UdpIo, UdpServer, UdpServerBuilder, UdpService};
