@@ -252,6 +252,12 @@ impl DnsHandle {
         self.server.local_addr()
     }
 
+    /// The bound address of the `[tls]` listener, if there is one (with
+    /// `[tls] port = 0`, the port the system chose).
+    pub fn tls_addr(&self) -> Option<SocketAddr> {
+        self.server.tls_local_addr()
+    }
+
     /// The bound status listener address, when `[http]` is configured.
     pub fn http_addr(&self) -> Option<SocketAddr> {
         self.http.as_ref().map(StatusServer::local_addr)

@@ -350,6 +350,12 @@ impl ReporterHandle {
         self.local_addr
     }
 
+    /// The bound address of the `[tls]` listener, if there is one (with
+    /// `[tls] port = 0`, the port the system chose).
+    pub fn tls_addr(&self) -> Option<SocketAddr> {
+        self.server.as_ref().and_then(TcpServer::tls_local_addr)
+    }
+
     /// The bound HTTP address, when `[http]` is configured.
     pub fn http_addr(&self) -> Option<SocketAddr> {
         self.http_addr

@@ -6,7 +6,7 @@
 //! client still gets routes on the plain port.
 
 use std::io::{Read, Write};
-use std::net::{Ipv4Addr, SocketAddrV4, TcpListener, TcpStream};
+use std::net::{Ipv4Addr, SocketAddrV4, TcpStream};
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -25,14 +25,6 @@ use crate::util::{client, hosts, reg, v4, wait_until};
 
 const T: Duration = Duration::from_secs(5);
 
-fn free_port() -> u16 {
-    TcpListener::bind((Ipv4Addr::LOCALHOST, 0))
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 fn listener(pki: &TestPki, port: u16) -> TlsListenerConfig {
     TlsListenerConfig {
         addr: SocketAddrV4::new(Ipv4Addr::LOCALHOST, port),
@@ -41,6 +33,15 @@ fn listener(pki: &TestPki, port: u16) -> TlsListenerConfig {
         ca: Some(pki.ca.clone()),
         client_auth: ClientAuth::Required,
         allow: Allowlist::everyone(),
+    }
+}
+
+/// The IPv4 address of a TLS listener bound on port 0 (the port the system
+/// chose, as the service reports it).
+fn v4_of(addr: Option<std::net::SocketAddr>) -> SocketAddrV4 {
+    match addr {
+        Some(std::net::SocketAddr::V4(a)) => a,
+        other => panic!("no IPv4 TLS listener: {other:?}"),
     }
 }
 
@@ -60,27 +61,26 @@ impl TlsEnv {
         let dir = tempfile::tempdir().unwrap();
         let store =
             lars_store::open(&format!("sqlite://{}", dir.path().join("x.db").display())).unwrap();
-        let (dp, rp) = (free_port(), free_port());
         let mut d = DnsConfig::default();
         d.reactor.addr = SocketAddrV4::new(Ipv4Addr::LOCALHOST, 0);
         d.reactor.thread_num = 1;
-        d.reactor.tls = Some(listener(pki, dp));
+        d.reactor.tls = Some(listener(pki, 0));
         d.version_interval = Duration::from_millis(100);
         let dns = Dns::start(d, store.clone()).unwrap();
         let mut r = ReporterConfig::default();
         r.reactor.addr = SocketAddrV4::new(Ipv4Addr::LOCALHOST, 0);
         r.reactor.thread_num = 1;
-        r.reactor.tls = Some(listener(pki, rp));
+        r.reactor.tls = Some(listener(pki, 0));
         r.db_thread_cnt = std::num::NonZeroUsize::MIN;
         r.flush_interval = Duration::from_millis(100);
         let reporter = Reporter::start(r, store.clone()).unwrap();
         Self {
             _dir: dir,
             store,
+            dns_tls: v4_of(dns.tls_addr()),
+            reporter_tls: v4_of(reporter.tls_addr()),
             dns,
             reporter,
-            dns_tls: SocketAddrV4::new(Ipv4Addr::LOCALHOST, dp),
-            reporter_tls: SocketAddrV4::new(Ipv4Addr::LOCALHOST, rp),
         }
     }
 
