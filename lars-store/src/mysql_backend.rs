@@ -41,7 +41,7 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Removes [`IO_TIMEOUT_PARAM`] from `url`'s query: `(url without it, the
 /// timeout or the default)`.
-pub(crate) fn take_io_timeout(url: &str) -> std::result::Result<(String, Duration), String> {
+fn take_io_timeout(url: &str) -> std::result::Result<(String, Duration), String> {
     let Some((main, query)) = url.split_once('?') else {
         return Ok((url.to_owned(), DEFAULT_IO_TIMEOUT));
     };
@@ -349,36 +349,49 @@ fn params(v: Vec<Value>) -> Params {
     }
 }
 
+/// A `mysql://` URL taken apart: the URL without lars' own parameters, its
+/// database (checked; [`DEFAULT_MYSQL_DB`] when it names none) and the
+/// connection options with the I/O timeouts set and no database selected.
+pub(crate) struct MysqlUrl {
+    pub url: String,
+    pub db: String,
+    pub base: OptsBuilder,
+}
+
+/// Parses `url` for the primary and the replica alike; errors show it
+/// redacted.
+pub(crate) fn parse_url(url: &str) -> Result<MysqlUrl> {
+    let shown = redact(url);
+    let bad = |why: String| StoreError::InvalidUrl {
+        url: shown.clone(),
+        why,
+    };
+    let (url, io_timeout) = take_io_timeout(url).map_err(bad)?;
+    let opts = Opts::from_url(&url).map_err(|e| bad(e.to_string()))?;
+    let db = opts
+        .get_db_name()
+        .filter(|d| !d.is_empty())
+        .unwrap_or(DEFAULT_MYSQL_DB)
+        .to_owned();
+    if !db
+        .bytes()
+        .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'$')
+    {
+        return Err(bad(format!(
+            "database name {db:?} must be letters, digits, _ or $"
+        )));
+    }
+    let base = OptsBuilder::from_opts(opts)
+        .db_name(None::<String>)
+        .tcp_connect_timeout(Some(io_timeout.min(CONNECT_TIMEOUT)))
+        .read_timeout(Some(io_timeout))
+        .write_timeout(Some(io_timeout));
+    Ok(MysqlUrl { url, db, base })
+}
+
 impl MysqlStore {
     pub(crate) fn open(url: &str) -> Result<Self> {
-        let shown = redact(url);
-        let (url, io_timeout) = take_io_timeout(url).map_err(|why| StoreError::InvalidUrl {
-            url: shown.clone(),
-            why,
-        })?;
-        let opts = Opts::from_url(&url).map_err(|e| StoreError::InvalidUrl {
-            url: shown.clone(),
-            why: e.to_string(),
-        })?;
-        let db = opts
-            .get_db_name()
-            .filter(|d| !d.is_empty())
-            .unwrap_or(DEFAULT_MYSQL_DB)
-            .to_owned();
-        if !db
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'$')
-        {
-            return Err(StoreError::InvalidUrl {
-                url: shown,
-                why: format!("database name {db:?} must be letters, digits, _ or $"),
-            });
-        }
-        let base = OptsBuilder::from_opts(opts)
-            .db_name(None::<String>)
-            .tcp_connect_timeout(Some(io_timeout.min(CONNECT_TIMEOUT)))
-            .read_timeout(Some(io_timeout))
-            .write_timeout(Some(io_timeout));
+        let MysqlUrl { url, db, base } = parse_url(url)?;
         {
             let mut conn = Conn::new(base.clone()).map_err(|e| StoreError::Unavailable {
                 purpose: "connect to the mysql server",

@@ -11,23 +11,17 @@
 //! pruned on the primary.
 
 use std::fmt;
-use std::time::Duration;
 
 use lars_core::ModKey;
-use mysql::{Opts, OptsBuilder, Pool, PoolConstraints, PoolOpts, PooledConn};
+use mysql::{Pool, PoolConstraints, PoolOpts, PooledConn};
 
 use crate::mysql_backend::{
-    is_connection_error, read_changed_keys, read_pending_changes, read_routes, read_version,
-    take_io_timeout,
+    MysqlUrl, is_connection_error, parse_url, read_changed_keys, read_pending_changes, read_routes,
+    read_version,
 };
 use crate::{
-    DEFAULT_MYSQL_DB, Result, RouteChange, RouteRead, RouteSnapshot, Store, StoreError, redact,
-    shown_with_db,
+    Result, RouteChange, RouteRead, RouteSnapshot, Store, StoreError, redact, shown_with_db,
 };
-
-/// The TCP connect timeout of a replica connection (or the I/O timeout
-/// when shorter).
-const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Opens the read replica named by `url` for route reading only.
 ///
@@ -129,33 +123,11 @@ struct MysqlReplica {
 
 impl MysqlReplica {
     fn open(url: &str) -> Result<Self> {
-        let shown = redact(url);
-        let bad = |why: String| StoreError::InvalidUrl {
-            url: shown.clone(),
-            why,
-        };
-        let (url, io_timeout) = take_io_timeout(url).map_err(bad)?;
-        let opts = Opts::from_url(&url).map_err(|e| bad(e.to_string()))?;
-        let db = opts
-            .get_db_name()
-            .filter(|d| !d.is_empty())
-            .unwrap_or(DEFAULT_MYSQL_DB)
-            .to_owned();
-        if !db
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'$')
-        {
-            return Err(bad(format!(
-                "database name {db:?} must be letters, digits, _ or $"
-            )));
-        }
+        let MysqlUrl { url, db, base } = parse_url(url)?;
         // min 0: no connection is made before the first read.
         let constraints = PoolConstraints::new(0, 4).unwrap_or_default();
-        let builder = OptsBuilder::from_opts(opts)
+        let builder = base
             .db_name(Some(db.clone()))
-            .tcp_connect_timeout(Some(io_timeout.min(CONNECT_TIMEOUT)))
-            .read_timeout(Some(io_timeout))
-            .write_timeout(Some(io_timeout))
             .init(vec!["SET SESSION TRANSACTION READ ONLY"])
             .pool_opts(PoolOpts::default().with_constraints(constraints));
         let pool = Pool::new(builder).map_err(|e| StoreError::Unavailable {
